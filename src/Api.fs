@@ -1,0 +1,3 @@
+module WeChatFs.Api
+
+let internal placeholder = ()

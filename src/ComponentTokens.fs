@@ -1,0 +1,3 @@
+module WeChatFs.ComponentTokens
+
+let internal placeholder = ()

@@ -1,0 +1,3 @@
+module WeChatFs.Config
+
+let internal placeholder = ()

@@ -1,0 +1,3 @@
+module WeChatFs.ErrorGuide
+
+let internal placeholder = ()

@@ -1,0 +1,3 @@
+module WeChatFs.Hosting
+
+let internal placeholder = ()

@@ -1,0 +1,3 @@
+module WeChatFs.Simulator.SimCrypto
+
+let internal placeholder = ()

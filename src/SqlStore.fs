@@ -1,0 +1,3 @@
+module WeChatFs.SqlStore
+
+let internal placeholder = ()

@@ -1,0 +1,165 @@
+/// The store contract. SQLite (embedded default) and PostgreSQL (many instances) both implement it and
+/// both pass one contract test suite. Secrets (tickets, tokens, refresh tokens) are sealed at rest by the
+/// implementation; callers hand in and get back plain domain values.
+module WeChatFs.Store
+
+open System
+open System.Threading.Tasks
+open WeChatFs.Domain
+
+type Page<'item> = { Items: 'item list; Total: int }
+
+type AuthorizerQuery =
+    {
+        Tenant: TenantId option
+        Status: AuthorizerStatus option
+        Offset: int
+        Limit: int
+    }
+
+type IComponentStore =
+    /// Keeps the newest ticket (Domain.newerTicket); storing the same push twice changes nothing.
+    abstract SaveTicket: ComponentAppId * ReceivedTicket -> Task
+    abstract LatestTicket: ComponentAppId -> Task<ReceivedTicket option>
+    abstract SaveComponentToken: ComponentAppId * Expiring<ComponentAccessToken> -> Task
+    abstract ComponentToken: ComponentAppId -> Task<Expiring<ComponentAccessToken> option>
+    /// Deletes the stored token only while it is still `failed`; true when it did.
+    abstract InvalidateComponentToken: ComponentAppId * failed: ComponentAccessToken -> Task<bool>
+
+/// A named, time-limited lock shared by every instance on the same store: single-flight across
+/// processes. A crashed holder's lease simply runs out.
+type ILeaseStore =
+    /// Takes (or renews, for the same holder) the lease until `until`, unless another holder's lease
+    /// is still running at `now`. True when the caller holds it.
+    abstract TryAcquireLease: name: string * holder: string * now: DateTimeOffset * until: DateTimeOffset -> Task<bool>
+    abstract ReleaseLease: name: string * holder: string -> Task
+
+type IAuthorizerStore =
+    abstract GetAuthorizer: AuthorizerAppId -> Task<Authorizer option>
+    /// Inserts or replaces the whole record.
+    abstract SaveAuthorizer: Authorizer -> Task
+    abstract ListAuthorizers: AuthorizerQuery -> Task<Page<Authorizer>>
+
+    /// After api_authorizer_token: the access token and the (possibly rotated) refresh token, in one write.
+    abstract SaveAuthorizerTokens:
+        AuthorizerAppId * Expiring<AuthorizerAccessToken> * AuthorizerRefreshToken * now: DateTimeOffset -> Task
+
+    /// Deletes the access token only while it is still `failed`; true when it did.
+    abstract InvalidateAuthorizerToken: AuthorizerAppId * failed: AuthorizerAccessToken -> Task<bool>
+
+    /// Revoked also deletes both tokens; the record and its history stay.
+    abstract SetAuthorizerStatus:
+        AuthorizerAppId * AuthorizerStatus * reason: string option * now: DateTimeOffset -> Task
+
+    /// Authorized accounts whose access token is missing or expires before `before`, soonest first.
+    abstract DueAuthorizers: before: DateTimeOffset * limit: int -> Task<AuthorizerAppId list>
+    abstract CountAuthorizers: unit -> Task<int>
+
+/// Small named values: the last WeChat error, the latest AuthorizationCode per account, ...
+/// `secret = true` seals the value at rest.
+type IValueStore =
+    abstract PutValue: key: string * value: string * secret: bool -> Task
+    abstract GetValue: key: string -> Task<string option>
+
+/// An audit trail of what arrived and what happened (unknown pushes, fast-register results, ...).
+type EventRecord =
+    {
+        Kind: string
+        Subject: string
+        Detail: string
+        At: DateTimeOffset
+    }
+
+type IEventLog =
+    abstract AppendEvent: EventRecord -> Task
+    /// Newest first.
+    abstract RecentEvents: kind: string option * limit: int -> Task<EventRecord list>
+
+type DeliveryStatus =
+    | Pending
+    | Delivered
+    | Dead
+
+module DeliveryStatus =
+    let toText =
+        function
+        | Pending -> "pending"
+        | Delivered -> "delivered"
+        | Dead -> "dead"
+
+    let ofText =
+        function
+        | "delivered" -> Some Delivered
+        | "dead" -> Some Dead
+        | "pending" -> Some Pending
+        | _ -> None
+
+/// One inbound message or event, stored before WeChat hears an answer, and its delivery to the webhook.
+type InboxItem =
+    {
+        Id: string
+        /// MsgId for messages, FromUserName + CreateTime for events: WeChat's retries carry the same key.
+        DedupeKey: string
+        AuthorizerAppId: string
+        Tenant: string option
+        Kind: string
+        ReceivedAt: DateTimeOffset
+        /// The webhook body, ready to send.
+        Payload: string
+        RawXml: string
+        /// The receiving instance claims the first attempt while WeChat waits.
+        ClaimedBy: string option
+        ClaimedUntil: DateTimeOffset option
+    }
+
+type Delivery =
+    {
+        Id: string
+        AuthorizerAppId: string
+        Tenant: string option
+        Kind: string
+        ReceivedAt: DateTimeOffset
+        Payload: string
+        Status: DeliveryStatus
+        Attempts: int
+        NextAttemptAt: DateTimeOffset option
+        LastError: string option
+        DeliveredAt: DateTimeOffset option
+    }
+
+type AppendOutcome =
+    /// Stored now, under this id.
+    | Stored of id: string
+    /// A retry of something already stored under this id.
+    | Duplicate of id: string
+
+type IInboxStore =
+    /// Stores the whole batch in one transaction (group commit); one outcome per item, in order.
+    abstract AppendInbox: InboxItem list -> Task<AppendOutcome list>
+
+    /// Claims up to `max` pending deliveries that are due at `now` and not claimed by a live holder
+    /// (PostgreSQL: FOR UPDATE SKIP LOCKED), until `until`.
+    abstract ClaimDeliveries:
+        holder: string * now: DateTimeOffset * until: DateTimeOffset * max: int -> Task<Delivery list>
+
+    abstract MarkDelivered: id: string * at: DateTimeOffset -> Task
+    /// Counts the attempt; `retryAt = None` dead-letters the delivery.
+    abstract MarkFailed: id: string * error: string * retryAt: DateTimeOffset option -> Task
+    abstract GetDelivery: id: string -> Task<Delivery option>
+    abstract ListDeliveries: status: DeliveryStatus option * offset: int * limit: int -> Task<Page<Delivery>>
+    /// Puts a dead (or pending) delivery back in line at `now`; false when unknown or already delivered.
+    abstract RetryDelivery: id: string * now: DateTimeOffset -> Task<bool>
+
+type IStore =
+    inherit IComponentStore
+    inherit ILeaseStore
+    inherit IAuthorizerStore
+    inherit IValueStore
+    inherit IEventLog
+    inherit IInboxStore
+    inherit IDisposable
+    /// Creates or upgrades the schema (versioned; under a lock where several instances may start at once).
+    abstract Migrate: unit -> Task
+    /// A cheap round trip, for /readyz.
+    abstract Ping: unit -> Task<Result<unit, string>>
+    abstract Provider: string

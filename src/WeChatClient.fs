@@ -1,0 +1,3 @@
+module WeChatFs.WeChatClient
+
+let internal placeholder = ()

@@ -1,0 +1,3 @@
+module WeChatFs.Wire
+
+let internal placeholder = ()

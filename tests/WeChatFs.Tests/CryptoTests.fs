@@ -1,0 +1,3 @@
+module WeChatFs.Tests.CryptoTests
+
+open Xunit

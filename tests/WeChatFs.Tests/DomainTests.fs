@@ -1,0 +1,3 @@
+module WeChatFs.Tests.DomainTests
+
+open Xunit

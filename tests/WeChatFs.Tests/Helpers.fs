@@ -1,0 +1,3 @@
+module WeChatFs.Tests.Helpers
+
+let internal placeholder = ()

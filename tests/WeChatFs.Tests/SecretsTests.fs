@@ -1,0 +1,3 @@
+module WeChatFs.Tests.SecretsTests
+
+open Xunit
