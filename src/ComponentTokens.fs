@@ -1,3 +1,304 @@
+/// The component_access_token, kept alive: served from memory while fresh, refreshed before expiry by
+/// exactly one caller across every instance on the store (an in-process gate plus a store lease),
+/// invalidated only when the token that failed is still the current one.
 module WeChatFs.ComponentTokens
 
-let internal placeholder = ()
+open System
+open System.Text.Json
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.Extensions.Hosting
+open Microsoft.Extensions.Logging
+open WeChatFs.Domain
+open WeChatFs.Config
+open WeChatFs.Store
+open WeChatFs.WeChatClient
+
+type TokenError =
+    /// No usable token and no ticket WeChat would accept: wait for the next push (up to 10 minutes).
+    | NoTicket
+    | RefreshFailed of WeChatError
+    /// Another instance holds the refresh lease and did not finish in time.
+    | RefreshBusy
+
+let describeTokenError =
+    function
+    | NoTicket ->
+        "no component_verify_ticket that WeChat would accept has arrived yet; WeChat pushes one every 10 minutes"
+    | RefreshFailed e -> describeError e
+    | RefreshBusy -> "another instance is refreshing the token; try again in a moment"
+
+/// The last error WeChat gave while keeping the component token, for the status page.
+type LastError =
+    {
+        Errcode: int option
+        Message: string
+        At: DateTimeOffset
+    }
+
+let private lastErrorKey = "component:last_error"
+let private rejectedTicketKey = "component:rejected_ticket_at"
+
+type ComponentTokenService
+    (options: GatewayOptions, store: IStore, client: Client, clock: TimeProvider, logger: ILogger<ComponentTokenService>)
+    =
+    let appId = options.ComponentAppId
+    let policy = options.TokenPolicy
+    let gate = new SemaphoreSlim(1, 1)
+    let leaseName = "component-token:" + Ids.componentAppId appId
+    // The fresh token lives here; the store stays the source of truth across instances.
+    let mutable cached: Expiring<ComponentAccessToken> option = None
+    // After a transient failure, callers get the fallback (or an error) until this instant.
+    let mutable retryNotBefore = DateTimeOffset.MinValue
+    let mutable failures = 0
+
+    let recordError (err: WeChatError) =
+        let value =
+            JsonSerializer.Serialize
+                {|
+                    errcode = errcodeOfError err |> Option.toNullable
+                    message = describeError err
+                    at = clock.GetUtcNow()
+                |}
+
+        store.PutValue(lastErrorKey, value, false)
+
+    /// A ticket WeChat refused (61005/61006) is not offered again; the next push replaces it.
+    let usableTicket () =
+        task {
+            let! ticket = store.LatestTicket appId
+            let! rejected = store.GetValue rejectedTicketKey
+
+            return
+                match ticket, rejected with
+                | Some t, Some r when r = string (t.ReceivedAt.ToUnixTimeMilliseconds()) -> None
+                | t, _ -> t
+        }
+
+    let fetch (ticket: ReceivedTicket) (fallback: Expiring<ComponentAccessToken> option) =
+        task {
+            let! result = client.ComponentToken ticket.Ticket
+
+            match result with
+            | Ok(token, expiresIn) ->
+                let issued = Expiring.issued (clock.GetUtcNow()) expiresIn token
+                do! store.SaveComponentToken(appId, issued)
+                cached <- Some issued
+                failures <- 0
+                logger.LogInformation("component token refreshed, valid until {ExpiresAt}", issued.ExpiresAt)
+                return Ok issued
+            | Error err ->
+                do! recordError err
+
+                match failureKind err with
+                | TicketRejected ->
+                    do! store.PutValue(rejectedTicketKey, string (ticket.ReceivedAt.ToUnixTimeMilliseconds()), false)
+                | _ ->
+                    failures <- failures + 1
+                    let backoff = Math.Min(60.0, Math.Pow(2.0, float (min failures 6)))
+                    retryNotBefore <- clock.GetUtcNow().AddSeconds backoff
+
+                logger.LogWarning("component token refresh failed: {Error}", describeError err)
+
+                return
+                    match fallback with
+                    | Some t -> Ok t
+                    | None -> Error(RefreshFailed err)
+        }
+
+    /// Another instance holds the lease: watch the store for its result instead of calling WeChat.
+    let awaitOtherInstance (fallback: Expiring<ComponentAccessToken> option) =
+        task {
+            let deadline = DateTime.UtcNow + options.RefreshLease
+            let mutable result = None
+
+            while result.IsNone && DateTime.UtcNow < deadline do
+                do! Task.Delay 50
+                let! stored = store.ComponentToken appId
+                let now = clock.GetUtcNow()
+
+                match stored with
+                | Some t when not (Expiring.isDue policy.RefreshMargin now t) ->
+                    cached <- Some t
+                    result <- Some(Ok t)
+                | _ -> ()
+
+            return
+                match result, fallback with
+                | Some r, _ -> r
+                | None, Some t -> Ok t
+                | None, None -> Error RefreshBusy
+        }
+
+    let refreshUnderLease (ticket: ReceivedTicket) fallback =
+        task {
+            let now = clock.GetUtcNow()
+            let holder = options.InstanceId
+
+            let! outcome =
+                Leases.run store leaseName holder now (now + options.RefreshLease) (fun () ->
+                    task {
+                        // Between our read and the lease another instance may have finished a refresh.
+                        let! stored = store.ComponentToken appId
+
+                        match stored with
+                        | Some t when not (Expiring.isDue policy.RefreshMargin now t) ->
+                            cached <- Some t
+                            return Ok t
+                        | _ -> return! fetch ticket fallback
+                    })
+
+            match outcome with
+            | Some result -> return result
+            | None -> return! awaitOtherInstance fallback
+        }
+
+    let slowPath () =
+        task {
+            do! gate.WaitAsync()
+
+            try
+                let! ticket = usableTicket ()
+                let! token = store.ComponentToken appId
+                let now = clock.GetUtcNow()
+
+                match decideComponent policy now ticket token with
+                | UseToken t ->
+                    cached <- Some t
+                    return Ok t
+                | WaitForTicket ->
+                    cached <- None
+                    return Error NoTicket
+                | Refresh(_, Some fallback) when now < retryNotBefore -> return Ok fallback
+                | Refresh(_, None) when now < retryNotBefore -> return Error RefreshBusy
+                | Refresh(ticket, fallback) -> return! refreshUnderLease ticket fallback
+            finally
+                gate.Release() |> ignore
+        }
+
+    /// The current token: from memory while it is fresh, otherwise decided, and refreshed if due.
+    member _.GetToken() : Task<Result<Expiring<ComponentAccessToken>, TokenError>> =
+        match cached with
+        | Some t when not (Expiring.isDue policy.RefreshMargin (clock.GetUtcNow()) t) -> Task.FromResult(Ok t)
+        | _ -> slowPath ()
+
+    /// WeChat rejected `failed` (40001/40014/42001). Forget it here, and in the store only if it is
+    /// still the current token there: another instance may already have replaced it.
+    member _.Invalidate(failed: ComponentAccessToken) =
+        task {
+            if shouldInvalidate failed cached then
+                cached <- None
+
+            let! removed = store.InvalidateComponentToken(appId, failed)
+
+            if removed then
+                logger.LogWarning("component token rejected by WeChat; invalidated, a new one will be fetched")
+
+            return removed
+        }
+
+    /// A ticket was stored: if we have no good token (never had one, or the last ticket was refused),
+    /// get one now rather than at the next scheduled check.
+    member this.OnTicketStored() =
+        let now = clock.GetUtcNow()
+
+        match cached with
+        | Some t when not (Expiring.isDue policy.RefreshMargin now t) -> ()
+        | _ ->
+            retryNotBefore <- DateTimeOffset.MinValue
+
+            Task.Run(fun () ->
+                task {
+                    try
+                        let! _ = this.GetToken()
+                        ()
+                    with ex ->
+                        logger.LogError(ex, "component token refresh after a ticket push failed")
+                }
+                :> Task)
+            |> ignore
+
+    /// Calls WeChat with the token; on 40001/40014/42001 invalidates it and retries once with a new one.
+    member this.WithToken(call: ComponentAccessToken -> Task<Result<'a, WeChatError>>) =
+        task {
+            match! this.GetToken() with
+            | Error e -> return Error(Choice1Of2 e)
+            | Ok t ->
+                match! call t.Token with
+                | Error err when failureKind err = TokenRejected ->
+                    let! _ = this.Invalidate t.Token
+
+                    match! this.GetToken() with
+                    | Error e -> return Error(Choice1Of2 e)
+                    | Ok t2 ->
+                        let! second = call t2.Token
+                        return second |> Result.mapError Choice2Of2
+                | other -> return other |> Result.mapError Choice2Of2
+        }
+
+    /// At start: no ticket younger than 12 h means pushes stopped; ask WeChat to start them again.
+    member _.EnsureTicketPush() =
+        task {
+            let! ticket = store.LatestTicket appId
+
+            if needsTicketPushStart policy (clock.GetUtcNow()) ticket then
+                logger.LogInformation("no recent component_verify_ticket stored; asking WeChat to push one")
+                let! started = client.StartPushTicket()
+
+                match started with
+                | Ok() -> ()
+                | Error err ->
+                    do! recordError err
+                    logger.LogWarning("api_start_push_ticket failed: {Error}", describeError err)
+        }
+
+    member _.LastError() =
+        task {
+            let! raw = store.GetValue lastErrorKey
+
+            return
+                raw
+                |> Option.bind (fun r ->
+                    try
+                        use doc = JsonDocument.Parse r
+                        let root = doc.RootElement
+
+                        Some
+                            {
+                                Errcode =
+                                    match root.TryGetProperty "errcode" with
+                                    | true, v when v.ValueKind = JsonValueKind.Number -> Some(v.GetInt32())
+                                    | _ -> None
+                                Message = root.GetProperty("message").GetString()
+                                At = root.GetProperty("at").GetDateTimeOffset()
+                            }
+                    with _ ->
+                        None)
+        }
+
+    member _.AppId = appId
+
+/// Keeps the token fresh with no request waiting on it: one check at start, then every CheckInterval.
+type ComponentTokenRefresher
+    (service: ComponentTokenService, options: GatewayOptions, logger: ILogger<ComponentTokenRefresher>) =
+    inherit BackgroundService()
+
+    override _.ExecuteAsync(stopping: CancellationToken) =
+        task {
+            try
+                do! service.EnsureTicketPush()
+            with ex ->
+                logger.LogError(ex, "ticket push check failed")
+
+            while not stopping.IsCancellationRequested do
+                try
+                    let! _ = service.GetToken()
+                    ()
+                with ex ->
+                    logger.LogError(ex, "component token check failed")
+
+                try
+                    do! Task.Delay(options.CheckInterval, stopping)
+                with :? OperationCanceledException ->
+                    ()
+        }

@@ -1,3 +1,245 @@
+/// The gateway's settings, read from standard ASP.NET configuration (appsettings.json, environment
+/// variables such as WeChatFs__Component__AppId, or --WeChatFs:Component:AppId=...) and validated once
+/// at start: a bad value stops the start with a message naming the key and the fix.
 module WeChatFs.Config
 
-let internal placeholder = ()
+open System
+open System.IO
+open FsToolkit.ErrorHandling
+open Microsoft.Extensions.Configuration
+open WeChatFs.Domain
+
+type ConfigError =
+    {
+        Key: string
+        Problem: string
+        Fix: string
+    }
+
+let describe (e: ConfigError) = $"{e.Key}: {e.Problem}. Fix: {e.Fix}"
+
+type GatewayOptions =
+    {
+        ComponentAppId: ComponentAppId
+        AppSecret: string
+        Token: string
+        /// The current EncodingAESKey first, then the previous one after a rotation.
+        AesKeys: Crypto.AesKey list
+        PublicBaseUrl: Uri
+        ApiBaseUrl: Uri
+        MpBaseUrl: Uri
+        OpenBaseUrl: Uri
+        PayBaseUrl: Uri
+        StorageProvider: string
+        ConnectionString: string
+        /// Where the SQLite file and a generated master key live.
+        DataFolder: string
+        MasterKey: string option
+        AdminApiKey: string option
+        TokenPolicy: TokenPolicy
+        /// How often the background check refreshes tokens that are due.
+        CheckInterval: TimeSpan
+        /// How long a refresh may hold the cross-instance lease before another instance may take over.
+        RefreshLease: TimeSpan
+        /// Name of this instance in leases and logs.
+        InstanceId: string
+    }
+
+let private key (name: string) = "WeChatFs:" + name
+
+let private text (cfg: IConfiguration) name =
+    match cfg[key name] with
+    | null -> None
+    | v when String.IsNullOrWhiteSpace v -> None
+    | v -> Some(v.Trim())
+
+let private required cfg name fix =
+    match text cfg name with
+    | Some v -> Ok v
+    | None ->
+        Error
+            {
+                Key = key name
+                Problem = "is not set"
+                Fix = fix
+            }
+
+let private absoluteUrl cfg name (defaultValue: string) =
+    let raw = text cfg name |> Option.defaultValue defaultValue
+
+    match Uri.TryCreate(raw.TrimEnd '/', UriKind.Absolute) with
+    | true, u when u.Scheme = "http" || u.Scheme = "https" -> Ok u
+    | _ ->
+        Error
+            {
+                Key = key name
+                Problem = $"'{raw}' is not an absolute http(s) URL"
+                Fix = "give the full URL, e.g. https://gateway.example.com"
+            }
+
+let private aesKey cfg name =
+    match text cfg name with
+    | None -> Ok None
+    | Some v ->
+        match Crypto.AesKey.create v with
+        | Ok k -> Ok(Some k)
+        | Error _ ->
+            Error
+                {
+                    Key = key name
+                    Problem = "is not a 43-character EncodingAESKey of letters and digits"
+                    Fix = "copy the 消息加解密Key exactly as WeChat's console shows it"
+                }
+
+let private timeSpan cfg name (defaultValue: TimeSpan) (minimum: TimeSpan) =
+    match text cfg name with
+    | None -> Ok defaultValue
+    | Some v ->
+        match TimeSpan.TryParse v with
+        | true, t when t >= minimum -> Ok t
+        | _ ->
+            Error
+                {
+                    Key = key name
+                    Problem = $"'{v}' is not a duration of at least {minimum}"
+                    Fix = "write it as hh:mm:ss, e.g. 00:10:00"
+                }
+
+/// The SQLite file's folder, from `Data Source=...`; the data folder for a generated master key.
+let dataFolderOf (provider: string) (connectionString: string) =
+    if provider = "sqlite" then
+        connectionString.Split(';', StringSplitOptions.RemoveEmptyEntries)
+        |> Array.tryPick (fun part ->
+            match part.Split('=', 2) with
+            | [| k; v |] when
+                k.Trim().Equals("Data Source", StringComparison.OrdinalIgnoreCase)
+                || k.Trim().Equals("DataSource", StringComparison.OrdinalIgnoreCase)
+                ->
+                Some(v.Trim())
+            | _ -> None)
+        |> Option.map (fun file ->
+            match Path.GetDirectoryName file with
+            | null
+            | "" -> "."
+            | dir -> dir)
+        |> Option.defaultValue "data"
+    else
+        "data"
+
+let private requireAesKey cfg name =
+    aesKey cfg name
+    |> Result.bind (function
+        | Some k -> Ok k
+        | None ->
+            Error
+                {
+                    Key = key name
+                    Problem = "is not set"
+                    Fix = "set the 43-character 消息加解密Key from WeChat's console"
+                })
+
+let private storage cfg =
+    let provider = text cfg "Storage:Provider" |> Option.defaultValue "sqlite"
+
+    let connectionString =
+        text cfg "Storage:ConnectionString"
+        |> Option.defaultValue (
+            if provider = "sqlite" then
+                "Data Source=data/wechatfs.db"
+            else
+                ""
+        )
+
+    if provider <> "sqlite" && provider <> "postgres" then
+        Error
+            {
+                Key = key "Storage:Provider"
+                Problem = $"'{provider}' is not a known store"
+                Fix = "use sqlite (embedded, the default) or postgres"
+            }
+    elif connectionString = "" then
+        Error
+            {
+                Key = key "Storage:ConnectionString"
+                Problem = "is required for postgres"
+                Fix = "give an Npgsql connection string, e.g. Host=db;Username=wechatfs;Password=...;Database=wechatfs"
+            }
+    else
+        Ok(provider, connectionString)
+
+let private masterKey cfg =
+    match text cfg "Secrets:MasterKey" with
+    | None -> Ok None
+    | Some v ->
+        match Secrets.MasterKey.ofBase64 v with
+        | Ok _ -> Ok(Some v)
+        | Error _ ->
+            Error
+                {
+                    Key = key "Secrets:MasterKey"
+                    Problem = "is not base64 of exactly 32 bytes"
+                    Fix =
+                        "generate one with `openssl rand -base64 32`, or remove it to have one generated into the data folder"
+                }
+
+/// Reads and validates everything, reporting all problems at once so one restart fixes them all.
+let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
+    validation {
+        let! appId =
+            required cfg "Component:AppId" "set the platform's AppID (第三方平台 appid), e.g. WeChatFs__Component__AppId"
+
+        and! secret =
+            required cfg "Component:AppSecret" "set the platform's AppSecret from WeChat's console"
+
+        and! token =
+            required cfg "Component:Token" "set the message verification Token (消息校验Token)"
+
+        and! aes = requireAesKey cfg "Component:EncodingAesKey"
+        and! previous = aesKey cfg "Component:PreviousEncodingAesKey"
+        and! publicBase = absoluteUrl cfg "PublicBaseUrl" "http://127.0.0.1:5080"
+        and! apiBase = absoluteUrl cfg "WeChat:ApiBaseUrl" "https://api.weixin.qq.com"
+        and! mpBase = absoluteUrl cfg "WeChat:MpBaseUrl" "https://mp.weixin.qq.com"
+        and! openBase = absoluteUrl cfg "WeChat:OpenBaseUrl" "https://open.weixin.qq.com"
+        and! payBase = absoluteUrl cfg "WeChat:PayBaseUrl" "https://api.mch.weixin.qq.com"
+
+        and! margin =
+            timeSpan cfg "Component:TokenRefreshMargin" (TimeSpan.FromMinutes 10.) TimeSpan.Zero
+
+        and! check =
+            timeSpan cfg "Component:CheckInterval" (TimeSpan.FromSeconds 30.) (TimeSpan.FromMilliseconds 50.)
+
+        and! lease =
+            timeSpan cfg "Storage:RefreshLease" (TimeSpan.FromSeconds 30.) (TimeSpan.FromSeconds 1.)
+
+        and! provider, connectionString = storage cfg
+        and! master = masterKey cfg
+
+        return
+            {
+                ComponentAppId = ComponentAppId appId
+                AppSecret = secret
+                Token = token
+                AesKeys = aes :: Option.toList previous
+                PublicBaseUrl = publicBase
+                ApiBaseUrl = apiBase
+                MpBaseUrl = mpBase
+                OpenBaseUrl = openBase
+                PayBaseUrl = payBase
+                StorageProvider = provider
+                ConnectionString = connectionString
+                DataFolder =
+                    text cfg "Storage:DataFolder"
+                    |> Option.defaultValue (dataFolderOf provider connectionString)
+                MasterKey = master
+                AdminApiKey = text cfg "Admin:ApiKey"
+                TokenPolicy =
+                    { TokenPolicy.defaults with
+                        RefreshMargin = margin
+                    }
+                CheckInterval = check
+                RefreshLease = lease
+                InstanceId =
+                    text cfg "InstanceId"
+                    |> Option.defaultValue $"{Environment.MachineName}-{Environment.ProcessId}-{Guid.NewGuid():N}"
+            }
+    }

@@ -1,3 +1,156 @@
-module WeChatFs.Hosting
+namespace WeChatFs
 
-let internal placeholder = ()
+open System
+open System.IO
+open System.Net.Http
+open System.Runtime.CompilerServices
+open System.Security.Cryptography
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Routing
+open Microsoft.Extensions.Configuration
+open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.DependencyInjection.Extensions
+open Microsoft.Extensions.Logging
+open WeChatFs.Config
+
+/// A configuration that cannot work: the start stops with every problem named, key and fix.
+type WeChatFsConfigurationException(errors: ConfigError list) =
+    inherit
+        Exception(
+            "WeChatFs configuration is invalid:\n"
+            + (errors |> List.map (fun e -> "  " + describe e) |> String.concat "\n")
+        )
+
+    member _.Errors = errors |> List.map describe
+
+module internal Startup =
+    /// The master key: configured, or read from (or generated into) the data folder with a warning,
+    /// because losing it means losing every sealed token.
+    let masterKey (options: GatewayOptions) (logger: ILogger) =
+        match options.MasterKey with
+        | Some text ->
+            match Secrets.MasterKey.ofBase64 text with
+            | Ok k -> k
+            | Error _ -> raise (WeChatFsConfigurationException [])
+        | None ->
+            let path = Path.Combine(options.DataFolder, "master.key")
+
+            if File.Exists path then
+                match Secrets.MasterKey.ofBase64 (File.ReadAllText path) with
+                | Ok k -> k
+                | Error _ ->
+                    raise (
+                        WeChatFsConfigurationException
+                            [
+                                {
+                                    Key = "WeChatFs:Secrets:MasterKey"
+                                    Problem = $"the generated key file {path} is damaged"
+                                    Fix = "restore it from a backup, or set WeChatFs:Secrets:MasterKey"
+                                }
+                            ]
+                    )
+            else
+                Directory.CreateDirectory options.DataFolder |> ignore
+                let bytes = RandomNumberGenerator.GetBytes 32
+                File.WriteAllText(path, Convert.ToBase64String bytes)
+
+                if not (OperatingSystem.IsWindows()) then
+                    File.SetUnixFileMode(path, UnixFileMode.UserRead ||| UnixFileMode.UserWrite)
+
+                logger.LogWarning(
+                    "WeChatFs:Secrets:MasterKey is not set; generated one into {Path}. Back it up, or set the key: without it the stored tokens cannot be read",
+                    path
+                )
+
+                match Secrets.MasterKey.ofBytes bytes with
+                | Ok k -> k
+                | Error _ -> raise (InvalidOperationException "a generated master key must be 32 bytes")
+
+    let openStore (options: GatewayOptions) (loggers: ILoggerFactory) =
+        let logger = loggers.CreateLogger "WeChatFs.Store"
+        let key = masterKey options logger
+
+        let store =
+            SqlStore.openStore options.StorageProvider options.ConnectionString (Secrets.Sealer key)
+
+        store.Migrate().GetAwaiter().GetResult()
+
+        logger.LogInformation(
+            "store {Provider} ready (master key {Fingerprint})",
+            store.Provider,
+            Secrets.MasterKey.fingerprint key
+        )
+
+        store
+
+/// services.AddWeChatFs(configuration) and app.MapWeChatFs(), for F# and C# hosts alike.
+[<Extension; AbstractClass; Sealed>]
+type WeChatFsExtensions =
+    /// Reads and validates the configuration (throws WeChatFsConfigurationException when it cannot
+    /// work) and registers the store, the WeChat client and the token services.
+    [<Extension>]
+    static member AddWeChatFs(services: IServiceCollection, configuration: IConfiguration) =
+        let options =
+            match load configuration with
+            | Ok o -> o
+            | Error errors -> raise (WeChatFsConfigurationException errors)
+
+        // Request lines carry auth codes in query strings; keep them out of the logs.
+        services.AddLogging(fun b ->
+            b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning)
+            |> ignore
+
+            b.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning) |> ignore)
+        |> ignore
+
+        services.AddSingleton options |> ignore
+        services.TryAddSingleton<TimeProvider> TimeProvider.System
+
+        services.AddSingleton<Store.IStore>(fun sp ->
+            Startup.openStore options (sp.GetRequiredService<ILoggerFactory>()))
+        |> ignore
+
+        services.AddSingleton<WeChatClient.Client>(fun _ ->
+            // Our own HttpClient, not the factory's: its handler logs full URLs, and tokens live in them.
+            let http =
+                new HttpClient(new SocketsHttpHandler(PooledConnectionLifetime = TimeSpan.FromMinutes 5.))
+
+            http.Timeout <- TimeSpan.FromSeconds 15.
+            WeChatClient.Client(http, options.ApiBaseUrl, options.ComponentAppId, options.AppSecret))
+        |> ignore
+
+        services.AddSingleton<ComponentTokens.ComponentTokenService>() |> ignore
+        services.AddHostedService<ComponentTokens.ComponentTokenRefresher>() |> ignore
+        services
+
+    /// Maps the WeChat-facing endpoints and the internal API.
+    [<Extension>]
+    static member MapWeChatFs(app: IEndpointRouteBuilder) =
+        let sp = app.ServiceProvider
+
+        let services: Api.Services =
+            {
+                Options = sp.GetRequiredService<GatewayOptions>()
+                Store = sp.GetRequiredService<Store.IStore>()
+                Client = sp.GetRequiredService<WeChatClient.Client>()
+                Components = sp.GetRequiredService<ComponentTokens.ComponentTokenService>()
+                Clock = sp.GetRequiredService<TimeProvider>()
+                Logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger "WeChatFs.Api"
+            }
+
+        let handlers: Api.PushHandlers =
+            {
+                OnAuthorization =
+                    fun push ->
+                        services.Store.AppendEvent
+                            {
+                                Kind = "authorization_event"
+                                Subject = sprintf "%A" push
+                                Detail = ""
+                                At = services.Clock.GetUtcNow()
+                            }
+            }
+
+        Api.mapComponent app services handlers
+        app

@@ -1,3 +1,3 @@
 module WeChatFs.SqlStore
 
-let internal placeholder = ()
+let openStore (provider: string) (connectionString: string) (sealer: Secrets.Sealer) : Store.IStore = failwith "pending"

@@ -163,3 +163,31 @@ type IStore =
     /// A cheap round trip, for /readyz.
     abstract Ping: unit -> Task<Result<unit, string>>
     abstract Provider: string
+
+module Leases =
+    /// Runs `work` only while holding the named lease, and releases it afterwards whatever happens.
+    /// None when another holder has it.
+    let run (leases: ILeaseStore) name holder (now: DateTimeOffset) (until: DateTimeOffset) (work: unit -> Task<'a>) =
+        task {
+            let! held = leases.TryAcquireLease(name, holder, now, until)
+
+            if not held then
+                return None
+            else
+                let! outcome =
+                    task {
+                        try
+                            let! r = work ()
+                            return Ok r
+                        with ex ->
+                            return Error ex
+                    }
+
+                do! leases.ReleaseLease(name, holder)
+
+                match outcome with
+                | Ok r -> return Some r
+                | Error ex ->
+                    Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex).Throw()
+                    return None
+        }

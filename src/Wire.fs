@@ -1,3 +1,227 @@
+/// WeChat's wire formats turned into domain values: the XML of pushes (DTDs refused) and the JSON of
+/// API answers. Pure: strings in, Result out.
 module WeChatFs.Wire
 
-let internal placeholder = ()
+open System
+open System.IO
+open System.Text.Json
+open System.Xml
+open System.Xml.Linq
+open WeChatFs.Domain
+
+type WireError =
+    /// Not well-formed XML, or XML with a DTD (refused: entity tricks have no place in a push).
+    | MalformedXml of reason: string
+    | MissingField of name: string
+    | InvalidField of name: string * value: string
+
+let describe =
+    function
+    | MalformedXml reason -> $"body is not acceptable XML: {reason}"
+    | MissingField name -> $"field {name} is missing"
+    | InvalidField(name, value) -> $"field {name} has an invalid value '{value}'"
+
+/// The children of the root element, by name. A child with element content keeps its inner XML, so
+/// nested parts (notify_third_fasteregister's <info>, news articles) can be read again.
+type XmlFields = Map<string, string>
+
+let private readerSettings =
+    XmlReaderSettings(
+        DtdProcessing = DtdProcessing.Prohibit,
+        XmlResolver = null,
+        IgnoreComments = true,
+        IgnoreProcessingInstructions = true,
+        IgnoreWhitespace = true,
+        MaxCharactersInDocument = 1_048_576L
+    )
+
+let parseXml (xml: string) : Result<XmlFields, WireError> =
+    if String.IsNullOrWhiteSpace xml then
+        Error(MalformedXml "empty body")
+    else
+        try
+            use reader = XmlReader.Create(new StringReader(xml), readerSettings)
+            let doc = XDocument.Load reader
+
+            doc.Root.Elements()
+            |> Seq.map (fun e ->
+                let value =
+                    if e.HasElements then
+                        e.Nodes() |> Seq.map string |> String.concat ""
+                    else
+                        e.Value
+
+                e.Name.LocalName, value)
+            |> Map.ofSeq
+            |> Ok
+        with
+        | :? XmlException as ex -> Error(MalformedXml ex.Message)
+        | :? InvalidOperationException as ex -> Error(MalformedXml ex.Message)
+
+let field name (fields: XmlFields) =
+    match fields |> Map.tryFind name with
+    | Some v when not (String.IsNullOrWhiteSpace v) -> Ok v
+    | _ -> Error(MissingField name)
+
+let optionalField name (fields: XmlFields) =
+    fields |> Map.tryFind name |> Option.filter (String.IsNullOrWhiteSpace >> not)
+
+let private int64Field name fields =
+    field name fields
+    |> Result.bind (fun v ->
+        match Int64.TryParse v with
+        | true, n -> Ok n
+        | _ -> Error(InvalidField(name, v)))
+
+/// The outer body of a push: `<xml><AppId|ToUserName/><Encrypt/></xml>`.
+let encryptedPart (body: string) =
+    parseXml body |> Result.bind (field "Encrypt")
+
+/// An authorization grant pushed as `authorized` or `updateauthorized` (facts §1.2).
+type AuthorizationPush =
+    {
+        AuthorizerAppId: AuthorizerAppId
+        Code: AuthorizationCode
+        /// Documented as seconds, behaves like an absolute timestamp; kept for display only.
+        CodeExpiredTime: int64 option
+        CreateTime: int64
+    }
+
+/// notify_third_fasteregister (facts §1.3): lower-case fields; appid and auth_code only on success.
+type FastRegisterPush =
+    {
+        Status: int
+        AppId: string option
+        AuthCode: AuthorizationCode option
+        Message: string
+        CreateTime: int64
+    }
+
+/// What arrives at the authorization event URL, by InfoType.
+type ComponentPush =
+    | TicketPushed of VerifyTicket * createTime: int64
+    | AuthorizedPushed of AuthorizationPush
+    | UpdateAuthorizedPushed of AuthorizationPush
+    | UnauthorizedPushed of AuthorizerAppId * createTime: int64
+    | FastRegisterPushed of FastRegisterPush
+    | UnknownInfoType of infoType: string
+
+let private authorizationPush fields =
+    match field "AuthorizerAppid" fields, field "AuthorizationCode" fields, int64Field "CreateTime" fields with
+    | Ok appId, Ok code, Ok created ->
+        Ok
+            {
+                AuthorizerAppId = AuthorizerAppId appId
+                Code = AuthorizationCode code
+                CodeExpiredTime =
+                    optionalField "AuthorizationCodeExpiredTime" fields
+                    |> Option.bind (fun v ->
+                        match Int64.TryParse v with
+                        | true, n -> Some n
+                        | _ -> None)
+                CreateTime = created
+            }
+    | Error e, _, _
+    | _, Error e, _
+    | _, _, Error e -> Error e
+
+/// Reads a decrypted push. An InfoType we don't know is a value, not an error: WeChat adds new ones.
+let parseComponentPush (plainXml: string) : Result<ComponentPush, WireError> =
+    parseXml plainXml
+    |> Result.bind (fun fields ->
+        match field "InfoType" fields with
+        | Error e -> Error e
+        | Ok "component_verify_ticket" ->
+            match field "ComponentVerifyTicket" fields, int64Field "CreateTime" fields with
+            | Ok t, Ok created -> Ok(TicketPushed(VerifyTicket t, created))
+            | Error e, _
+            | _, Error e -> Error e
+        | Ok "authorized" -> authorizationPush fields |> Result.map AuthorizedPushed
+        | Ok "updateauthorized" -> authorizationPush fields |> Result.map UpdateAuthorizedPushed
+        | Ok "unauthorized" ->
+            match field "AuthorizerAppid" fields, int64Field "CreateTime" fields with
+            | Ok appId, Ok created -> Ok(UnauthorizedPushed(AuthorizerAppId appId, created))
+            | Error e, _
+            | _, Error e -> Error e
+        | Ok "notify_third_fasteregister" ->
+            let status =
+                match optionalField "status" fields |> Option.map Int32.TryParse with
+                | Some(true, n) -> n
+                | _ -> -1
+
+            Ok(
+                FastRegisterPushed
+                    {
+                        Status = status
+                        AppId = optionalField "appid" fields
+                        AuthCode = optionalField "auth_code" fields |> Option.map AuthorizationCode
+                        Message = optionalField "msg" fields |> Option.defaultValue ""
+                        CreateTime = int64Field "CreateTime" fields |> Result.defaultValue 0L
+                    }
+            )
+        | Ok other -> Ok(UnknownInfoType other))
+
+/// An errcode answer from WeChat: absent or 0 means success (facts §0).
+let errcodeOf (root: JsonElement) =
+    match root.ValueKind with
+    | JsonValueKind.Object ->
+        match root.TryGetProperty "errcode" with
+        | true, v when v.ValueKind = JsonValueKind.Number ->
+            let code = v.GetInt32()
+
+            if code = 0 then
+                None
+            else
+                let msg =
+                    match root.TryGetProperty "errmsg" with
+                    | true, m when m.ValueKind = JsonValueKind.String -> m.GetString()
+                    | _ -> ""
+
+                Some(code, msg)
+        | _ -> None
+    | _ -> None
+
+let stringProp (name: string) (e: JsonElement) =
+    match e.ValueKind with
+    | JsonValueKind.Object ->
+        match e.TryGetProperty name with
+        | true, v when v.ValueKind = JsonValueKind.String -> Some(v.GetString())
+        | true, v when v.ValueKind = JsonValueKind.Number -> Some(v.GetRawText())
+        | _ -> None
+    | _ -> None
+
+let intProp (name: string) (e: JsonElement) =
+    match e.ValueKind with
+    | JsonValueKind.Object ->
+        match e.TryGetProperty name with
+        | true, v when v.ValueKind = JsonValueKind.Number ->
+            match v.TryGetInt32() with
+            | true, n -> Some n
+            | _ -> None
+        | true, v when v.ValueKind = JsonValueKind.String ->
+            match Int32.TryParse(v.GetString()) with
+            | true, n -> Some n
+            | _ -> None
+        | _ -> None
+    | _ -> None
+
+let objProp (name: string) (e: JsonElement) =
+    match e.ValueKind with
+    | JsonValueKind.Object ->
+        match e.TryGetProperty name with
+        | true, v when v.ValueKind = JsonValueKind.Object -> Some v
+        | _ -> None
+    | _ -> None
+
+let arrayProp (name: string) (e: JsonElement) =
+    match e.ValueKind with
+    | JsonValueKind.Object ->
+        match e.TryGetProperty name with
+        | true, v when v.ValueKind = JsonValueKind.Array -> v.EnumerateArray() |> List.ofSeq
+        | _ -> []
+    | _ -> []
+
+/// func_info: [{"funcscope_category": {"id": 1}}, ...] → [1; ...]
+let funcIds (authorizationInfo: JsonElement) =
+    arrayProp "func_info" authorizationInfo
+    |> List.choose (fun f -> objProp "funcscope_category" f |> Option.bind (intProp "id"))
