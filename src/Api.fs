@@ -1,398 +1,54 @@
-/// The HTTP edge: ASP.NET Core endpoint routing. Each handler reads the request, calls the core and
-/// the services, and writes the answer; HttpContext never leaves this file.
+/// The HTTP edge: every endpoint, mapped with ASP.NET Core endpoint routing.
 module WeChatFs.Api
 
-open System
-open System.IO
-open System.Net.Http
-open System.Security.Cryptography
-open System.Text
-open System.Text.Json
-open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
-open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.Routing
-open Microsoft.Extensions.Logging
-open WeChatFs.Domain
-open WeChatFs.Config
-open WeChatFs.Store
-open WeChatFs.WeChatClient
-open WeChatFs.ComponentTokens
+open WeChatFs.Http
+open WeChatFs.Authorizers
 
-/// Everything the handlers need, resolved once at mapping time.
-type Services =
-    {
-        Options: GatewayOptions
-        Store: IStore
-        Client: Client
-        Components: ComponentTokenService
-        Clock: TimeProvider
-        Logger: ILogger
-    }
+let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerService) =
+    let handlers: ComponentApi.PushHandlers =
+        {
+            OnAuthorization = authorizers.HandlePush
+        }
 
-/// WeChat's pushes are small; anything larger is refused before it is read (and before any work).
-let maxPushBytes = 64 * 1024
-
-// ---- responses ---------------------------------------------------------------------------------
-
-let private jsonOptions =
-    JsonSerializerOptions(PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower)
-
-let writeJson (ctx: HttpContext) (status: int) (value: obj) =
-    ctx.Response.StatusCode <- status
-    ctx.Response.ContentType <- "application/json; charset=utf-8"
-    ctx.Response.WriteAsync(JsonSerializer.Serialize(value, jsonOptions))
-
-let writeText (ctx: HttpContext) (status: int) (text: string) =
-    ctx.Response.StatusCode <- status
-    ctx.Response.ContentType <- "text/plain; charset=utf-8"
-    ctx.Response.WriteAsync text
-
-/// RFC 7807 problem details; `extra` carries errcode, meaning and action where WeChat is involved.
-let writeProblem (ctx: HttpContext) (status: int) (title: string) (detail: string) (extra: (string * obj) list) =
-    let body = Collections.Generic.Dictionary<string, obj>()
-    body["type"] <- "about:blank"
-    body["title"] <- title
-    body["status"] <- status
-    body["detail"] <- detail
-
-    for k, v in extra do
-        body[k] <- v
-
-    ctx.Response.StatusCode <- status
-    ctx.Response.ContentType <- "application/problem+json; charset=utf-8"
-    ctx.Response.WriteAsync(JsonSerializer.Serialize body)
-
-/// The WeChat error fields of a problem: errcode, its meaning and the action it calls for.
-let errcodeDetails (code: int) : (string * obj) list =
-    match ErrorGuide.tryFind code with
-    | Some e -> [ "errcode", box code; "meaning", box e.Meaning; "action", box e.Action ]
-    | None -> [ "errcode", box code; "meaning", box (ErrorGuide.explain code) ]
-
-let weChatProblem (ctx: HttpContext) (err: WeChatError) =
-    match err with
-    | ApiError(code, _) -> writeProblem ctx 502 "WeChat refused the call" (describeError err) (errcodeDetails code)
-    | HttpStatus _
-    | Transport _
-    | InvalidResponse _ -> writeProblem ctx 502 "WeChat could not be reached" (describeError err) []
-
-let tokenProblem (ctx: HttpContext) (err: TokenError) =
-    match err with
-    | NoTicket -> writeProblem ctx 503 "No component_verify_ticket yet" (describeTokenError err) []
-    | RefreshBusy -> writeProblem ctx 503 "Token refresh in progress" (describeTokenError err) []
-    | RefreshFailed e -> weChatProblem ctx e
-
-// ---- request helpers ---------------------------------------------------------------------------
-
-let handler (f: HttpContext -> Task) = RequestDelegate(fun ctx -> f ctx)
-
-/// Bearer `WeChatFs:Admin:ApiKey`; with no key configured every call is refused.
-let authorizedAdmin (options: GatewayOptions) (ctx: HttpContext) =
-    let header = string ctx.Request.Headers.Authorization
-
-    match options.AdminApiKey with
-    | None -> false
-    | Some key when header.StartsWith("Bearer ", StringComparison.Ordinal) ->
-        let given = Encoding.UTF8.GetBytes(header.Substring(7).Trim())
-        let expected = Encoding.UTF8.GetBytes key
-        CryptographicOperations.FixedTimeEquals(ReadOnlySpan given, ReadOnlySpan expected)
-    | Some _ -> false
-
-let admin (s: Services) (f: HttpContext -> Task) =
-    handler (fun ctx ->
-        if authorizedAdmin s.Options ctx then
-            f ctx
-        else
-            ctx.Response.Headers.WWWAuthenticate <- "Bearer"
-
-            writeProblem
-                ctx
-                401
-                "Unauthorized"
-                "send Authorization: Bearer <WeChatFs:Admin:ApiKey>; with no key configured the internal API refuses every call"
-                [])
-
-type BodyRead =
-    | Body of byte[]
-    | TooLarge
-
-/// Reads at most `limit` bytes; one byte more means the body is refused, whatever Content-Length said.
-let readLimited (ctx: HttpContext) (limit: int) =
-    task {
-        let declared = ctx.Request.ContentLength
-
-        if declared.HasValue && declared.Value > int64 limit then
-            return TooLarge
-        else
-            use buffer = new MemoryStream()
-            let chunk = Array.zeroCreate<byte> 8192
-            let mutable total = 0
-            let mutable reading = true
-
-            while reading && total <= limit do
-                let! n = ctx.Request.Body.ReadAsync(chunk, 0, chunk.Length)
-
-                if n = 0 then
-                    reading <- false
-                else
-                    total <- total + n
-                    buffer.Write(chunk, 0, n)
-
-            return if total > limit then TooLarge else Body(buffer.ToArray())
-    }
-
-let envelopeOf (ctx: HttpContext) (encrypted: string) : Crypto.Envelope =
-    {
-        Timestamp = string ctx.Request.Query["timestamp"]
-        Nonce = string ctx.Request.Query["nonce"]
-        MsgSignature = string ctx.Request.Query["msg_signature"]
-        Encrypt = encrypted
-    }
-
-type PushRead =
-    | Opened of plainXml: string * key: Crypto.AesKey
-    | Rejected of status: int * reason: string
-
-/// Size limit → outer XML → signature → decrypt. The signature is checked before any decryption, so a
-/// forged push costs one SHA-1 and stores nothing.
-let readEncryptedPush (s: Services) (ctx: HttpContext) =
-    task {
-        match! readLimited ctx maxPushBytes with
-        | TooLarge -> return Rejected(413, $"push body over {maxPushBytes} bytes")
-        | Body bytes ->
-            let text = Encoding.UTF8.GetString bytes
-
-            match Wire.encryptedPart text with
-            | Error e -> return Rejected(400, Wire.describe e)
-            | Ok encrypted ->
-                let opened =
-                    Crypto.openEnvelope
-                        s.Options.Token
-                        s.Options.AesKeys
-                        (Ids.componentAppId s.Options.ComponentAppId)
-                        (envelopeOf ctx encrypted)
-
-                match opened with
-                | Ok(plain, key) -> return Opened(plain, key)
-                | Error Crypto.SignatureMismatch -> return Rejected(401, Crypto.describe Crypto.SignatureMismatch)
-                | Error e -> return Rejected(400, Crypto.describe e)
-    }
-
-// ---- component events --------------------------------------------------------------------------
-
-/// What the authorization event URL does with each push; authorization events are handled by the
-/// authorizer service when it is present.
-type PushHandlers =
-    {
-        OnAuthorization: Wire.ComponentPush -> Task
-    }
-
-let componentEvents (s: Services) (handlers: PushHandlers) =
-    handler (fun ctx ->
-        task {
-            match! readEncryptedPush s ctx with
-            | Rejected(status, reason) ->
-                s.Logger.LogWarning("authorization event refused ({Status}): {Reason}", status, reason)
-                do! writeText ctx status reason
-            | Opened(plain, _) ->
-                match Wire.parseComponentPush plain with
-                | Error e ->
-                    s.Logger.LogWarning("authorization event unreadable: {Reason}", Wire.describe e)
-                    do! writeText ctx 400 (Wire.describe e)
-                | Ok push ->
-                    let now = s.Clock.GetUtcNow()
-
-                    match push with
-                    | Wire.TicketPushed(ticket, _) ->
-                        // Durable before acknowledged: WeChat hears `success` only after the store has it.
-                        do! s.Store.SaveTicket(s.Options.ComponentAppId, { Ticket = ticket; ReceivedAt = now })
-                        s.Components.OnTicketStored()
-                        s.Logger.LogInformation("component_verify_ticket stored")
-                    | Wire.UnknownInfoType infoType ->
-                        s.Logger.LogInformation(
-                            "authorization event with unknown InfoType {InfoType} answered",
-                            infoType
-                        )
-
-                        do!
-                            s.Store.AppendEvent
-                                {
-                                    Kind = "unknown_info_type"
-                                    Subject = infoType
-                                    Detail = ""
-                                    At = now
-                                }
-                    | other -> do! handlers.OnAuthorization other
-
-                    do! writeText ctx 200 "success"
-        })
-
-// ---- component API -------------------------------------------------------------------------------
-
-let componentStatus (s: Services) =
-    admin s (fun ctx ->
-        task {
-            let now = s.Clock.GetUtcNow()
-            let! ticket = s.Store.LatestTicket s.Options.ComponentAppId
-            let! token = s.Store.ComponentToken s.Options.ComponentAppId
-            let! lastError = s.Components.LastError()
-            let policy = s.Options.TokenPolicy
-
-            let body =
-                {|
-                    component_appid = Ids.componentAppId s.Options.ComponentAppId
-                    store = s.Store.Provider
-                    ticket =
-                        ticket
-                        |> Option.map (fun t ->
-                            {|
-                                received_at = t.ReceivedAt
-                                age_seconds = int (now - t.ReceivedAt).TotalSeconds
-                                fresh = now - t.ReceivedAt < policy.TicketLifetime
-                            |})
-                        |> Option.toObj
-                    token =
-                        token
-                        |> Option.map (fun t ->
-                            {|
-                                expires_at = t.ExpiresAt
-                                seconds_left = max 0 (int (t.ExpiresAt - now).TotalSeconds)
-                                valid = Expiring.isUsable now t
-                                refresh_due = Expiring.isDue policy.RefreshMargin now t
-                            |})
-                        |> Option.toObj
-                    last_error =
-                        lastError
-                        |> Option.map (fun e ->
-                            {|
-                                errcode = Option.toNullable e.Errcode
-                                message = e.Message
-                                meaning = e.Errcode |> Option.map ErrorGuide.explain |> Option.toObj
-                                at = e.At
-                            |})
-                        |> Option.toObj
-                |}
-
-            do! writeJson ctx 200 body
-        })
-
-let componentAccessToken (s: Services) =
-    admin s (fun ctx ->
-        task {
-            match! s.Components.GetToken() with
-            | Ok t ->
-                do!
-                    writeJson
-                        ctx
-                        200
-                        {|
-                            component_access_token = Ids.componentToken t.Token
-                            expires_at = t.ExpiresAt
-                        |}
-            | Error e -> do! tokenProblem ctx e
-        })
-
-/// A business system that got 40001/40014/42001 with the token reports it here; it is invalidated only
-/// if it is still the current one.
-let invalidateComponentToken (s: Services) =
-    admin s (fun ctx ->
-        task {
-            try
-                let! doc = JsonDocument.ParseAsync(ctx.Request.Body)
-
-                match Wire.stringProp "component_access_token" doc.RootElement with
-                | Some failed ->
-                    let! removed = s.Components.Invalidate(ComponentAccessToken failed)
-                    do! writeJson ctx 200 {| invalidated = removed |}
-                | None -> do! writeProblem ctx 400 "Bad request" "component_access_token is required" []
-            with :? JsonException ->
-                do! writeProblem ctx 400 "Bad request" "body must be JSON: {\"component_access_token\": \"...\"}" []
-        })
-
-// ---- proxies -------------------------------------------------------------------------------------
-
-let private proxyQuery (ctx: HttpContext) =
-    [
-        for kv in ctx.Request.Query do
-            for v in kv.Value do
-                kv.Key, string v
-    ]
-
-/// Forwards one call with a token; when WeChat says the token is invalid or expired, the token is
-/// invalidated (only if still current) and the call is made once more with a fresh one.
-let proxyWithRetry
-    (ctx: HttpContext)
-    (getToken: unit -> Task<Result<'token, HttpContext -> Task>>)
-    (invalidate: 'token -> Task)
-    (forward: 'token -> Task<Result<RawResponse * int option, WeChatError>>)
-    =
-    task {
-        let writeRaw (raw: RawResponse) =
-            ctx.Response.StatusCode <- raw.Status
-            ctx.Response.ContentType <- raw.ContentType
-            ctx.Response.Body.WriteAsync(raw.Body, 0, raw.Body.Length)
-
-        match! getToken () with
-        | Error respond -> do! respond ctx
-        | Ok token ->
-            match! forward token with
-            | Error e -> do! weChatProblem ctx e
-            | Ok(_, Some code) when classifyErrcode code = TokenRejected ->
-                do! invalidate token
-
-                match! getToken () with
-                | Error respond -> do! respond ctx
-                | Ok fresh ->
-                    match! forward fresh with
-                    | Error e -> do! weChatProblem ctx e
-                    | Ok(raw, _) -> do! writeRaw raw
-            | Ok(raw, _) -> do! writeRaw raw
-    }
-
-let requestBody (ctx: HttpContext) =
-    task {
-        use buffer = new MemoryStream()
-        do! ctx.Request.Body.CopyToAsync buffer
-        return buffer.ToArray()
-    }
-
-let componentProxy (s: Services) =
-    admin s (fun ctx ->
-        task {
-            let path = string ctx.Request.RouteValues["path"]
-            let! body = requestBody ctx
-            let contentType = Option.ofObj ctx.Request.ContentType
-
-            do!
-                proxyWithRetry
-                    ctx
-                    (fun () ->
-                        task {
-                            match! s.Components.GetToken() with
-                            | Ok t -> return Ok t.Token
-                            | Error e -> return Error(fun c -> tokenProblem c e)
-                        })
-                    (fun t -> s.Components.Invalidate t :> Task)
-                    (fun t ->
-                        s.Client.ForwardAsComponent(
-                            HttpMethod(ctx.Request.Method),
-                            path,
-                            proxyQuery ctx,
-                            Some body,
-                            contentType,
-                            t
-                        ))
-        })
-
-// ---- mapping -------------------------------------------------------------------------------------
-
-let mapComponent (app: IEndpointRouteBuilder) (s: Services) (handlers: PushHandlers) =
     app.MapGet("/healthz", handler (fun ctx -> writeText ctx 200 "ok")) |> ignore
-    app.MapPost("/wechat/component/events", componentEvents s handlers) |> ignore
-    app.MapGet("/api/component/status", componentStatus s) |> ignore
-    app.MapGet("/api/component/access-token", componentAccessToken s) |> ignore
-
-    app.MapPost("/api/component/access-token/invalidate", invalidateComponentToken s)
+    // WeChat-facing
+    app.MapPost("/wechat/component/events", ComponentApi.componentEvents s handlers)
     |> ignore
 
-    app.Map("/api/component/wechat/{**path}", componentProxy s) |> ignore
+    app.MapGet("/wechat/component/authorize", AuthorizerApi.authorizePage s authorizers)
+    |> ignore
+
+    app.MapGet("/wechat/component/authorized", AuthorizerApi.authorizedCallback s authorizers)
+    |> ignore
+    // internal API
+    app.MapGet("/api/component/status", ComponentApi.componentStatus s) |> ignore
+
+    app.MapGet("/api/component/access-token", ComponentApi.componentAccessToken s)
+    |> ignore
+
+    app.MapPost("/api/component/access-token/invalidate", ComponentApi.invalidateComponentToken s)
+    |> ignore
+
+    app.Map("/api/component/wechat/{**path}", ComponentApi.componentProxy s)
+    |> ignore
+
+    app.MapPost("/api/authorization-links", AuthorizerApi.authorizationLinks s authorizers)
+    |> ignore
+
+    app.MapGet("/api/authorizers", AuthorizerApi.listAuthorizers s) |> ignore
+
+    app.MapPost("/api/authorizers/sync", AuthorizerApi.syncAuthorizers s authorizers)
+    |> ignore
+
+    app.MapGet("/api/authorizers/{appid}", AuthorizerApi.getAuthorizer s) |> ignore
+
+    app.MapGet("/api/authorizers/{appid}/access-token", AuthorizerApi.authorizerAccessToken s authorizers)
+    |> ignore
+
+    app.MapPost("/api/authorizers/{appid}/refresh", AuthorizerApi.refreshAuthorizer s authorizers)
+    |> ignore
+
+    app.Map("/api/authorizers/{appid}/wechat/{**path}", AuthorizerApi.authorizerProxy s authorizers)
+    |> ignore

@@ -43,6 +43,10 @@ type GatewayOptions =
         RefreshLease: TimeSpan
         /// Name of this instance in leases and logs.
         InstanceId: string
+        /// Where the browser goes after a successful authorization (with appid and tenant); None = our page.
+        AuthorizationReturnUrl: Uri option
+        /// How long an authorization link's signed state stays valid.
+        AuthorizationStateLifetime: TimeSpan
     }
 
 let private key (name: string) = "WeChatFs:" + name
@@ -76,6 +80,11 @@ let private absoluteUrl cfg name (defaultValue: string) =
                 Problem = $"'{raw}' is not an absolute http(s) URL"
                 Fix = "give the full URL, e.g. https://gateway.example.com"
             }
+
+let private optionalUrl cfg name =
+    match text cfg name with
+    | None -> Ok None
+    | Some raw -> absoluteUrl cfg name raw |> Result.map Some
 
 let private aesKey cfg name =
     match text cfg name with
@@ -213,6 +222,10 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
 
         and! provider, connectionString = storage cfg
         and! master = masterKey cfg
+        and! returnUrl = optionalUrl cfg "Authorization:ReturnUrl"
+
+        and! stateLifetime =
+            timeSpan cfg "Authorization:StateLifetime" (TimeSpan.FromHours 1.) (TimeSpan.FromMinutes 1.)
 
         return
             {
@@ -241,5 +254,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 InstanceId =
                     text cfg "InstanceId"
                     |> Option.defaultValue $"{Environment.MachineName}-{Environment.ProcessId}-{Guid.NewGuid():N}"
+                AuthorizationReturnUrl = returnUrl
+                AuthorizationStateLifetime = stateLifetime
             }
     }

@@ -67,9 +67,8 @@ module internal Startup =
                 | Ok k -> k
                 | Error _ -> raise (InvalidOperationException "a generated master key must be 32 bytes")
 
-    let openStore (options: GatewayOptions) (loggers: ILoggerFactory) =
+    let openStore (options: GatewayOptions) (key: Secrets.MasterKey) (loggers: ILoggerFactory) =
         let logger = loggers.CreateLogger "WeChatFs.Store"
-        let key = masterKey options logger
 
         let store =
             SqlStore.openStore options.StorageProvider options.ConnectionString (Secrets.Sealer key)
@@ -107,8 +106,15 @@ type WeChatFsExtensions =
         services.AddSingleton options |> ignore
         services.TryAddSingleton<TimeProvider> TimeProvider.System
 
+        services.AddSingleton<Secrets.MasterKey>(fun sp ->
+            Startup.masterKey options (sp.GetRequiredService<ILoggerFactory>().CreateLogger "WeChatFs.Secrets"))
+        |> ignore
+
         services.AddSingleton<Store.IStore>(fun sp ->
-            Startup.openStore options (sp.GetRequiredService<ILoggerFactory>()))
+            Startup.openStore
+                options
+                (sp.GetRequiredService<Secrets.MasterKey>())
+                (sp.GetRequiredService<ILoggerFactory>()))
         |> ignore
 
         services.AddSingleton<WeChatClient.Client>(fun _ ->
@@ -122,6 +128,20 @@ type WeChatFsExtensions =
 
         services.AddSingleton<ComponentTokens.ComponentTokenService>() |> ignore
         services.AddHostedService<ComponentTokens.ComponentTokenRefresher>() |> ignore
+
+        services.AddSingleton<Authorizers.AuthorizerService>(fun sp ->
+            Authorizers.AuthorizerService(
+                options,
+                sp.GetRequiredService<Store.IStore>(),
+                sp.GetRequiredService<WeChatClient.Client>(),
+                sp.GetRequiredService<ComponentTokens.ComponentTokenService>(),
+                sp.GetRequiredService<TimeProvider>(),
+                Secrets.deriveKey (sp.GetRequiredService<Secrets.MasterKey>()) "wechatfs/authorization-state",
+                sp.GetRequiredService<ILogger<Authorizers.AuthorizerService>>()
+            ))
+        |> ignore
+
+        services.AddHostedService<Authorizers.AuthorizerRefresher>() |> ignore
         services
 
     /// Maps the WeChat-facing endpoints and the internal API.
@@ -129,7 +149,7 @@ type WeChatFsExtensions =
     static member MapWeChatFs(app: IEndpointRouteBuilder) =
         let sp = app.ServiceProvider
 
-        let services: Api.Services =
+        let services: Http.Services =
             {
                 Options = sp.GetRequiredService<GatewayOptions>()
                 Store = sp.GetRequiredService<Store.IStore>()
@@ -139,18 +159,5 @@ type WeChatFsExtensions =
                 Logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger "WeChatFs.Api"
             }
 
-        let handlers: Api.PushHandlers =
-            {
-                OnAuthorization =
-                    fun push ->
-                        services.Store.AppendEvent
-                            {
-                                Kind = "authorization_event"
-                                Subject = sprintf "%A" push
-                                Detail = ""
-                                At = services.Clock.GetUtcNow()
-                            }
-            }
-
-        Api.mapComponent app services handlers
+        Api.map app services (sp.GetRequiredService<Authorizers.AuthorizerService>())
         app

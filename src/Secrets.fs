@@ -73,3 +73,56 @@ type Sealer(key: MasterKey) =
         seal key (RandomNumberGenerator.GetBytes 12) plain
 
     member _.Unseal(sealedText: string) = unseal key sealedText
+
+/// A key for one purpose, derived from the master key (HKDF-SHA256), so no second secret is needed.
+let deriveKey (MasterKey key) (purpose: string) =
+    HKDF.DeriveKey(HashAlgorithmName.SHA256, key, 32, Array.empty, Encoding.UTF8.GetBytes purpose)
+
+/// The `state` of an authorization link: the tenant and an expiry, HMAC-signed, so nobody can bind an
+/// account to another tenant or reuse an old link.
+module AuthState =
+    type StateError =
+        | Malformed
+        | BadSignature
+        | Expired
+
+    let private b64url (bytes: byte[]) =
+        Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_')
+
+    let private unb64url (text: string) =
+        let s = text.Replace('-', '+').Replace('_', '/')
+        let padded = s + String('=', (4 - s.Length % 4) % 4)
+
+        try
+            Some(Convert.FromBase64String padded)
+        with :? FormatException ->
+            None
+
+    let private mac (key: byte[]) (payload: string) =
+        HMACSHA256.HashData(key, Encoding.UTF8.GetBytes payload)
+
+    /// `<base64url(tenant)>.<expiry unix seconds>.<base64url(nonce)>.<base64url(hmac)>`
+    let sign (key: byte[]) (expiresAt: DateTimeOffset) (nonce: byte[]) (tenant: string) =
+        let payload =
+            $"{b64url (Encoding.UTF8.GetBytes tenant)}.{expiresAt.ToUnixTimeSeconds()}.{b64url nonce}"
+
+        payload + "." + b64url (mac key payload)
+
+    let verify (key: byte[]) (now: DateTimeOffset) (state: string) =
+        match (if isNull state then "" else state).Split '.' with
+        | [| t; exp; n; sigText |] ->
+            let payload = $"{t}.{exp}.{n}"
+
+            match unb64url sigText, unb64url t, Int64.TryParse exp with
+            | Some given, Some tenant, (true, expiry) ->
+                if not (CryptographicOperations.FixedTimeEquals(ReadOnlySpan given, ReadOnlySpan(mac key payload))) then
+                    Error BadSignature
+                elif now.ToUnixTimeSeconds() > expiry then
+                    Error Expired
+                else
+                    try
+                        Ok(UTF8Encoding(false, true).GetString tenant)
+                    with :? ArgumentException ->
+                        Error Malformed
+            | _ -> Error Malformed
+        | _ -> Error Malformed

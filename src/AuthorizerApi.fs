@@ -1,0 +1,419 @@
+/// Authorization pages (start and callback) and the authorizer API: list, details, token, refresh,
+/// sync and the proxy that acts for an account.
+module WeChatFs.AuthorizerApi
+
+open System
+open System.Net
+open System.Net.Http
+open System.Text.Json
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.Logging
+open QRCoder
+open WeChatFs.Domain
+open WeChatFs.Config
+open WeChatFs.Store
+open WeChatFs.WeChatClient
+open WeChatFs.Authorizers
+open WeChatFs.Http
+
+let private html (ctx: HttpContext) (status: int) (title: string) (body: string) =
+    ctx.Response.StatusCode <- status
+    ctx.Response.ContentType <- "text/html; charset=utf-8"
+
+    ctx.Response.WriteAsync(
+        $"""<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{WebUtility.HtmlEncode title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;color:#222}} .btn{{display:inline-block;background:#07c160;color:#fff;padding:.7rem 1.2rem;border-radius:6px;text-decoration:none}} code{{background:#f3f3f3;padding:0 .3rem}} .muted{{color:#777}}</style></head>
+<body><h1>{WebUtility.HtmlEncode title}</h1>{body}</body></html>"""
+    )
+
+let private enc (s: string) = WebUtility.HtmlEncode s
+
+let private qrSvg (text: string) =
+    use generator = new QRCodeGenerator()
+    use data = generator.CreateQrCode(text, QRCodeGenerator.ECCLevel.M)
+    SvgQRCode(data).GetGraphic(4)
+
+type LinkRequest =
+    {
+        Tenant: TenantId
+        AuthType: int option
+        BizAppId: string option
+    }
+
+/// auth_type 1|2|3 or biz_appid, not both (facts §4.1); a tenant is always required.
+let validateLinkRequest (tenant: string) (authType: string) (bizAppId: string) =
+    let tenant = if isNull tenant then "" else tenant.Trim()
+
+    let bizAppId =
+        if String.IsNullOrWhiteSpace bizAppId then
+            None
+        else
+            Some(bizAppId.Trim())
+
+    let authType =
+        match authType with
+        | null
+        | "" -> Ok None
+        | "1"
+        | "2"
+        | "3" -> Ok(Some(int authType))
+        | other -> Error $"auth_type must be 1 (official accounts), 2 (mini programs) or 3 (both), not '{other}'"
+
+    if tenant = "" || tenant.Length > 128 then
+        Error "tenant is required (at most 128 characters)"
+    else
+        match authType, bizAppId with
+        | Error e, _ -> Error e
+        | Ok(Some _), Some _ -> Error "auth_type and biz_appid cannot be used together"
+        | Ok t, b ->
+            Ok
+                {
+                    Tenant = TenantId tenant
+                    AuthType = t
+                    BizAppId = b
+                }
+
+let private authorizationProblem ctx (e: AuthorizationError) =
+    match e with
+    | ComponentUnavailable t -> tokenProblem ctx t
+    | WeChatRefused w -> weChatProblem ctx w
+
+/// GET /wechat/component/authorize: a page on our own domain (WeChat checks the Referer) with a fresh
+/// pre_auth_code, the PC scan button and, for phones, the mobile link as a QR code.
+let authorizePage (s: Services) (authorizers: AuthorizerService) =
+    handler (fun ctx ->
+        task {
+            let q = ctx.Request.Query
+
+            match validateLinkRequest (string q["tenant"]) (string q["auth_type"]) (string q["biz_appid"]) with
+            | Error e -> do! html ctx 400 "Cannot start authorization" $"<p>{enc e}</p>"
+            | Ok r ->
+                match!
+                    authorizers.CreateLinks(r.Tenant, r.AuthType, r.BizAppId, s.Options.AuthorizationStateLifetime)
+                with
+                | Error e ->
+                    s.Logger.LogWarning("authorization page: {Error}", describeAuthorizationError e)
+
+                    do!
+                        html
+                            ctx
+                            503
+                            "Authorization is not available right now"
+                            $"<p>{enc (describeAuthorizationError e)}</p><p>Try again in a few minutes.</p>"
+                | Ok links ->
+                    ctx.Response.Headers.CacheControl <- "no-store"
+
+                    do!
+                        html
+                            ctx
+                            200
+                            "Authorize your account"
+                            $"""<p>Authorize your official account or mini program for <b>{enc (Ids.tenant r.Tenant)}</b>.</p>
+<p><a class="btn" id="pc" href="{enc links.PcUrl}">Authorize with WeChat (scan on PC)</a></p>
+<p>On a phone, open this link in WeChat, or scan the code with WeChat:</p>
+<p><a id="mobile" href="{enc links.MobileUrl}">Authorize on the phone</a></p>
+<div style="width:220px">{qrSvg links.MobileUrl}</div>
+<p class="muted">This page's code is valid until {links.ExpiresAt:u}; reload for a new one.</p>"""
+        })
+
+/// POST /api/authorization-links {tenant, auth_type?, biz_appid?}
+let authorizationLinks (s: Services) (authorizers: AuthorizerService) =
+    admin s (fun ctx ->
+        task {
+            let! parsed =
+                task {
+                    try
+                        let! doc = JsonDocument.ParseAsync ctx.Request.Body
+                        let root = doc.RootElement
+
+                        return
+                            validateLinkRequest
+                                (Wire.stringProp "tenant" root |> Option.toObj)
+                                (Wire.stringProp "auth_type" root |> Option.toObj)
+                                (Wire.stringProp "biz_appid" root |> Option.toObj)
+                    with :? JsonException ->
+                        return Error "body must be JSON: {\"tenant\": \"...\", \"auth_type\": 3}"
+                }
+
+            match parsed with
+            | Error e -> do! writeProblem ctx 400 "Bad request" e []
+            | Ok r ->
+                match!
+                    authorizers.CreateLinks(r.Tenant, r.AuthType, r.BizAppId, s.Options.AuthorizationStateLifetime)
+                with
+                | Error e -> do! authorizationProblem ctx e
+                | Ok links ->
+                    let page =
+                        [
+                            "tenant", Some(Ids.tenant r.Tenant)
+                            "auth_type", r.AuthType |> Option.map string
+                            "biz_appid", r.BizAppId
+                        ]
+                        |> List.choose (fun (k, v) -> v |> Option.map (fun v -> $"{k}={Uri.EscapeDataString v}"))
+                        |> String.concat "&"
+
+                    do!
+                        writeJson
+                            ctx
+                            200
+                            {|
+                                authorize_page_url =
+                                    $"{s.Options.PublicBaseUrl.ToString().TrimEnd('/')}/wechat/component/authorize?{page}"
+                                pc_url = links.PcUrl
+                                mobile_url = links.MobileUrl
+                                expires_at = links.ExpiresAt
+                            |}
+        })
+
+/// GET /wechat/component/authorized?auth_code&expires_in&state: the merchant is back from WeChat.
+let authorizedCallback (s: Services) (authorizers: AuthorizerService) =
+    handler (fun ctx ->
+        task {
+            let q = ctx.Request.Query
+            let code = string q["auth_code"]
+
+            match Secrets.AuthState.verify authorizers.StateKey (s.Clock.GetUtcNow()) (string q["state"]) with
+            | Error Secrets.AuthState.Expired ->
+                do!
+                    html
+                        ctx
+                        400
+                        "This authorization link has expired"
+                        "<p>Start again from your shop's authorization link.</p>"
+            | Error _ ->
+                s.Logger.LogWarning("authorization callback with an invalid state")
+
+                do!
+                    html
+                        ctx
+                        400
+                        "This authorization link is not valid"
+                        "<p>The link was altered or does not come from this platform. Start again from your shop's authorization link.</p>"
+            | Ok _ when String.IsNullOrWhiteSpace code ->
+                do!
+                    html
+                        ctx
+                        400
+                        "Authorization was not completed"
+                        "<p>WeChat returned no authorization code. Start again if you want to authorize.</p>"
+            | Ok tenant ->
+                match! authorizers.Complete(AuthorizationCode code, Some(TenantId tenant), None) with
+                | Ok(a, _) ->
+                    match s.Options.AuthorizationReturnUrl with
+                    | Some url ->
+                        let sep = if url.Query.Length > 1 then "&" else "?"
+
+                        ctx.Response.Redirect(
+                            $"{url}{sep}appid={Uri.EscapeDataString(Ids.authorizerAppId a.AppId)}&tenant={Uri.EscapeDataString tenant}"
+                        )
+                    | None ->
+                        let name = a.Profile |> Option.map (fun p -> p.NickName) |> Option.defaultValue ""
+
+                        do!
+                            html
+                                ctx
+                                200
+                                "Authorization complete"
+                                $"""<p><b>{enc name}</b> (<code id="appid">{enc (Ids.authorizerAppId a.AppId)}</code>) is now authorized for <b id="tenant">{enc tenant}</b>.</p><p>You can close this page.</p>"""
+                | Error(WeChatRefused(ApiError((61009 | 61010) as code, _))) ->
+                    do!
+                        html
+                            ctx
+                            400
+                            "This authorization code can no longer be used"
+                            $"<p>{enc (ErrorGuide.explain code)}</p><p>Start again from your shop's authorization link.</p>"
+                | Error e ->
+                    s.Logger.LogWarning("authorization callback: {Error}", describeAuthorizationError e)
+
+                    do!
+                        html
+                            ctx
+                            502
+                            "Authorization could not be completed"
+                            $"<p>{enc (describeAuthorizationError e)}</p><p>Reload this page in a minute to try again.</p>"
+        })
+
+// ---- internal API --------------------------------------------------------------------------------
+
+let private view (now: DateTimeOffset) (a: Authorizer) =
+    {|
+        authorizer_appid = Ids.authorizerAppId a.AppId
+        tenant = a.Tenant |> Option.map Ids.tenant |> Option.toObj
+        status = AuthorizerStatus.toText a.Status
+        status_reason = a.StatusReason |> Option.toObj
+        kind = a.Profile |> Option.map (fun p -> AuthorizerKind.toText p.Kind) |> Option.toObj
+        nick_name = a.Profile |> Option.map (fun p -> p.NickName) |> Option.toObj
+        head_img = a.Profile |> Option.map (fun p -> p.HeadImg) |> Option.toObj
+        user_name = a.Profile |> Option.map (fun p -> p.UserName) |> Option.toObj
+        principal_name = a.Profile |> Option.map (fun p -> p.PrincipalName) |> Option.toObj
+        service_type = a.Profile |> Option.map (fun p -> p.ServiceTypeId) |> Option.toNullable
+        verify_type = a.Profile |> Option.map (fun p -> p.VerifyTypeId) |> Option.toNullable
+        func_info = a.FuncIds
+        has_refresh_token = a.RefreshToken.IsSome
+        access_token_expires_at = a.AccessToken |> Option.map (fun t -> t.ExpiresAt) |> Option.toNullable
+        access_token_valid = a.AccessToken |> Option.exists (Expiring.isUsable now)
+        authorized_at = a.AuthorizedAt
+        updated_at = a.UpdatedAt
+    |}
+
+let private appIdOf (ctx: HttpContext) =
+    AuthorizerAppId(string ctx.Request.RouteValues["appid"])
+
+let listAuthorizers (s: Services) =
+    admin s (fun ctx ->
+        task {
+            let q = ctx.Request.Query
+
+            let intParam name fallback maxValue =
+                match Int32.TryParse(string q[name]) with
+                | true, n when n >= 0 -> min n maxValue
+                | _ -> fallback
+
+            let statusText = string q["status"]
+
+            match
+                (if statusText = "" then
+                     Ok None
+                 else
+                     (match AuthorizerStatus.ofText statusText with
+                      | Some st -> Ok(Some st)
+                      | None -> Error()))
+            with
+            | Error _ ->
+                do! writeProblem ctx 400 "Bad request" "status must be authorized, revoked or needs_reauthorization" []
+            | Ok status ->
+                let tenant = string q["tenant"]
+
+                let! page =
+                    s.Store.ListAuthorizers
+                        {
+                            Tenant = if tenant = "" then None else Some(TenantId tenant)
+                            Status = status
+                            Offset = intParam "offset" 0 Int32.MaxValue
+                            Limit = max 1 (intParam "limit" 100 500)
+                        }
+
+                let now = s.Clock.GetUtcNow()
+
+                do!
+                    writeJson
+                        ctx
+                        200
+                        {|
+                            total = page.Total
+                            items = page.Items |> List.map (view now)
+                        |}
+        })
+
+let getAuthorizer (s: Services) =
+    admin s (fun ctx ->
+        task {
+            match! s.Store.GetAuthorizer(appIdOf ctx) with
+            | Some a -> do! writeJson ctx 200 (view (s.Clock.GetUtcNow()) a)
+            | None ->
+                do!
+                    writeProblem
+                        ctx
+                        404
+                        "Unknown authorizer"
+                        "no account with this appid has authorized the platform"
+                        []
+        })
+
+let tokenErrorProblem (ctx: HttpContext) (e: AuthorizerTokenError) =
+    match e with
+    | UnknownAuthorizer ->
+        writeProblem ctx 404 "Unknown authorizer" "no account with this appid has authorized the platform" []
+    | Unusable(status, reason) ->
+        writeProblem
+            ctx
+            409
+            $"Authorizer is {AuthorizerStatus.toText status}"
+            (if reason = "" then
+                 "the merchant must authorize the platform again"
+             else
+                 reason)
+            [ "status_code", box (AuthorizerStatus.toText status) ]
+    | ComponentTokenUnavailable t -> tokenProblem ctx t
+    | AuthorizerRefreshFailed w -> weChatProblem ctx w
+    | AuthorizerRefreshBusy ->
+        writeProblem
+            ctx
+            503
+            "Token refresh in progress"
+            "the token is being refreshed or backing off after a failure; try again shortly"
+            []
+
+let private writeToken ctx (result: Result<Expiring<AuthorizerAccessToken>, AuthorizerTokenError>) =
+    match result with
+    | Ok t ->
+        writeJson
+            ctx
+            200
+            {|
+                authorizer_access_token = Ids.authorizerToken t.Token
+                expires_at = t.ExpiresAt
+            |}
+    | Error e -> tokenErrorProblem ctx e
+
+let authorizerAccessToken (s: Services) (authorizers: AuthorizerService) =
+    admin s (fun ctx ->
+        task {
+            let! result = authorizers.GetToken(appIdOf ctx)
+            do! writeToken ctx result
+        })
+
+let refreshAuthorizer (s: Services) (authorizers: AuthorizerService) =
+    admin s (fun ctx ->
+        task {
+            let! result = authorizers.ForceRefresh(appIdOf ctx)
+            do! writeToken ctx result
+        })
+
+let syncAuthorizers (s: Services) (authorizers: AuthorizerService) =
+    admin s (fun ctx ->
+        task {
+            match! authorizers.Sync() with
+            | Ok r ->
+                do!
+                    writeJson
+                        ctx
+                        200
+                        {|
+                            total = r.Total
+                            imported = r.Imported
+                            updated = r.Updated
+                        |}
+            | Error e -> do! authorizationProblem ctx e
+        })
+
+/// ANY /api/authorizers/{appid}/wechat/{**path}: WeChat's API acting for the account.
+let authorizerProxy (s: Services) (authorizers: AuthorizerService) =
+    admin s (fun ctx ->
+        task {
+            let appid = appIdOf ctx
+            let path = string ctx.Request.RouteValues["path"]
+            let! body = requestBody ctx
+            let contentType = Option.ofObj ctx.Request.ContentType
+
+            do!
+                proxyWithRetry
+                    ctx
+                    (fun () ->
+                        task {
+                            match! authorizers.GetToken appid with
+                            | Ok t -> return Ok t.Token
+                            | Error e -> return Error(fun c -> tokenErrorProblem c e)
+                        })
+                    (fun t -> authorizers.Invalidate(appid, t) :> Task)
+                    (fun t ->
+                        s.Client.ForwardAsAuthorizer(
+                            HttpMethod(ctx.Request.Method),
+                            path,
+                            proxyQuery ctx,
+                            Some body,
+                            contentType,
+                            t
+                        ))
+        })

@@ -1,0 +1,172 @@
+/// The authorization event URL and the component token API.
+module WeChatFs.ComponentApi
+
+open System
+open System.Net.Http
+open System.Text.Json
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.Logging
+open WeChatFs.Domain
+open WeChatFs.WeChatClient
+open WeChatFs.ComponentTokens
+open WeChatFs.Http
+
+// ---- component events --------------------------------------------------------------------------
+
+/// What the authorization event URL does with each push; authorization events are handled by the
+/// authorizer service when it is present.
+type PushHandlers =
+    {
+        OnAuthorization: Wire.ComponentPush -> Task
+    }
+
+let componentEvents (s: Services) (handlers: PushHandlers) =
+    handler (fun ctx ->
+        task {
+            match! readEncryptedPush s ctx with
+            | Rejected(status, reason) ->
+                s.Logger.LogWarning("authorization event refused ({Status}): {Reason}", status, reason)
+                do! writeText ctx status reason
+            | Opened(plain, _) ->
+                match Wire.parseComponentPush plain with
+                | Error e ->
+                    s.Logger.LogWarning("authorization event unreadable: {Reason}", Wire.describe e)
+                    do! writeText ctx 400 (Wire.describe e)
+                | Ok push ->
+                    let now = s.Clock.GetUtcNow()
+
+                    match push with
+                    | Wire.TicketPushed(ticket, _) ->
+                        // Durable before acknowledged: WeChat hears `success` only after the store has it.
+                        do! s.Store.SaveTicket(s.Options.ComponentAppId, { Ticket = ticket; ReceivedAt = now })
+                        s.Components.OnTicketStored()
+                        s.Logger.LogInformation("component_verify_ticket stored")
+                    | Wire.UnknownInfoType infoType ->
+                        s.Logger.LogInformation(
+                            "authorization event with unknown InfoType {InfoType} answered",
+                            infoType
+                        )
+
+                        do!
+                            s.Store.AppendEvent
+                                {
+                                    Kind = "unknown_info_type"
+                                    Subject = infoType
+                                    Detail = ""
+                                    At = now
+                                }
+                    | other -> do! handlers.OnAuthorization other
+
+                    do! writeText ctx 200 "success"
+        })
+
+// ---- component API -------------------------------------------------------------------------------
+
+let componentStatus (s: Services) =
+    admin s (fun ctx ->
+        task {
+            let now = s.Clock.GetUtcNow()
+            let! ticket = s.Store.LatestTicket s.Options.ComponentAppId
+            let! token = s.Store.ComponentToken s.Options.ComponentAppId
+            let! lastError = s.Components.LastError()
+            let policy = s.Options.TokenPolicy
+
+            let body =
+                {|
+                    component_appid = Ids.componentAppId s.Options.ComponentAppId
+                    store = s.Store.Provider
+                    ticket =
+                        ticket
+                        |> Option.map (fun t ->
+                            {|
+                                received_at = t.ReceivedAt
+                                age_seconds = int (now - t.ReceivedAt).TotalSeconds
+                                fresh = now - t.ReceivedAt < policy.TicketLifetime
+                            |})
+                        |> Option.toObj
+                    token =
+                        token
+                        |> Option.map (fun t ->
+                            {|
+                                expires_at = t.ExpiresAt
+                                seconds_left = max 0 (int (t.ExpiresAt - now).TotalSeconds)
+                                valid = Expiring.isUsable now t
+                                refresh_due = Expiring.isDue policy.RefreshMargin now t
+                            |})
+                        |> Option.toObj
+                    last_error =
+                        lastError
+                        |> Option.map (fun e ->
+                            {|
+                                errcode = Option.toNullable e.Errcode
+                                message = e.Message
+                                meaning = e.Errcode |> Option.map ErrorGuide.explain |> Option.toObj
+                                at = e.At
+                            |})
+                        |> Option.toObj
+                |}
+
+            do! writeJson ctx 200 body
+        })
+
+let componentAccessToken (s: Services) =
+    admin s (fun ctx ->
+        task {
+            match! s.Components.GetToken() with
+            | Ok t ->
+                do!
+                    writeJson
+                        ctx
+                        200
+                        {|
+                            component_access_token = Ids.componentToken t.Token
+                            expires_at = t.ExpiresAt
+                        |}
+            | Error e -> do! tokenProblem ctx e
+        })
+
+/// A business system that got 40001/40014/42001 with the token reports it here; it is invalidated only
+/// if it is still the current one.
+let invalidateComponentToken (s: Services) =
+    admin s (fun ctx ->
+        task {
+            try
+                let! doc = JsonDocument.ParseAsync(ctx.Request.Body)
+
+                match Wire.stringProp "component_access_token" doc.RootElement with
+                | Some failed ->
+                    let! removed = s.Components.Invalidate(ComponentAccessToken failed)
+                    do! writeJson ctx 200 {| invalidated = removed |}
+                | None -> do! writeProblem ctx 400 "Bad request" "component_access_token is required" []
+            with :? JsonException ->
+                do! writeProblem ctx 400 "Bad request" "body must be JSON: {\"component_access_token\": \"...\"}" []
+        })
+
+let componentProxy (s: Services) =
+    admin s (fun ctx ->
+        task {
+            let path = string ctx.Request.RouteValues["path"]
+            let! body = requestBody ctx
+            let contentType = Option.ofObj ctx.Request.ContentType
+
+            do!
+                proxyWithRetry
+                    ctx
+                    (fun () ->
+                        task {
+                            match! s.Components.GetToken() with
+                            | Ok t -> return Ok t.Token
+                            | Error e -> return Error(fun c -> tokenProblem c e)
+                        })
+                    (fun t -> s.Components.Invalidate t :> Task)
+                    (fun t ->
+                        s.Client.ForwardAsComponent(
+                            HttpMethod(ctx.Request.Method),
+                            path,
+                            proxyQuery ctx,
+                            Some body,
+                            contentType,
+                            t
+                        ))
+        })

@@ -1,0 +1,227 @@
+/// The HTTP edge's shared pieces: responses (JSON, problem details), the admin key check, bounded
+/// body reads, the encrypted-push reader and the token-retrying proxy. HttpContext stays in the edge
+/// files (Http, ComponentApi, AuthorizerApi, Api).
+module WeChatFs.Http
+
+open System
+open System.IO
+open System.Net.Http
+open System.Security.Cryptography
+open System.Text
+open System.Text.Json
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Http
+open Microsoft.AspNetCore.Routing
+open Microsoft.Extensions.Logging
+open WeChatFs.Domain
+open WeChatFs.Config
+open WeChatFs.Store
+open WeChatFs.WeChatClient
+open WeChatFs.ComponentTokens
+
+/// Everything the handlers need, resolved once at mapping time.
+type Services =
+    {
+        Options: GatewayOptions
+        Store: IStore
+        Client: Client
+        Components: ComponentTokenService
+        Clock: TimeProvider
+        Logger: ILogger
+    }
+
+/// WeChat's pushes are small; anything larger is refused before it is read (and before any work).
+let maxPushBytes = 64 * 1024
+
+// ---- responses ---------------------------------------------------------------------------------
+
+let private jsonOptions =
+    JsonSerializerOptions(PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower)
+
+let writeJson (ctx: HttpContext) (status: int) (value: obj) =
+    ctx.Response.StatusCode <- status
+    ctx.Response.ContentType <- "application/json; charset=utf-8"
+    ctx.Response.WriteAsync(JsonSerializer.Serialize(value, jsonOptions))
+
+let writeText (ctx: HttpContext) (status: int) (text: string) =
+    ctx.Response.StatusCode <- status
+    ctx.Response.ContentType <- "text/plain; charset=utf-8"
+    ctx.Response.WriteAsync text
+
+/// RFC 7807 problem details; `extra` carries errcode, meaning and action where WeChat is involved.
+let writeProblem (ctx: HttpContext) (status: int) (title: string) (detail: string) (extra: (string * obj) list) =
+    let body = Collections.Generic.Dictionary<string, obj>()
+    body["type"] <- "about:blank"
+    body["title"] <- title
+    body["status"] <- status
+    body["detail"] <- detail
+
+    for k, v in extra do
+        body[k] <- v
+
+    ctx.Response.StatusCode <- status
+    ctx.Response.ContentType <- "application/problem+json; charset=utf-8"
+    ctx.Response.WriteAsync(JsonSerializer.Serialize body)
+
+/// The WeChat error fields of a problem: errcode, its meaning and the action it calls for.
+let errcodeDetails (code: int) : (string * obj) list =
+    match ErrorGuide.tryFind code with
+    | Some e -> [ "errcode", box code; "meaning", box e.Meaning; "action", box e.Action ]
+    | None -> [ "errcode", box code; "meaning", box (ErrorGuide.explain code) ]
+
+let weChatProblem (ctx: HttpContext) (err: WeChatError) =
+    match err with
+    | ApiError(code, _) -> writeProblem ctx 502 "WeChat refused the call" (describeError err) (errcodeDetails code)
+    | HttpStatus _
+    | Transport _
+    | InvalidResponse _ -> writeProblem ctx 502 "WeChat could not be reached" (describeError err) []
+
+let tokenProblem (ctx: HttpContext) (err: TokenError) =
+    match err with
+    | NoTicket -> writeProblem ctx 503 "No component_verify_ticket yet" (describeTokenError err) []
+    | RefreshBusy -> writeProblem ctx 503 "Token refresh in progress" (describeTokenError err) []
+    | RefreshFailed e -> weChatProblem ctx e
+
+// ---- request helpers ---------------------------------------------------------------------------
+
+let handler (f: HttpContext -> Task) = RequestDelegate(fun ctx -> f ctx)
+
+/// Bearer `WeChatFs:Admin:ApiKey`; with no key configured every call is refused.
+let authorizedAdmin (options: GatewayOptions) (ctx: HttpContext) =
+    let header = string ctx.Request.Headers.Authorization
+
+    match options.AdminApiKey with
+    | None -> false
+    | Some key when header.StartsWith("Bearer ", StringComparison.Ordinal) ->
+        let given = Encoding.UTF8.GetBytes(header.Substring(7).Trim())
+        let expected = Encoding.UTF8.GetBytes key
+        CryptographicOperations.FixedTimeEquals(ReadOnlySpan given, ReadOnlySpan expected)
+    | Some _ -> false
+
+let admin (s: Services) (f: HttpContext -> Task) =
+    handler (fun ctx ->
+        if authorizedAdmin s.Options ctx then
+            f ctx
+        else
+            ctx.Response.Headers.WWWAuthenticate <- "Bearer"
+
+            writeProblem
+                ctx
+                401
+                "Unauthorized"
+                "send Authorization: Bearer <WeChatFs:Admin:ApiKey>; with no key configured the internal API refuses every call"
+                [])
+
+type BodyRead =
+    | Body of byte[]
+    | TooLarge
+
+/// Reads at most `limit` bytes; one byte more means the body is refused, whatever Content-Length said.
+let readLimited (ctx: HttpContext) (limit: int) =
+    task {
+        let declared = ctx.Request.ContentLength
+
+        if declared.HasValue && declared.Value > int64 limit then
+            return TooLarge
+        else
+            use buffer = new MemoryStream()
+            let chunk = Array.zeroCreate<byte> 8192
+            let mutable total = 0
+            let mutable reading = true
+
+            while reading && total <= limit do
+                let! n = ctx.Request.Body.ReadAsync(chunk, 0, chunk.Length)
+
+                if n = 0 then
+                    reading <- false
+                else
+                    total <- total + n
+                    buffer.Write(chunk, 0, n)
+
+            return if total > limit then TooLarge else Body(buffer.ToArray())
+    }
+
+let envelopeOf (ctx: HttpContext) (encrypted: string) : Crypto.Envelope =
+    {
+        Timestamp = string ctx.Request.Query["timestamp"]
+        Nonce = string ctx.Request.Query["nonce"]
+        MsgSignature = string ctx.Request.Query["msg_signature"]
+        Encrypt = encrypted
+    }
+
+type PushRead =
+    | Opened of plainXml: string * key: Crypto.AesKey
+    | Rejected of status: int * reason: string
+
+/// Size limit → outer XML → signature → decrypt. The signature is checked before any decryption, so a
+/// forged push costs one SHA-1 and stores nothing.
+let readEncryptedPush (s: Services) (ctx: HttpContext) =
+    task {
+        match! readLimited ctx maxPushBytes with
+        | TooLarge -> return Rejected(413, $"push body over {maxPushBytes} bytes")
+        | Body bytes ->
+            let text = Encoding.UTF8.GetString bytes
+
+            match Wire.encryptedPart text with
+            | Error e -> return Rejected(400, Wire.describe e)
+            | Ok encrypted ->
+                let opened =
+                    Crypto.openEnvelope
+                        s.Options.Token
+                        s.Options.AesKeys
+                        (Ids.componentAppId s.Options.ComponentAppId)
+                        (envelopeOf ctx encrypted)
+
+                match opened with
+                | Ok(plain, key) -> return Opened(plain, key)
+                | Error Crypto.SignatureMismatch -> return Rejected(401, Crypto.describe Crypto.SignatureMismatch)
+                | Error e -> return Rejected(400, Crypto.describe e)
+    }
+
+// ---- proxies -------------------------------------------------------------------------------------
+
+let proxyQuery (ctx: HttpContext) =
+    [
+        for kv in ctx.Request.Query do
+            for v in kv.Value do
+                kv.Key, string v
+    ]
+
+/// Forwards one call with a token; when WeChat says the token is invalid or expired, the token is
+/// invalidated (only if still current) and the call is made once more with a fresh one.
+let proxyWithRetry
+    (ctx: HttpContext)
+    (getToken: unit -> Task<Result<'token, HttpContext -> Task>>)
+    (invalidate: 'token -> Task)
+    (forward: 'token -> Task<Result<RawResponse * int option, WeChatError>>)
+    =
+    task {
+        let writeRaw (raw: RawResponse) =
+            ctx.Response.StatusCode <- raw.Status
+            ctx.Response.ContentType <- raw.ContentType
+            ctx.Response.Body.WriteAsync(raw.Body, 0, raw.Body.Length)
+
+        match! getToken () with
+        | Error respond -> do! respond ctx
+        | Ok token ->
+            match! forward token with
+            | Error e -> do! weChatProblem ctx e
+            | Ok(_, Some code) when classifyErrcode code = TokenRejected ->
+                do! invalidate token
+
+                match! getToken () with
+                | Error respond -> do! respond ctx
+                | Ok fresh ->
+                    match! forward fresh with
+                    | Error e -> do! weChatProblem ctx e
+                    | Ok(raw, _) -> do! writeRaw raw
+            | Ok(raw, _) -> do! writeRaw raw
+    }
+
+let requestBody (ctx: HttpContext) =
+    task {
+        use buffer = new MemoryStream()
+        do! ctx.Request.Body.CopyToAsync buffer
+        return buffer.ToArray()
+    }
