@@ -13,6 +13,7 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
         }
 
     app.MapGet("/healthz", handler (fun ctx -> writeText ctx 200 "ok")) |> ignore
+    app.MapGet("/readyz", ComponentApi.readiness s) |> ignore
     // WeChat-facing
     app.MapPost("/wechat/component/events", ComponentApi.componentEvents s handlers)
     |> ignore

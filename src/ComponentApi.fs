@@ -170,3 +170,55 @@ let componentProxy (s: Services) =
                             t
                         ))
         })
+
+/// GET /readyz: ready to serve when the store answers, a fresh ticket is stored and the component
+/// token is valid; otherwise 503 with the reason of each failing check.
+let readiness (s: Services) =
+    handler (fun ctx ->
+        task {
+            let now = s.Clock.GetUtcNow()
+            let! ping = s.Store.Ping()
+
+            let! ticket, token =
+                task {
+                    match ping with
+                    | Error _ -> return None, None
+                    | Ok() ->
+                        let! t = s.Store.LatestTicket s.Options.ComponentAppId
+                        let! k = s.Store.ComponentToken s.Options.ComponentAppId
+                        return t, k
+                }
+
+            let check ok reason =
+                {| ok = ok
+                   reason = if ok then null else reason |}
+
+            let storeCheck =
+                match ping with
+                | Ok() -> check true ""
+                | Error e -> check false $"store unreachable: {e}"
+
+            let ticketCheck =
+                match ticket with
+                | Some t when now - t.ReceivedAt < s.Options.TokenPolicy.TicketLifetime -> check true ""
+                | Some _ -> check false "the latest component_verify_ticket is older than 12 hours"
+                | None -> check false "no component_verify_ticket has arrived yet"
+
+            let tokenCheck =
+                match token with
+                | Some t when Expiring.isUsable now t -> check true ""
+                | Some _ -> check false "the component token has expired"
+                | None -> check false "no component token yet"
+
+            let ready = storeCheck.ok && ticketCheck.ok && tokenCheck.ok
+
+            do!
+                writeJson
+                    ctx
+                    (if ready then 200 else 503)
+                    {| ready = ready
+                       checks =
+                        {| store = storeCheck
+                           ticket = ticketCheck
+                           component_token = tokenCheck |} |}
+        })

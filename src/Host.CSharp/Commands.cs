@@ -1,0 +1,52 @@
+using Microsoft.Extensions.Configuration;
+
+namespace WeChatFs.Host;
+
+public static class Commands
+{
+    public static int Usage(int code)
+    {
+        var text = """
+            usage: wechatfs [command] [options]
+              serve                 run the gateway (default); --urls http://127.0.0.1:5080
+              demo                  gateway and simulator together on loopback, with an embedded store
+              simulate              the WeChat simulator alone; --urls http://127.0.0.1:5081
+              explain <errcode>     what a WeChat errcode means and what to do
+              check-config          validate the configuration and exit
+            configuration: appsettings.json, environment (WeChatFs__Component__AppId) or --WeChatFs:Component:AppId=...
+            """;
+        (code == 0 ? Console.Out : Console.Error).WriteLine(text);
+        return code;
+    }
+
+    public static int Explain(string[] args)
+    {
+        if (args.Length == 0 || !int.TryParse(args[0], out var code))
+        {
+            Console.Error.WriteLine("usage: wechatfs explain <errcode>, e.g. wechatfs explain 40001");
+            return 2;
+        }
+        Console.WriteLine(ErrorGuide.explain(code));
+        return ErrorGuide.tryFind(code) is null ? 1 : 0;
+    }
+
+    public static int CheckConfig(string[] args)
+    {
+        var configuration = new ConfigurationBuilder()
+            .AddJsonFile("appsettings.json", optional: true)
+            .AddEnvironmentVariables()
+            .AddCommandLine(args)
+            .Build();
+        var result = Config.load(configuration);
+        if (result.IsOk)
+        {
+            Console.WriteLine("configuration is valid");
+            return 0;
+        }
+        foreach (var error in result.ErrorValue)
+        {
+            Console.Error.WriteLine(Config.describe(error));
+        }
+        return 3;
+    }
+}

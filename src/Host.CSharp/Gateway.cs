@@ -1,0 +1,47 @@
+namespace WeChatFs.Host;
+
+/// <summary>The gateway as C# teams host it: AddWeChatFs + MapWeChatFs on a plain WebApplication.</summary>
+public static class Gateway
+{
+    /// <param name="jsonLogs">One JSON object per log line, with the request id in its scopes (serve);
+    /// the demo keeps readable console lines.</param>
+    public static WebApplication Build(string[] args, IDictionary<string, string?>? overrides = null, bool jsonLogs = true)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        if (overrides is not null)
+        {
+            builder.Configuration.AddInMemoryCollection(overrides);
+        }
+        builder.Logging.ClearProviders();
+        if (jsonLogs)
+        {
+            builder.Logging.AddJsonConsole(o =>
+            {
+                o.IncludeScopes = true;
+                o.UseUtcTimestamp = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            });
+        }
+        else
+        {
+            builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+        }
+        builder.Services.AddWeChatFs(builder.Configuration);
+        var app = builder.Build();
+        app.Use(async (context, next) =>
+        {
+            // The same id as the request's log scope, so a caller can quote it.
+            context.Response.Headers["X-Request-Id"] = context.TraceIdentifier;
+            await next(context);
+        });
+        app.MapWeChatFs();
+        return app;
+    }
+
+    public static async Task<int> ServeAsync(string[] args)
+    {
+        var app = Build(args);
+        await app.RunAsync();
+        return 0;
+    }
+}

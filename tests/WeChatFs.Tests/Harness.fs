@@ -1,0 +1,245 @@
+/// Real gateways and a real simulator on loopback, for the integration tests: every call below goes
+/// over HTTP, as WeChat and the business systems would make it.
+module WeChatFs.Tests.Harness
+
+open System
+open System.Collections.Concurrent
+open System.IO
+open System.Net
+open System.Net.Http
+open System.Net.Http.Headers
+open System.Text
+open System.Text.Json
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Hosting
+open Microsoft.AspNetCore.Hosting.Server
+open Microsoft.AspNetCore.Hosting.Server.Features
+open Microsoft.Extensions.Configuration
+open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.Logging
+open WeChatFs
+open WeChatFs.Simulator
+
+let componentAppId = "wxsimcomponent0001"
+let appSecret = "sim-app-secret-0001"
+let token = "sim_token"
+/// The facts' test key (bytes 0x00..0x1f).
+let encodingAesKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+let adminKey = "test-admin-key"
+
+/// A clock the tests can move forward; timers still run on real time.
+type OffsetClock() =
+    inherit TimeProvider()
+    member val Offset = TimeSpan.Zero with get, set
+    override this.GetUtcNow() = DateTimeOffset.UtcNow + this.Offset
+
+/// Every log line a gateway wrote, to look for secrets in.
+type CapturedLogs() =
+    let lines = ConcurrentQueue<string>()
+    member _.Add(line: string) = lines.Enqueue line
+    member _.All = lines |> List.ofSeq
+
+    interface ILoggerProvider with
+        member this.CreateLogger(category) =
+            { new ILogger with
+                member _.BeginScope _ = null
+                member _.IsEnabled _ = true
+
+                member _.Log(level, _, state, ex, formatter) =
+                    let text = formatter.Invoke(state, ex)
+                    let exText = if isNull ex then "" else " " + ex.ToString()
+                    this.Add $"{level} {category}: {text}{exText}" }
+
+        member _.Dispose() = ()
+
+let private addressOf (app: WebApplication) =
+    let server = app.Services.GetRequiredService<IServer>()
+    let addresses = server.Features.Get<IServerAddressesFeature>()
+    addresses.Addresses |> Seq.head
+
+type Gateway =
+    { App: WebApplication
+      BaseUrl: string
+      Api: HttpClient
+      Logs: CapturedLogs
+      Clock: OffsetClock
+      DataFolder: string }
+
+    member this.Url(path: string) = this.BaseUrl + path
+
+    member this.StopAsync() =
+        task {
+            do! this.App.StopAsync()
+            do! this.App.DisposeAsync()
+        }
+
+    interface IAsyncDisposable with
+        member this.DisposeAsync() = ValueTask(this.StopAsync() :> Task)
+
+let newDataFolder () =
+    let dir = Path.Combine(Path.GetTempPath(), $"wechatfs-test-{Guid.NewGuid():N}")
+    Directory.CreateDirectory dir |> ignore
+    dir
+
+/// Starts a gateway on a free loopback port against the simulator at `simUrl`.
+let startGatewayWith (simUrl: string) (dataFolder: string) (clock: OffsetClock) (extra: (string * string) list) =
+    task {
+        let builder = WebApplication.CreateBuilder()
+        builder.WebHost.UseUrls("http://127.0.0.1:0") |> ignore
+        let logs = CapturedLogs()
+        builder.Logging.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug) |> ignore
+
+        let settings =
+            [ "WeChatFs:Component:AppId", componentAppId
+              "WeChatFs:Component:AppSecret", appSecret
+              "WeChatFs:Component:Token", token
+              "WeChatFs:Component:EncodingAesKey", encodingAesKey
+              "WeChatFs:Component:CheckInterval", "00:00:00.200"
+              "WeChatFs:WeChat:ApiBaseUrl", simUrl
+              "WeChatFs:WeChat:MpBaseUrl", simUrl
+              "WeChatFs:Storage:ConnectionString", $"Data Source={Path.Combine(dataFolder, "wechatfs.db")}"
+              "WeChatFs:Storage:RefreshLease", "00:00:02"
+              "WeChatFs:Admin:ApiKey", adminKey ]
+            @ extra
+
+        builder.Configuration.AddInMemoryCollection(settings |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v)))
+        |> ignore
+
+        builder.Services.AddSingleton<TimeProvider>(clock) |> ignore
+        builder.Services.AddWeChatFs(builder.Configuration) |> ignore
+        let app = builder.Build()
+        app.MapWeChatFs() |> ignore
+        do! app.StartAsync()
+        let baseUrl = addressOf app
+        let api = new HttpClient(BaseAddress = Uri baseUrl)
+        api.DefaultRequestHeaders.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
+
+        return
+            { App = app
+              BaseUrl = baseUrl
+              Api = api
+              Logs = logs
+              Clock = clock
+              DataFolder = dataFolder }
+    }
+
+let simulatorOptions () =
+    { SimulatorOptions.defaults with
+        ComponentAppId = componentAppId
+        ComponentAppSecret = appSecret
+        Token = token
+        EncodingAesKey = encodingAesKey
+        EventUrl = None
+        // Tests push tickets themselves, so every push is deliberate.
+        TicketInterval = TimeSpan.FromHours 1. }
+
+/// A simulator and a gateway wired to each other, the way the demo wires them.
+type Pair =
+    { Sim: RunningSimulator
+      mutable Gateway: Gateway
+      Http: HttpClient }
+
+    member this.SimUrl(path: string) = this.Sim.BaseUrl.TrimEnd('/') + path
+
+    /// Stops the gateway and starts a new one on the same store: a restart.
+    member this.RestartGateway(?extra: (string * string) list) =
+        task {
+            do! this.Gateway.StopAsync()
+            let! g = startGatewayWith this.Sim.BaseUrl this.Gateway.DataFolder this.Gateway.Clock (defaultArg extra [])
+            this.Sim.SetEventUrl(Some(g.Url "/wechat/component/events"))
+            this.Gateway <- g
+            return g
+        }
+
+    interface IAsyncDisposable with
+        member this.DisposeAsync() =
+            ValueTask(
+                task {
+                    do! this.Gateway.StopAsync()
+                    do! (this.Sim :> IAsyncDisposable).DisposeAsync()
+                }
+                :> Task
+            )
+
+let startPairWith (simOptions: SimulatorOptions) (extra: (string * string) list) =
+    task {
+        let! sim = SimulatorHost.start simOptions "http://127.0.0.1:0"
+        let! gateway = startGatewayWith sim.BaseUrl (newDataFolder ()) (OffsetClock()) extra
+        sim.SetEventUrl(Some(gateway.Url "/wechat/component/events"))
+        sim.SetMessageUrlTemplate(Some(gateway.Url "/wechat/authorizers/$APPID$/callback"))
+
+        return
+            { Sim = sim
+              Gateway = gateway
+              Http = new HttpClient(new HttpClientHandler(AllowAutoRedirect = false)) }
+    }
+
+let startPair () = startPairWith (simulatorOptions ()) []
+
+// ---- HTTP helpers ------------------------------------------------------------------------------
+
+let json (response: HttpResponseMessage) =
+    task {
+        let! body = response.Content.ReadAsStringAsync()
+
+        try
+            return JsonDocument.Parse(body).RootElement.Clone()
+        with :? JsonException ->
+            return failwith $"not JSON ({int response.StatusCode}): {body}"
+    }
+
+let postJson (client: HttpClient) (url: string) (body: obj) =
+    client.PostAsync(url, new StringContent(JsonSerializer.Serialize body, Encoding.UTF8, "application/json"))
+
+let str (e: JsonElement) (name: string) =
+    match e.TryGetProperty name with
+    | true, v when v.ValueKind = JsonValueKind.String -> v.GetString()
+    | true, v -> v.GetRawText()
+    | _ -> null
+
+/// Polls until `check` holds or the time is up; integration steps that cross a background task.
+let eventually (timeout: TimeSpan) (check: unit -> Task<bool>) =
+    task {
+        let deadline = DateTime.UtcNow + timeout
+        let mutable ok = false
+
+        while not ok && DateTime.UtcNow < deadline do
+            let! r = check ()
+            ok <- r
+
+            if not ok then
+                do! Task.Delay 50
+
+        return ok
+    }
+
+/// The simulator's call counter for one API.
+let calls (pair: Pair) (api: string) =
+    task {
+        let! response = pair.Http.GetAsync(pair.SimUrl "/sim/calls")
+        let! root = json response
+
+        match root.TryGetProperty api with
+        | true, v -> return v.GetInt32()
+        | _ -> return 0
+    }
+
+let pushTicket (pair: Pair) =
+    task {
+        let! response = pair.Http.PostAsync(pair.SimUrl "/sim/push-ticket", null)
+        response.EnsureSuccessStatusCode() |> ignore
+        return! json response
+    }
+
+let inject (pair: Pair) (fault: obj) =
+    task {
+        let! response = postJson pair.Http (pair.SimUrl "/sim/faults") fault
+        response.EnsureSuccessStatusCode() |> ignore
+    }
+
+let componentToken (pair: Pair) =
+    task {
+        let! response = pair.Gateway.Api.GetAsync "/api/component/access-token"
+        return response.StatusCode, (if response.IsSuccessStatusCode then (json response).Result |> Some else None)
+    }
