@@ -25,6 +25,7 @@ public static class Gateway
         else
         {
             builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+            builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         }
         builder.Services.AddWeChatFs(builder.Configuration);
         var app = builder.Build();

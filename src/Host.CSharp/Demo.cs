@@ -1,0 +1,126 @@
+using Microsoft.FSharp.Core;
+using WeChatFs.Simulator;
+
+namespace WeChatFs.Host;
+
+/// <summary>The whole flow on one machine: the simulator stands in for WeChat, the gateway runs with an
+/// embedded store, and the console says what to open.</summary>
+public static class Demo
+{
+    public const string AdminKey = "demo-admin-key";
+
+    static string Setting(string[] args, string name, string fallback)
+    {
+        var prefix = $"--{name}=";
+        var given = args.FirstOrDefault(a => a.StartsWith(prefix, StringComparison.Ordinal));
+        return given?.Substring(prefix.Length) ?? fallback;
+    }
+
+    public static SimState.SimulatorOptions SimulatorOptions(string gatewayUrl, TimeSpan ticketInterval)
+    {
+        var d = SimState.SimulatorOptionsModule.defaults;
+        return new SimState.SimulatorOptions(
+            d.ComponentAppId,
+            d.ComponentAppSecret,
+            d.Token,
+            d.EncodingAesKey,
+            FSharpOption<string>.Some($"{gatewayUrl}/wechat/component/events"),
+            FSharpOption<string>.Some($"{gatewayUrl}/wechat/authorizers/$APPID$/callback"),
+            ticketInterval,
+            d.PreAuthCodeLifetime,
+            d.AuthCodeLifetime,
+            d.RequireReferer);
+    }
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var gatewayUrl = Setting(args, "gateway", "http://127.0.0.1:5080").TrimEnd('/');
+        var simulatorUrl = Setting(args, "simulator", "http://127.0.0.1:5081").TrimEnd('/');
+        var dataFolder = Setting(args, "data", Path.Combine("data", "demo"));
+
+        var options = SimulatorOptions(gatewayUrl, TimeSpan.FromSeconds(30));
+        await using var simulator = await SimulatorHost.start(options, simulatorUrl);
+
+        var settings = new Dictionary<string, string?>
+        {
+            ["urls"] = gatewayUrl,
+            ["WeChatFs:Component:AppId"] = options.ComponentAppId,
+            ["WeChatFs:Component:AppSecret"] = options.ComponentAppSecret,
+            ["WeChatFs:Component:Token"] = options.Token,
+            ["WeChatFs:Component:EncodingAesKey"] = options.EncodingAesKey,
+            ["WeChatFs:Component:CheckInterval"] = "00:00:05",
+            ["WeChatFs:PublicBaseUrl"] = gatewayUrl,
+            ["WeChatFs:WeChat:ApiBaseUrl"] = simulatorUrl,
+            ["WeChatFs:WeChat:MpBaseUrl"] = simulatorUrl,
+            ["WeChatFs:WeChat:OpenBaseUrl"] = simulatorUrl,
+            ["WeChatFs:Storage:ConnectionString"] = $"Data Source={Path.Combine(dataFolder, "wechatfs.db")}",
+            ["WeChatFs:Admin:ApiKey"] = AdminKey,
+        };
+        var gateway = Gateway.Build(args.Where(a => !a.StartsWith("--gateway=") && !a.StartsWith("--simulator=") && !a.StartsWith("--data=")).ToArray(), settings, jsonLogs: false);
+        await gateway.StartAsync();
+
+        using var http = new HttpClient();
+        http.DefaultRequestHeaders.Authorization = new("Bearer", AdminKey);
+        var token = await WaitForTokenAsync(http, gatewayUrl, TimeSpan.FromSeconds(20));
+
+        Console.WriteLine($"""
+
+            WeChatFs demo: the gateway and a simulated WeChat, on this machine only.
+              gateway    {gatewayUrl}   admin key: {AdminKey}
+              simulator  {simulatorUrl}   (stands in for WeChat; open it to see the simulated accounts)
+              store      {Path.GetFullPath(dataFolder)}
+
+              component token: {token}
+
+            Try:
+              curl -H "Authorization: Bearer {AdminKey}" {gatewayUrl}/api/component/status
+              curl -H "Authorization: Bearer {AdminKey}" {gatewayUrl}/api/component/access-token
+              open {gatewayUrl}/wechat/component/authorize?tenant=demo-shop in a browser, authorize an account,
+              then: curl -H "Authorization: Bearer {AdminKey}" {gatewayUrl}/api/authorizers
+
+            Ctrl+C stops both.
+            """);
+
+        await gateway.WaitForShutdownAsync();
+        return 0;
+    }
+
+    static async Task<string> WaitForTokenAsync(HttpClient http, string gatewayUrl, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                var response = await http.GetAsync($"{gatewayUrl}/api/component/access-token");
+                if (response.IsSuccessStatusCode)
+                {
+                    using var doc = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+                    return $"valid until {doc.RootElement.GetProperty("expires_at").GetString()}";
+                }
+            }
+            catch (HttpRequestException)
+            {
+            }
+            await Task.Delay(250);
+        }
+        return "not yet (no ticket arrived; see /api/component/status)";
+    }
+}
+
+/// <summary>The simulator alone, for a gateway running elsewhere.</summary>
+public static class SimulatorCommand
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var url = args.SkipWhile(a => a != "--urls").Skip(1).FirstOrDefault() ?? "http://127.0.0.1:5081";
+        var gateway = args.SkipWhile(a => a != "--gateway").Skip(1).FirstOrDefault() ?? "http://127.0.0.1:5080";
+        var options = Demo.SimulatorOptions(gateway.TrimEnd('/'), TimeSpan.FromMinutes(10));
+        await using var simulator = await SimulatorHost.start(options, url);
+        Console.WriteLine($"WeChatFs simulator on {simulator.BaseUrl}, pushing to {gateway}; component appid {options.ComponentAppId}. Ctrl+C stops it.");
+        var done = new TaskCompletionSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; done.TrySetResult(); };
+        await done.Task;
+        return 0;
+    }
+}

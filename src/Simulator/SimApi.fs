@@ -1,0 +1,316 @@
+/// WeChat's API as the simulator serves it (facts §3, §8, §10): JSON in, JSON out, errors as HTTP 200
+/// with errcode and an errmsg carrying a fake rid, tokens in the query string.
+module WeChatFs.Simulator.SimApi
+
+open System
+open System.IO
+open System.Text.Json
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+open WeChatFs.Simulator.SimState
+
+let private errmsgs =
+    dict
+        [ 40001, "invalid credential, access_token is invalid or not latest"
+          40125, "invalid appsecret"
+          41001, "access_token missing"
+          41004, "appsecret missing"
+          42001, "access_token expired"
+          47001, "data format error"
+          61003, "component is not authorized by this account"
+          61005, "component ticket is expired"
+          61006, "component ticket is invalid"
+          61009, "code is invalid"
+          61010, "code is expired"
+          61011, "invalid component"
+          61023, "refresh_token is invalid" ]
+
+let writeJson (ctx: HttpContext) (status: int) (body: obj) =
+    ctx.Response.StatusCode <- status
+    ctx.Response.ContentType <- "application/json; charset=utf-8"
+    ctx.Response.WriteAsync(JsonSerializer.Serialize body)
+
+/// `{"errcode": N, "errmsg": "... rid: ..."}` with HTTP 200, as WeChat answers errors (facts §0).
+let writeError (ctx: HttpContext) (code: int) =
+    let text =
+        match errmsgs.TryGetValue code with
+        | true, t -> t
+        | _ -> "system error"
+
+    writeJson ctx 200 {| errcode = code; errmsg = $"{text} rid: {Guid.NewGuid().ToString().Substring(0, 23)}" |}
+
+let writeOk (ctx: HttpContext) =
+    writeJson ctx 200 {| errcode = 0; errmsg = "ok" |}
+
+let readJson (ctx: HttpContext) =
+    task {
+        use reader = new StreamReader(ctx.Request.Body)
+        let! text = reader.ReadToEndAsync()
+
+        try
+            return Some(JsonDocument.Parse(text).RootElement.Clone())
+        with :? JsonException ->
+            return None
+    }
+
+let prop (name: string) (e: JsonElement) =
+    match e.TryGetProperty name with
+    | true, v when v.ValueKind = JsonValueKind.String -> v.GetString()
+    | true, v when v.ValueKind = JsonValueKind.Number -> v.GetRawText()
+    | _ -> ""
+
+let intProp (name: string) (fallback: int) (e: JsonElement) =
+    match Int32.TryParse(prop name e) with
+    | true, n -> n
+    | _ -> fallback
+
+/// Component APIs take the token as component_access_token= or access_token= (facts §0, §14.1).
+let componentTokenOf (ctx: HttpContext) =
+    let q = ctx.Request.Query
+    let a = string q["component_access_token"]
+    if a <> "" then a else string q["access_token"]
+
+/// Counts the call, then plays an injected fault if one is queued: latency, an HTTP status or an errcode.
+let api (state: SimState) (name: string) (serve: HttpContext -> Task) =
+    RequestDelegate(fun ctx ->
+        task {
+            state.Count name
+
+            match state.NextFault name with
+            | Some f ->
+                if f.LatencyMs > 0 then
+                    do! Task.Delay f.LatencyMs
+
+                match f.HttpStatus, f.Errcode with
+                | Some status, _ ->
+                    ctx.Response.StatusCode <- status
+                    do! ctx.Response.WriteAsync "simulated failure"
+                | None, Some code -> do! writeError ctx code
+                | None, None -> do! serve ctx
+            | None -> do! serve ctx
+        }
+        :> Task)
+
+/// Runs `serve` with the request's JSON body, after the component token check.
+let withComponentToken (state: SimState) (serve: HttpContext -> JsonElement -> Task) (ctx: HttpContext) =
+    task {
+        match state.CheckComponentToken(componentTokenOf ctx) with
+        | Error code -> do! writeError ctx code
+        | Ok() ->
+            match! readJson ctx with
+            | None -> do! writeError ctx 47001
+            | Some body -> do! serve ctx body
+    }
+    :> Task
+
+let private checkAppId (state: SimState) (ctx: HttpContext) (body: JsonElement) (serve: unit -> Task) =
+    if prop "component_appid" body <> state.Options.ComponentAppId then
+        writeError ctx 61011
+    else
+        serve ()
+
+let componentToken (state: SimState) (ctx: HttpContext) =
+    task {
+        match! readJson ctx with
+        | None -> do! writeError ctx 47001
+        | Some body ->
+            match
+                state.ComponentToken(
+                    prop "component_appid" body,
+                    prop "component_appsecret" body,
+                    prop "component_verify_ticket" body
+                )
+            with
+            | Error code -> do! writeError ctx code
+            | Ok t ->
+                do!
+                    writeJson
+                        ctx
+                        200
+                        {| component_access_token = t.Value
+                           expires_in = 7200 |}
+    }
+    :> Task
+
+/// api_start_push_ticket wants component_secret (facts §3.10); a ticket push follows shortly.
+let startPushTicket (state: SimState) (ctx: HttpContext) =
+    task {
+        match! readJson ctx with
+        | None -> do! writeError ctx 47001
+        | Some body ->
+            if prop "component_appid" body <> state.Options.ComponentAppId then
+                do! writeError ctx 61011
+            elif prop "component_secret" body <> state.Options.ComponentAppSecret then
+                do! writeError ctx 40125
+            else
+                do! writeOk ctx
+
+                Task.Run(fun () ->
+                    task {
+                        do! Task.Delay 100
+                        let! _ = Pusher.pushTicket state
+                        ()
+                    }
+                    :> Task)
+                |> ignore
+    }
+    :> Task
+
+let createPreAuthCode (state: SimState) =
+    withComponentToken state (fun ctx body ->
+        checkAppId state ctx body (fun () ->
+            let code, expiresIn = state.CreatePreAuthCode()
+            writeJson ctx 200 {| pre_auth_code = code; expires_in = expiresIn |}))
+
+let private funcInfo (ids: int list) =
+    ids |> List.map (fun id -> {| funcscope_category = {| id = id |} |})
+
+let queryAuth (state: SimState) =
+    withComponentToken state (fun ctx body ->
+        checkAppId state ctx body (fun () ->
+            match state.QueryAuth(prop "authorization_code" body) with
+            | Error code -> writeError ctx code
+            | Ok(a, token) ->
+                writeJson
+                    ctx
+                    200
+                    {| authorization_info =
+                        {| authorizer_appid = a.Account.AppId
+                           authorizer_access_token = token.Value
+                           expires_in = 7200
+                           authorizer_refresh_token = a.RefreshToken
+                           func_info = funcInfo a.FuncIds |} |}))
+
+let authorizerToken (state: SimState) =
+    withComponentToken state (fun ctx body ->
+        checkAppId state ctx body (fun () ->
+            match state.AuthorizerToken(prop "authorizer_appid" body, prop "authorizer_refresh_token" body) with
+            | Error code -> writeError ctx code
+            | Ok(a, token) ->
+                writeJson
+                    ctx
+                    200
+                    {| authorizer_access_token = token.Value
+                       expires_in = 7200
+                       authorizer_refresh_token = a.RefreshToken |}))
+
+/// api_get_authorizer_info (facts §3.5); MiniProgramInfo only for mini programs.
+let authorizerInfo (state: SimState) =
+    withComponentToken state (fun ctx body ->
+        checkAppId state ctx body (fun () ->
+            match state.Authorization(prop "authorizer_appid" body) with
+            | Some a when a.Authorized ->
+                let acct = a.Account
+
+                let info =
+                    dict
+                        [ "nick_name", box acct.NickName
+                          "head_img", box $"http://wx.qlogo.cn/mmopen/sim/{acct.AppId}/0"
+                          "service_type_info", box {| id = acct.ServiceType |}
+                          "verify_type_info", box {| id = acct.VerifyType |}
+                          "user_name", box acct.UserName
+                          "principal_name", box acct.Principal
+                          "alias", box ""
+                          "qrcode_url", box $"http://mmbiz.qpic.cn/sim/{acct.AppId}"
+                          "account_status", box 1
+                          "business_info",
+                          box
+                              {| open_store = 0
+                                 open_scan = 0
+                                 open_pay = 0
+                                 open_card = 0
+                                 open_shake = 0 |} ]
+
+                let info =
+                    match acct.Kind with
+                    | MiniProgram ->
+                        let d = Collections.Generic.Dictionary<string, obj>(info)
+
+                        d["MiniProgramInfo"] <-
+                            {| network =
+                                {| RequestDomain = [| "https://api.example.com" |]
+                                   WsRequestDomain = Array.empty<string>
+                                   UploadDomain = Array.empty<string>
+                                   DownloadDomain = Array.empty<string> |}
+                               categories = [| {| first = "工具"; second = "效率" |} |]
+                               visit_status = 0 |}
+
+                        d :> Collections.Generic.IDictionary<string, obj>
+                    | OfficialAccount -> info
+
+                writeJson
+                    ctx
+                    200
+                    {| authorizer_info = info
+                       authorization_info =
+                        {| authorizer_appid = acct.AppId
+                           authorizer_refresh_token = a.RefreshToken
+                           func_info = funcInfo a.FuncIds |} |}
+            | _ -> writeError ctx 61003))
+
+/// api_get_authorizer_list (facts §3.8): `refresh_token`, at most 500 a page, authorized accounts only.
+let authorizerList (state: SimState) =
+    withComponentToken state (fun ctx body ->
+        checkAppId state ctx body (fun () ->
+            let all =
+                state.Authorizations()
+                |> List.filter (fun a -> a.Authorized)
+                |> List.sortBy (fun a -> a.Account.AppId)
+
+            let offset = max 0 (intProp "offset" 0 body)
+            let count = intProp "count" 500 body |> max 1 |> min 500
+
+            writeJson
+                ctx
+                200
+                {| total_count = all.Length
+                   list =
+                    all
+                    |> List.skip (min offset all.Length)
+                    |> List.truncate count
+                    |> List.map (fun a ->
+                        {| authorizer_appid = a.Account.AppId
+                           refresh_token = a.RefreshToken
+                           auth_time = a.AuthTime.ToUnixTimeSeconds() |}) |}))
+
+/// Authorizer-token APIs: the token says which account acts (facts §0, §12).
+let withAuthorizerToken (state: SimState) (serve: HttpContext -> Authorization -> Task) (ctx: HttpContext) =
+    match state.CheckAuthorizerToken(string ctx.Request.Query["access_token"]) with
+    | Error code -> writeError ctx code
+    | Ok a -> serve ctx a
+
+/// cgi-bin/message/custom/send (facts §10): recorded for the tests and the release report.
+let customSend (state: SimState) =
+    withAuthorizerToken state (fun ctx a ->
+        task {
+            match! readJson ctx with
+            | None -> do! writeError ctx 47001
+            | Some body ->
+                let msgType = prop "msgtype" body
+
+                let content =
+                    match body.TryGetProperty "text" with
+                    | true, t -> prop "content" t
+                    | _ -> ""
+
+                state.RecordCustomMessage
+                    { AppId = a.Account.AppId
+                      ToUser = prop "touser" body
+                      MsgType = msgType
+                      Content = content
+                      At = state.Now() }
+
+                do! writeOk ctx
+        }
+        :> Task)
+
+/// cgi-bin/ticket/getticket?type=jsapi (facts §8).
+let getTicket (state: SimState) =
+    withAuthorizerToken state (fun ctx a ->
+        writeJson
+            ctx
+            200
+            {| errcode = 0
+               errmsg = "ok"
+               ticket = $"sim_jsapi_{a.Account.AppId}_{state.Now().ToUnixTimeSeconds() / 7200L}"
+               expires_in = 7200 |})

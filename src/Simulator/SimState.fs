@@ -1,0 +1,473 @@
+/// What the simulated WeChat remembers: tickets, tokens, codes, accounts and their authorizations,
+/// with the lifetimes and errors of the facts file. One lock guards it all; it is a fake server.
+module WeChatFs.Simulator.SimState
+
+open System
+open System.Collections.Generic
+open System.Security.Cryptography
+
+type SimulatorOptions =
+    { ComponentAppId: string
+      ComponentAppSecret: string
+      Token: string
+      EncodingAesKey: string
+      /// The gateway's authorization event URL; None = nothing is pushed.
+      EventUrl: string option
+      /// The gateway's message URL with the `$APPID$` placeholder (facts §5).
+      MessageUrlTemplate: string option
+      /// Ticket pushes: every 10 minutes on WeChat (facts §1.1); seconds in the demo.
+      TicketInterval: TimeSpan
+      /// pre_auth_code lifetime: 600 s in the docs' example, 1800 s in newer text (facts §3.2, [U]).
+      PreAuthCodeLifetime: TimeSpan
+      /// auth_code lifetime on the redirect (facts §4.3, example 600 s).
+      AuthCodeLifetime: TimeSpan
+      /// WeChat refuses the authorization page unless opened from the registered domain (facts §4.1).
+      RequireReferer: bool }
+
+module SimulatorOptions =
+    let defaults =
+        { ComponentAppId = "wxsimcomponent0001"
+          ComponentAppSecret = "sim-app-secret-0001"
+          Token = "sim_token"
+          EncodingAesKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+          EventUrl = None
+          MessageUrlTemplate = None
+          TicketInterval = TimeSpan.FromMinutes 10.
+          PreAuthCodeLifetime = TimeSpan.FromSeconds 600.
+          AuthCodeLifetime = TimeSpan.FromSeconds 600.
+          RequireReferer = true }
+
+type AccountKind =
+    | OfficialAccount
+    | MiniProgram
+
+type Account =
+    { AppId: string
+      UserName: string
+      NickName: string
+      Principal: string
+      Kind: AccountKind
+      /// service_type_info.id: 2 service account, 0 subscription (and mini programs) (facts §3.5).
+      ServiceType: int
+      /// verify_type_info.id: 0 WeChat verified, -1 unverified (facts §3.5).
+      VerifyType: int }
+
+let private account appid user nick principal kind service verify =
+    { AppId = appid
+      UserName = user
+      NickName = nick
+      Principal = principal
+      Kind = kind
+      ServiceType = service
+      VerifyType = verify }
+
+/// The full-network release test groups, exactly as WeChat lists them (facts §6).
+let releaseTestAccounts =
+    [ "wx570bc396a51b8ff8", "gh_3c884a361561", "wxd101a85aa106f53e", "gh_8dad206e9538"
+      "wx9252c5e0bb1836fc", "gh_c0f28a78b318", "wxc39235c15087f6f3", "gh_905ae9d01059"
+      "wx8e1097c5bc82cde9", "gh_3f222ed8d140", "wx7720d01d4b2a4500", "gh_393666f1fdf4"
+      "wx14550af28c71a144", "gh_26128078e9ab", "wx05d483572dcd5d8b", "gh_39abb5d4e1b7"
+      "wxa35b9c23cfe664eb", "gh_2b3713f184a6", "wx5910277cae6fd970", "gh_7818dcb60240" ]
+    |> List.mapi (fun i (oa, oaUser, mp, mpUser) ->
+        [ account oa oaUser $"Release test account {i + 1}" "Tencent" OfficialAccount 2 0
+          account mp mpUser $"Release test mini program {i + 1}" "Tencent" MiniProgram 0 0 ])
+    |> List.concat
+
+let catalog =
+    [ account "wxsimoa00000000001" "gh_5a1c0ffee0001" "Demo Coffee Shop" "Demo Coffee Co., Ltd." OfficialAccount 2 0
+      account "wxsimoa00000000002" "gh_5a1bakery0002" "Demo Bakery News" "Demo Bakery Co., Ltd." OfficialAccount 0 -1
+      account "wxsimoa00000000003" "gh_5a1florist003" "Demo Florist" "Demo Flowers Co., Ltd." OfficialAccount 2 0
+      account "wxsimmp00000000001" "gh_5a1shopmini01" "Demo Shop Mini" "Demo Coffee Co., Ltd." MiniProgram 0 0
+      account "wxsimmp00000000002" "gh_5a1bookmini02" "Demo Booking Mini" "Demo Bakery Co., Ltd." MiniProgram 0 0 ]
+    @ releaseTestAccounts
+
+/// Permission sets offered on the page (facts §3.6), with the ones checked by default.
+let permissionSets kind =
+    match kind with
+    | OfficialAccount ->
+        [ 1, "Message management", true
+          2, "User management", true
+          3, "Account services", true
+          4, "Web page services", true
+          7, "Broadcast and notifications", false
+          11, "Media management", true
+          15, "Custom menu", true ]
+    | MiniProgram ->
+        [ 17, "Account management", true
+          18, "Development management and data analysis", true
+          19, "Customer-service messages", true
+          30, "Basic info settings", true ]
+
+/// A token as WeChat tracks it: replaced tokens keep working for five minutes (facts §13).
+type IssuedToken =
+    { Value: string
+      ExpiresAt: DateTimeOffset
+      mutable ReplacedAt: DateTimeOffset option }
+
+let overlap = TimeSpan.FromMinutes 5.
+
+/// Ok, or the errcode WeChat gives for that token: 40001 unknown or replaced beyond the overlap,
+/// 42001 expired (facts §12, §13).
+let checkToken (now: DateTimeOffset) (token: IssuedToken option) =
+    match token with
+    | None -> Error 40001
+    | Some t when now >= t.ExpiresAt -> Error 42001
+    | Some { ReplacedAt = Some r } when now >= r + overlap -> Error 40001
+    | Some _ -> Ok()
+
+type Authorization =
+    { Account: Account
+      mutable Authorized: bool
+      mutable FuncIds: int list
+      mutable RefreshToken: string
+      /// A rotated-away refresh token keeps a 5-minute grace (facts §3.4).
+      mutable PreviousRefreshToken: (string * DateTimeOffset) option
+      mutable RotateNext: bool
+      mutable AuthTime: DateTimeOffset
+      Tokens: List<IssuedToken> }
+
+type AuthCode =
+    { Code: string
+      AppId: string
+      ExpiresAt: DateTimeOffset }
+
+type Fault =
+    { Errcode: int option
+      HttpStatus: int option
+      LatencyMs: int }
+
+type PushRecord =
+    { Kind: string
+      Target: string
+      Status: int
+      Body: string
+      At: DateTimeOffset }
+
+type CustomMessage =
+    { AppId: string
+      ToUser: string
+      MsgType: string
+      Content: string
+      At: DateTimeOffset }
+
+/// When the `authorized` push is sent relative to the browser's redirect (facts §4.3: either may come first).
+type PushOrder =
+    | PushBeforeRedirect
+    | PushAfterRedirect
+    | NoPush
+
+let private random (prefix: string) (bytes: int) =
+    prefix
+    + Convert.ToBase64String(RandomNumberGenerator.GetBytes bytes).Replace('+', '-').Replace('/', '_').TrimEnd('=')
+
+/// Opaque values shaped like WeChat's (facts §0).
+let newTicket () = random "ticket@@@" 24
+let newComponentToken () = "61_" + random "" 48
+let newAuthorizerToken () = "49_" + random "" 48
+let newPreAuthCode () = random "preauthcode@@@" 24
+let newAuthCode () = random "queryauthcode@@@" 24
+let newRefreshToken () = random "refreshtoken@@@" 24
+
+type SimState(options: SimulatorOptions) =
+    let sync = obj ()
+    let mutable offset = TimeSpan.Zero
+    let mutable eventUrl = options.EventUrl
+    let mutable messageUrlTemplate = options.MessageUrlTemplate
+    let tickets = Dictionary<string, DateTimeOffset>()
+    let componentTokens = List<IssuedToken>()
+    let preAuthCodes = Dictionary<string, DateTimeOffset * bool>()
+    let authCodes = Dictionary<string, AuthCode>()
+    let authorizations = Dictionary<string, Authorization>()
+    let counters = Dictionary<string, int>()
+    let faults = Dictionary<string, Queue<Fault>>()
+    let pushes = List<PushRecord>()
+    let customMessages = List<CustomMessage>()
+    let mutable pushOrder = PushBeforeRedirect
+
+    let locked f = lock sync f
+
+    member _.Options = options
+    member _.Now() = DateTimeOffset.UtcNow + locked (fun () -> offset)
+    member _.Advance(by: TimeSpan) = locked (fun () -> offset <- offset + by)
+    member _.EventUrl = locked (fun () -> eventUrl)
+    member _.SetEventUrl url = locked (fun () -> eventUrl <- url)
+    member _.MessageUrlTemplate = locked (fun () -> messageUrlTemplate)
+    member _.SetMessageUrlTemplate url = locked (fun () -> messageUrlTemplate <- url)
+    member _.PushOrder = locked (fun () -> pushOrder)
+    member _.SetPushOrder order = locked (fun () -> pushOrder <- order)
+
+    // ---- counters and faults ----
+
+    member _.Count(api: string) =
+        locked (fun () ->
+            match counters.TryGetValue api with
+            | true, n -> counters[api] <- n + 1
+            | _ -> counters[api] <- 1)
+
+    member _.Calls() = locked (fun () -> counters |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq)
+    member _.ResetCalls() = locked (fun () -> counters.Clear())
+
+    member _.InjectFault(api: string, fault: Fault, times: int) =
+        locked (fun () ->
+            let q =
+                match faults.TryGetValue api with
+                | true, q -> q
+                | _ ->
+                    let q = Queue<Fault>()
+                    faults[api] <- q
+                    q
+
+            for _ in 1..times do
+                q.Enqueue fault)
+
+    member _.NextFault(api: string) =
+        locked (fun () ->
+            match faults.TryGetValue api with
+            | true, q when q.Count > 0 -> Some(q.Dequeue())
+            | _ -> None)
+
+    // ---- tickets and the component token ----
+
+    member this.IssueTicket() =
+        let t = newTicket ()
+        let now = this.Now()
+        locked (fun () -> tickets[t] <- now)
+        t
+
+    /// api_component_token's checks (facts §3.1): appid, secret, then the ticket (61006 unknown,
+    /// 61005 older than 12 h). A new token starts the 5-minute overlap of the one before.
+    member this.ComponentToken(appid: string, secret: string, ticket: string) =
+        let now = this.Now()
+
+        locked (fun () ->
+            if appid <> options.ComponentAppId then
+                Error 61011
+            elif String.IsNullOrEmpty secret then
+                Error 41004
+            elif secret <> options.ComponentAppSecret then
+                Error 40125
+            else
+                match tickets.TryGetValue ticket with
+                | false, _ -> Error 61006
+                | true, issued when now - issued >= TimeSpan.FromHours 12. -> Error 61005
+                | true, _ ->
+                    for t in componentTokens do
+                        if t.ReplacedAt.IsNone then
+                            t.ReplacedAt <- Some now
+
+                    let token =
+                        { Value = newComponentToken ()
+                          ExpiresAt = now.AddSeconds 7200.
+                          ReplacedAt = None }
+
+                    componentTokens.Add token
+                    Ok token)
+
+    member this.CheckComponentToken(value: string) =
+        let now = this.Now()
+
+        if String.IsNullOrEmpty value then
+            Error 41001
+        else
+            locked (fun () -> componentTokens |> Seq.tryFind (fun t -> t.Value = value) |> checkToken now)
+
+    member this.CurrentComponentToken() =
+        locked (fun () -> componentTokens |> Seq.tryFindBack (fun t -> t.ReplacedAt.IsNone))
+
+    // ---- authorization ----
+
+    member this.CreatePreAuthCode() =
+        let code = newPreAuthCode ()
+        let expires = this.Now() + options.PreAuthCodeLifetime
+        locked (fun () -> preAuthCodes[code] <- (expires, false))
+        code, int options.PreAuthCodeLifetime.TotalSeconds
+
+    /// Ok when the code exists, is unused and unexpired; the reason otherwise (for the page).
+    member this.CheckPreAuthCode(code: string) =
+        let now = this.Now()
+
+        locked (fun () ->
+            match preAuthCodes.TryGetValue code with
+            | false, _ -> Error "unknown pre_auth_code"
+            | true, (_, true) -> Error "this pre_auth_code has already been used"
+            | true, (expires, _) when now >= expires -> Error "this pre_auth_code has expired"
+            | true, _ -> Ok())
+
+    /// The admin confirmed on the page: the code is spent, the account (re)authorized with a new
+    /// refresh token (re-authorization invalidates the previous one, facts §3.3). Returns the auth code
+    /// and whether this was an update of an existing authorization.
+    member this.Confirm(preAuthCode: string, appid: string, funcIds: int list) =
+        let now = this.Now()
+
+        match this.CheckPreAuthCode preAuthCode with
+        | Error e -> Error e
+        | Ok() ->
+            match catalog |> List.tryFind (fun a -> a.AppId = appid) with
+            | None -> Error "unknown account"
+            | Some acct ->
+                locked (fun () ->
+                    let expires, _ = preAuthCodes[preAuthCode]
+                    preAuthCodes[preAuthCode] <- (expires, true)
+
+                    let existing =
+                        match authorizations.TryGetValue appid with
+                        | true, a -> Some a
+                        | _ -> None
+
+                    let update = existing |> Option.exists (fun a -> a.Authorized)
+
+                    match existing with
+                    | Some a ->
+                        a.Authorized <- true
+                        a.FuncIds <- funcIds
+                        a.RefreshToken <- newRefreshToken ()
+                        a.PreviousRefreshToken <- None
+                        a.AuthTime <- now
+                    | None ->
+                        authorizations[appid] <-
+                            { Account = acct
+                              Authorized = true
+                              FuncIds = funcIds
+                              RefreshToken = newRefreshToken ()
+                              PreviousRefreshToken = None
+                              RotateNext = false
+                              AuthTime = now
+                              Tokens = List<IssuedToken>() }
+
+                    let code =
+                        { Code = newAuthCode ()
+                          AppId = appid
+                          ExpiresAt = now + options.AuthCodeLifetime }
+
+                    authCodes[code.Code] <- code
+                    Ok(code, update))
+
+    member private this.IssueAuthorizerToken(a: Authorization) =
+        let now = this.Now()
+
+        for t in a.Tokens do
+            if t.ReplacedAt.IsNone then
+                t.ReplacedAt <- Some now
+
+        let token =
+            { Value = newAuthorizerToken ()
+              ExpiresAt = now.AddSeconds 7200.
+              ReplacedAt = None }
+
+        a.Tokens.Add token
+        token
+
+    /// api_query_auth (facts §3.3): 61009 unknown code, 61010 expired. The same code may be exchanged
+    /// again within its lifetime (it arrives on the redirect and in the push); each exchange issues a
+    /// new access token with the same refresh token.
+    member this.QueryAuth(code: string) =
+        let now = this.Now()
+
+        locked (fun () ->
+            match authCodes.TryGetValue code with
+            | false, _ -> Error 61009
+            | true, c when now >= c.ExpiresAt -> Error 61010
+            | true, c ->
+                match authorizations.TryGetValue c.AppId with
+                | true, a when a.Authorized -> Ok(a, this.IssueAuthorizerToken a)
+                | _ -> Error 61003)
+
+    /// api_authorizer_token (facts §3.4): 61003 when no longer authorized, 61023 for a refresh token
+    /// that is not the current one (nor a rotated one inside its grace).
+    member this.AuthorizerToken(appid: string, refreshToken: string) =
+        let now = this.Now()
+
+        locked (fun () ->
+            match authorizations.TryGetValue appid with
+            | true, a when a.Authorized ->
+                let inGrace =
+                    match a.PreviousRefreshToken with
+                    | Some(old, until) -> old = refreshToken && now < until
+                    | None -> false
+
+                if refreshToken <> a.RefreshToken && not inGrace then
+                    Error 61023
+                else
+                    if a.RotateNext then
+                        a.PreviousRefreshToken <- Some(a.RefreshToken, now + overlap)
+                        a.RefreshToken <- newRefreshToken ()
+                        a.RotateNext <- false
+
+                    Ok(a, this.IssueAuthorizerToken a)
+            | _ -> Error 61003)
+
+    member _.Authorization(appid: string) =
+        locked (fun () ->
+            match authorizations.TryGetValue appid with
+            | true, a -> Some a
+            | _ -> None)
+
+    member _.Authorizations() = locked (fun () -> authorizations.Values |> List.ofSeq)
+
+    /// Which authorizer a token acts for, or the errcode (facts §12).
+    member this.CheckAuthorizerToken(value: string) =
+        let now = this.Now()
+
+        if String.IsNullOrEmpty value then
+            Error 41001
+        else
+            locked (fun () ->
+                authorizations.Values
+                |> Seq.tryPick (fun a ->
+                    a.Tokens |> Seq.tryFind (fun t -> t.Value = value) |> Option.map (fun t -> a, t))
+                |> function
+                    | None -> Error 40001
+                    | Some(a, t) ->
+                        match checkToken now (Some t) with
+                        | Error e -> Error e
+                        | Ok() when not a.Authorized -> Error 61003
+                        | Ok() -> Ok a)
+
+    member _.Revoke(appid: string) =
+        locked (fun () ->
+            match authorizations.TryGetValue appid with
+            | true, a when a.Authorized ->
+                a.Authorized <- false
+                a.Tokens.Clear()
+                true
+            | _ -> false)
+
+    /// The stored refresh token stops working and the account's current one changes, so that only
+    /// api_get_authorizer_list knows the working one (the 61023 recovery path, facts §3.4, §3.8).
+    member _.InvalidateRefreshToken(appid: string) =
+        locked (fun () ->
+            match authorizations.TryGetValue appid with
+            | true, a ->
+                a.RefreshToken <- newRefreshToken ()
+                a.PreviousRefreshToken <- None
+                true
+            | _ -> false)
+
+    member _.RotateRefreshTokenNext(appid: string) =
+        locked (fun () ->
+            match authorizations.TryGetValue appid with
+            | true, a ->
+                a.RotateNext <- true
+                true
+            | _ -> false)
+
+    member this.ExpireAccessTokens(appid: string) =
+        let now = this.Now()
+
+        locked (fun () ->
+            match authorizations.TryGetValue appid with
+            | true, a ->
+                let expired =
+                    a.Tokens |> Seq.map (fun t -> { t with ExpiresAt = now.AddSeconds -1. }) |> List.ofSeq
+
+                a.Tokens.Clear()
+                a.Tokens.AddRange expired
+                true
+            | _ -> false)
+
+    // ---- records ----
+
+    member _.RecordPush(p: PushRecord) = locked (fun () -> pushes.Add p)
+    member _.Pushes() = locked (fun () -> List.ofSeq pushes)
+    member _.RecordCustomMessage(m: CustomMessage) = locked (fun () -> customMessages.Add m)
+    member _.CustomMessages() = locked (fun () -> List.ofSeq customMessages)

@@ -1,0 +1,291 @@
+/// The simulator as a running server: WeChat's API and pages on one base URL, the ticket pusher in
+/// the background, and a control API under /sim/ for tests and the demo.
+module WeChatFs.Simulator.SimulatorHost
+
+open System
+open System.Net
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Hosting
+open Microsoft.AspNetCore.Hosting.Server
+open Microsoft.AspNetCore.Hosting.Server.Features
+open Microsoft.AspNetCore.Http
+open Microsoft.AspNetCore.Routing
+open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.Logging
+open WeChatFs.Simulator.SimState
+open WeChatFs.Simulator.SimApi
+
+let private handler (f: HttpContext -> Task) = RequestDelegate(fun ctx -> f ctx)
+
+let private routeAppId (ctx: HttpContext) = string ctx.Request.RouteValues["appid"]
+
+let private found (ctx: HttpContext) ok =
+    if ok then
+        writeJson ctx 200 {| ok = true |}
+    else
+        writeJson ctx 404 {| ok = false; error = "unknown account" |}
+
+let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
+    app.MapGet("/sim/calls", handler (fun ctx -> writeJson ctx 200 (state.Calls()))) |> ignore
+
+    app.MapPost(
+        "/sim/calls/reset",
+        handler (fun ctx ->
+            state.ResetCalls()
+            writeJson ctx 200 {| ok = true |})
+    )
+    |> ignore
+
+    // {api, errcode?, http_status?, latency_ms?, times?}: the next `times` answers of `api`.
+    app.MapPost(
+        "/sim/faults",
+        handler (fun ctx ->
+            task {
+                match! readJson ctx with
+                | None -> do! writeJson ctx 400 {| error = "JSON body required" |}
+                | Some body ->
+                    let optInt name =
+                        match Int32.TryParse(prop name body) with
+                        | true, n -> Some n
+                        | _ -> None
+
+                    state.InjectFault(
+                        prop "api" body,
+                        { Errcode = optInt "errcode"
+                          HttpStatus = optInt "http_status"
+                          LatencyMs = defaultArg (optInt "latency_ms") 0 },
+                        defaultArg (optInt "times") 1
+                    )
+
+                    do! writeJson ctx 200 {| ok = true |}
+            })
+    )
+    |> ignore
+
+    app.MapPost(
+        "/sim/clock/advance",
+        handler (fun ctx ->
+            task {
+                match! readJson ctx with
+                | Some body ->
+                    state.Advance(TimeSpan.FromSeconds(float (intProp "seconds" 0 body)))
+                    do! writeJson ctx 200 {| now = state.Now() |}
+                | None -> do! writeJson ctx 400 {| error = "JSON body required: {\"seconds\": n}" |}
+            })
+    )
+    |> ignore
+
+    app.MapPost(
+        "/sim/push-ticket",
+        handler (fun ctx ->
+            task {
+                match! Pusher.pushTicket state with
+                | Some r -> do! writeJson ctx 200 {| status = r.Status; body = r.Body |}
+                | None -> do! writeJson ctx 409 {| error = "no event URL configured" |}
+            })
+    )
+    |> ignore
+
+    // {pre_auth_code, redirect_uri, appid, func_ids?}: what the confirm button does, answered as JSON.
+    app.MapPost(
+        "/sim/authorize",
+        handler (fun ctx ->
+            task {
+                match! readJson ctx with
+                | None -> do! writeJson ctx 400 {| error = "JSON body required" |}
+                | Some body ->
+                    let appid = prop "appid" body
+
+                    let funcIds =
+                        match body.TryGetProperty "func_ids" with
+                        | true, v when v.ValueKind = Text.Json.JsonValueKind.Array ->
+                            [ for e in v.EnumerateArray() -> e.GetInt32() ]
+                        | _ ->
+                            catalog
+                            |> List.tryFind (fun a -> a.AppId = appid)
+                            |> Option.map (fun a -> permissionSets a.Kind |> List.filter (fun (_, _, on) -> on) |> List.map (fun (id, _, _) -> id))
+                            |> Option.defaultValue []
+
+                    match! AuthPage.confirm state (prop "pre_auth_code" body) (prop "redirect_uri" body) appid funcIds with
+                    | Ok(target, code) -> do! writeJson ctx 200 {| redirect = target; auth_code = code.Code |}
+                    | Error reason -> do! writeJson ctx 400 {| error = reason |}
+            })
+    )
+    |> ignore
+
+    // {order: "before" | "after" | "none"}: when `authorized` is pushed relative to the redirect.
+    app.MapPost(
+        "/sim/push-order",
+        handler (fun ctx ->
+            task {
+                match! readJson ctx with
+                | Some body ->
+                    state.SetPushOrder(
+                        match prop "order" body with
+                        | "after" -> PushAfterRedirect
+                        | "none" -> NoPush
+                        | _ -> PushBeforeRedirect
+                    )
+
+                    do! writeJson ctx 200 {| ok = true |}
+                | None -> do! writeJson ctx 400 {| error = "JSON body required" |}
+            })
+    )
+    |> ignore
+
+    app.MapGet(
+        "/sim/authorizers",
+        handler (fun ctx ->
+            let now = state.Now()
+
+            writeJson
+                ctx
+                200
+                (state.Authorizations()
+                 |> List.map (fun a ->
+                     {| authorizer_appid = a.Account.AppId
+                        authorized = a.Authorized
+                        refresh_token = a.RefreshToken
+                        func_ids = a.FuncIds
+                        access_tokens =
+                         a.Tokens
+                         |> Seq.map (fun t ->
+                             {| value = t.Value
+                                expires_at = t.ExpiresAt
+                                usable = (checkToken now (Some t)).IsOk |})
+                         |> List.ofSeq |})))
+    )
+    |> ignore
+
+    app.MapPost(
+        "/sim/authorizers/{appid}/revoke",
+        handler (fun ctx ->
+            task {
+                let appid = routeAppId ctx
+
+                if state.Revoke appid then
+                    let! _ = Pusher.pushUnauthorized state appid
+                    do! found ctx true
+                else
+                    do! found ctx false
+            })
+    )
+    |> ignore
+
+    app.MapPost(
+        "/sim/authorizers/{appid}/invalidate-refresh-token",
+        handler (fun ctx -> found ctx (state.InvalidateRefreshToken(routeAppId ctx)))
+    )
+    |> ignore
+
+    app.MapPost(
+        "/sim/authorizers/{appid}/rotate-refresh-token",
+        handler (fun ctx -> found ctx (state.RotateRefreshTokenNext(routeAppId ctx)))
+    )
+    |> ignore
+
+    app.MapPost(
+        "/sim/authorizers/{appid}/expire-access-token",
+        handler (fun ctx -> found ctx (state.ExpireAccessTokens(routeAppId ctx)))
+    )
+    |> ignore
+
+    app.MapGet("/sim/custom-messages", handler (fun ctx -> writeJson ctx 200 (state.CustomMessages()))) |> ignore
+    app.MapGet("/sim/pushes", handler (fun ctx -> writeJson ctx 200 (state.Pushes()))) |> ignore
+
+let private home (state: SimState) =
+    handler (fun ctx ->
+        let rows =
+            catalog
+            |> List.map (fun a ->
+                let status =
+                    match state.Authorization a.AppId with
+                    | Some au when au.Authorized -> "authorized"
+                    | Some _ -> "revoked"
+                    | None -> "—"
+
+                $"<tr><td>{WebUtility.HtmlEncode a.NickName}</td><td><code>{a.AppId}</code></td><td>{a.UserName}</td><td>{status}</td></tr>")
+            |> String.concat ""
+
+        ctx.Response.ContentType <- "text/html; charset=utf-8"
+
+        ctx.Response.WriteAsync(
+            $"""<!doctype html><html><head><meta charset="utf-8"><title>WeChatFs simulator</title><style>body{{font-family:system-ui,sans-serif;max-width:56rem;margin:2rem auto}} td,th{{padding:.2rem .6rem;text-align:left}}</style></head><body>
+<h1>WeChatFs simulator</h1><p>A stand-in for WeChat's servers (API, authorization pages, pushes) for tests and the demo. Component appid <code>{state.Options.ComponentAppId}</code>.</p>
+<h2>Simulated accounts</h2><table><tr><th>name</th><th>appid</th><th>user name</th><th>status</th></tr>{rows}</table>
+<p>Control: <a href="/sim/calls">/sim/calls</a> · <a href="/sim/pushes">/sim/pushes</a> · <a href="/sim/authorizers">/sim/authorizers</a> · <a href="/sim/custom-messages">/sim/custom-messages</a></p></body></html>"""
+        ))
+
+let map (app: IEndpointRouteBuilder) (state: SimState) =
+    let component (path: string) name serve =
+        app.MapPost("/cgi-bin/component/" + path, api state name serve) |> ignore
+
+    component "api_component_token" "api_component_token" (componentToken state)
+    component "api_start_push_ticket" "api_start_push_ticket" (startPushTicket state)
+    component "api_create_preauthcode" "api_create_preauthcode" (createPreAuthCode state)
+    component "api_query_auth" "api_query_auth" (queryAuth state)
+    component "api_authorizer_token" "api_authorizer_token" (authorizerToken state)
+    component "api_get_authorizer_info" "api_get_authorizer_info" (authorizerInfo state)
+    component "api_get_authorizer_list" "api_get_authorizer_list" (authorizerList state)
+    app.MapPost("/cgi-bin/message/custom/send", api state "custom_send" (customSend state)) |> ignore
+    app.MapGet("/cgi-bin/ticket/getticket", api state "getticket" (getTicket state)) |> ignore
+    app.MapGet("/cgi-bin/componentloginpage", AuthPage.show state) |> ignore
+    app.MapGet("/safe/bindcomponent", AuthPage.show state) |> ignore
+    app.MapPost("/sim/authorize/confirm", AuthPage.confirmForm state) |> ignore
+    app.MapGet("/", home state) |> ignore
+    mapControl app state
+
+/// Pushes a ticket now and then every TicketInterval (facts §1.1), while a URL is configured.
+let private runPusher (state: SimState) (stopping: CancellationToken) =
+    task {
+        try
+            do! Task.Delay(TimeSpan.FromMilliseconds 200., stopping)
+
+            while not stopping.IsCancellationRequested do
+                try
+                    let! _ = Pusher.pushTicket state
+                    ()
+                with _ ->
+                    ()
+
+                do! Task.Delay(state.Options.TicketInterval, stopping)
+        with :? OperationCanceledException ->
+            ()
+    }
+
+type RunningSimulator(app: WebApplication, state: SimState, stopping: CancellationTokenSource, pusher: Task) =
+    member _.BaseUrl =
+        app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>().Addresses
+        |> Seq.head
+
+    member _.State = state
+    member _.SetEventUrl(url: string option) = state.SetEventUrl url
+    member _.SetMessageUrlTemplate(url: string option) = state.SetMessageUrlTemplate url
+
+    member _.StopAsync() =
+        task {
+            stopping.Cancel()
+            do! pusher
+            do! app.StopAsync()
+            do! app.DisposeAsync()
+        }
+
+    interface IAsyncDisposable with
+        member this.DisposeAsync() = ValueTask(this.StopAsync() :> Task)
+
+/// Starts the simulator on `url` ("http://127.0.0.1:0" for a free port).
+let start (options: SimulatorOptions) (url: string) =
+    task {
+        let builder = WebApplication.CreateBuilder()
+        builder.WebHost.UseUrls(url) |> ignore
+        builder.Logging.ClearProviders() |> ignore
+        let app = builder.Build()
+        let state = SimState(options)
+        map app state
+        do! app.StartAsync()
+        let stopping = new CancellationTokenSource()
+        let pusher = runPusher state stopping.Token
+        return new RunningSimulator(app, state, stopping, pusher)
+    }
