@@ -488,7 +488,7 @@ type AuthorizerService
             | Wire.UpdateAuthorizedPushed p ->
                 do! store.PutValue(latestCodeKey p.AuthorizerAppId, Ids.authorizationCode p.Code, true)
 
-                match! this.Complete(p.Code, None, None) with
+                match! this.Complete(p.Code, None, p.PreAuthCode) with
                 | Ok _ -> ()
                 | Error e ->
                     // The code is stored; answering WeChat is not held up by a failed exchange.

@@ -190,8 +190,10 @@ let readiness (s: Services) =
                 }
 
             let check ok reason =
-                {| ok = ok
-                   reason = if ok then null else reason |}
+                {|
+                    ok = ok
+                    reason = if ok then null else reason
+                |}
 
             let storeCheck =
                 match ping with
@@ -216,9 +218,13 @@ let readiness (s: Services) =
                 writeJson
                     ctx
                     (if ready then 200 else 503)
-                    {| ready = ready
-                       checks =
-                        {| store = storeCheck
-                           ticket = ticketCheck
-                           component_token = tokenCheck |} |}
+                    {|
+                        ready = ready
+                        checks =
+                            {|
+                                store = storeCheck
+                                ticket = ticketCheck
+                                component_token = tokenCheck
+                            |}
+                    |}
         })

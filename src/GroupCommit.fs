@@ -9,8 +9,10 @@ open System.Threading.Channels
 open System.Threading.Tasks
 
 type private Pending<'item, 'result> =
-    { Item: 'item
-      Done: TaskCompletionSource<'result> }
+    {
+        Item: 'item
+        Done: TaskCompletionSource<'result>
+    }
 
 /// `writeBatch` must return one result per item, in order; if it throws, every writer of that batch
 /// gets the exception (nothing of the batch is acknowledged).

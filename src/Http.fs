@@ -81,6 +81,9 @@ let tokenProblem (ctx: HttpContext) (err: TokenError) =
     match err with
     | NoTicket -> writeProblem ctx 503 "No component_verify_ticket yet" (describeTokenError err) []
     | RefreshBusy -> writeProblem ctx 503 "Token refresh in progress" (describeTokenError err) []
+    // 61005/61006: nothing to do but wait for WeChat's next push, as when no ticket arrived yet.
+    | RefreshFailed(ApiError(code, _) as e) when classifyErrcode code = TicketRejected ->
+        writeProblem ctx 503 "Waiting for a new component_verify_ticket" (describeError e) (errcodeDetails code)
     | RefreshFailed e -> weChatProblem ctx e
 
 // ---- request helpers ---------------------------------------------------------------------------

@@ -18,44 +18,57 @@ open WeChatFs.Domain
 open WeChatFs.Store
 
 type Dialect =
-    { Name: string
-      /// An auto-numbered primary key column.
-      Identity: string
-      /// Row locks that concurrent claimers skip instead of waiting on (PostgreSQL only).
-      SkipLocked: string }
+    {
+        Name: string
+        /// An auto-numbered primary key column.
+        Identity: string
+        /// Row locks that concurrent claimers skip instead of waiting on (PostgreSQL only).
+        SkipLocked: string
+    }
 
 let sqlite =
-    { Name = "sqlite"
-      Identity = "INTEGER PRIMARY KEY AUTOINCREMENT"
-      SkipLocked = "" }
+    {
+        Name = "sqlite"
+        Identity = "INTEGER PRIMARY KEY AUTOINCREMENT"
+        SkipLocked = ""
+    }
 
 let postgres =
-    { Name = "postgres"
-      Identity = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
-      SkipLocked = " FOR UPDATE SKIP LOCKED" }
+    {
+        Name = "postgres"
+        Identity = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+        SkipLocked = " FOR UPDATE SKIP LOCKED"
+    }
 
 /// Versioned schema: append a migration, never edit one that has shipped.
 let migrations (d: Dialect) =
-    [ 1,
-      [ "CREATE TABLE tickets (component_appid TEXT PRIMARY KEY, ticket TEXT NOT NULL, received_at BIGINT NOT NULL)"
-        "CREATE TABLE component_tokens (component_appid TEXT PRIMARY KEY, token TEXT NOT NULL, token_hash TEXT NOT NULL, expires_at BIGINT NOT NULL)"
-        "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)"
-        "CREATE TABLE authorizers (appid TEXT PRIMARY KEY, tenant TEXT, status TEXT NOT NULL, status_reason TEXT, func_ids TEXT NOT NULL, profile TEXT, refresh_token TEXT, access_token TEXT, access_token_hash TEXT, access_expires_at BIGINT, authorized_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
-        "CREATE INDEX authorizers_tenant ON authorizers (tenant)"
-        "CREATE INDEX authorizers_due ON authorizers (status, access_expires_at)"
-        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, secret INTEGER NOT NULL)"
-        $"CREATE TABLE events (id {d.Identity}, kind TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL, at BIGINT NOT NULL)"
-        "CREATE INDEX events_kind ON events (kind)"
-        "CREATE TABLE inbox (id TEXT PRIMARY KEY, authorizer_appid TEXT NOT NULL, dedupe_key TEXT NOT NULL, tenant TEXT, kind TEXT NOT NULL, received_at BIGINT NOT NULL, payload TEXT NOT NULL, raw_xml TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL, next_attempt_at BIGINT, last_error TEXT, delivered_at BIGINT, claimed_by TEXT, claimed_until BIGINT)"
-        "CREATE UNIQUE INDEX inbox_dedupe ON inbox (authorizer_appid, dedupe_key)"
-        "CREATE INDEX inbox_due ON inbox (status, next_attempt_at)" ] ]
+    [
+        1,
+        [
+            "CREATE TABLE tickets (component_appid TEXT PRIMARY KEY, ticket TEXT NOT NULL, received_at BIGINT NOT NULL)"
+            "CREATE TABLE component_tokens (component_appid TEXT PRIMARY KEY, token TEXT NOT NULL, token_hash TEXT NOT NULL, expires_at BIGINT NOT NULL)"
+            "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)"
+            "CREATE TABLE authorizers (appid TEXT PRIMARY KEY, tenant TEXT, status TEXT NOT NULL, status_reason TEXT, func_ids TEXT NOT NULL, profile TEXT, refresh_token TEXT, access_token TEXT, access_token_hash TEXT, access_expires_at BIGINT, authorized_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+            "CREATE INDEX authorizers_tenant ON authorizers (tenant)"
+            "CREATE INDEX authorizers_due ON authorizers (status, access_expires_at)"
+            "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, secret INTEGER NOT NULL)"
+            $"CREATE TABLE events (id {d.Identity}, kind TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL, at BIGINT NOT NULL)"
+            "CREATE INDEX events_kind ON events (kind)"
+            "CREATE TABLE inbox (id TEXT PRIMARY KEY, authorizer_appid TEXT NOT NULL, dedupe_key TEXT NOT NULL, tenant TEXT, kind TEXT NOT NULL, received_at BIGINT NOT NULL, payload TEXT NOT NULL, raw_xml TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL, next_attempt_at BIGINT, last_error TEXT, delivered_at BIGINT, claimed_by TEXT, claimed_until BIGINT)"
+            "CREATE UNIQUE INDEX inbox_dedupe ON inbox (authorizer_appid, dedupe_key)"
+            "CREATE INDEX inbox_due ON inbox (status, next_attempt_at)"
+        ]
+    ]
 
 // ---- small ADO.NET helpers ---------------------------------------------------------------------
 
 let private ms (t: DateTimeOffset) = t.ToUnixTimeMilliseconds()
-let private ofMs (v: int64) = DateTimeOffset.FromUnixTimeMilliseconds v
 
-let private dbValue (v: obj) = if isNull v then box DBNull.Value else v
+let private ofMs (v: int64) =
+    DateTimeOffset.FromUnixTimeMilliseconds v
+
+let private dbValue (v: obj) =
+    if isNull v then box DBNull.Value else v
 
 let private command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: (string * obj) list) =
     let c = conn.CreateCommand()
@@ -99,7 +112,10 @@ let private text (r: DbDataReader) (i: int) =
     if r.IsDBNull i then None else Some(r.GetString i)
 
 let private int64Of (r: DbDataReader) (i: int) =
-    if r.IsDBNull i then None else Some(Convert.ToInt64(r.GetValue i))
+    if r.IsDBNull i then
+        None
+    else
+        Some(Convert.ToInt64(r.GetValue i))
 
 let private hashOf (value: string) =
     SHA256.HashData(Encoding.UTF8.GetBytes value) |> Convert.ToHexStringLower
@@ -111,26 +127,30 @@ let private optionalMs (t: DateTimeOffset option) =
 
 let private profileJson (p: AuthorizerProfile) =
     JsonSerializer.Serialize
-        {| nick_name = p.NickName
-           head_img = p.HeadImg
-           user_name = p.UserName
-           principal_name = p.PrincipalName
-           service_type = p.ServiceTypeId
-           verify_type = p.VerifyTypeId
-           kind = AuthorizerKind.toText p.Kind |}
+        {|
+            nick_name = p.NickName
+            head_img = p.HeadImg
+            user_name = p.UserName
+            principal_name = p.PrincipalName
+            service_type = p.ServiceTypeId
+            verify_type = p.VerifyTypeId
+            kind = AuthorizerKind.toText p.Kind
+        |}
 
 let private readProfile (json: string) =
     use doc = JsonDocument.Parse json
     let r = doc.RootElement
     let s (n: string) = r.GetProperty(n).GetString()
 
-    { NickName = s "nick_name"
-      HeadImg = s "head_img"
-      UserName = s "user_name"
-      PrincipalName = s "principal_name"
-      ServiceTypeId = r.GetProperty("service_type").GetInt32()
-      VerifyTypeId = r.GetProperty("verify_type").GetInt32()
-      Kind = AuthorizerKind.ofText (s "kind") }
+    {
+        NickName = s "nick_name"
+        HeadImg = s "head_img"
+        UserName = s "user_name"
+        PrincipalName = s "principal_name"
+        ServiceTypeId = r.GetProperty("service_type").GetInt32()
+        VerifyTypeId = r.GetProperty("verify_type").GetInt32()
+        Kind = AuthorizerKind.ofText (s "kind")
+    }
 
 module private Task =
     /// Runs `work`, returning the exception it raised (if any) instead of raising it, so cleanup that
@@ -157,10 +177,12 @@ type private SqliteConnections(connectionString: string) =
         conn.Open()
 
         for pragma in
-            [ "PRAGMA journal_mode=WAL"
-              // Durable before acknowledged: every commit reaches the disk.
-              "PRAGMA synchronous=FULL"
-              "PRAGMA busy_timeout=5000" ] do
+            [
+                "PRAGMA journal_mode=WAL"
+                // Durable before acknowledged: every commit reaches the disk.
+                "PRAGMA synchronous=FULL"
+                "PRAGMA busy_timeout=5000"
+            ] do
             use c = conn.CreateCommand()
             c.CommandText <- pragma
             c.ExecuteNonQuery() |> ignore
@@ -219,48 +241,58 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         "appid, tenant, status, status_reason, func_ids, profile, refresh_token, access_token, access_expires_at, authorized_at, updated_at"
 
     let readAuthorizer (r: DbDataReader) =
-        { AppId = AuthorizerAppId(r.GetString 0)
-          Tenant = text r 1 |> Option.map TenantId
-          Status = AuthorizerStatus.ofText (r.GetString 2) |> Option.defaultValue NeedsReauthorization
-          StatusReason = text r 3
-          FuncIds =
-            (r.GetString 4).Split(',', StringSplitOptions.RemoveEmptyEntries)
-            |> Array.choose (fun s ->
-                match Int32.TryParse s with
-                | true, n -> Some n
-                | _ -> None)
-            |> List.ofArray
-          Profile = text r 5 |> Option.map readProfile
-          RefreshToken = text r 6 |> Option.map (unseal "refresh token" >> AuthorizerRefreshToken)
-          AccessToken =
-            match text r 7, int64Of r 8 with
-            | Some t, Some exp ->
-                Some
-                    { Token = AuthorizerAccessToken(unseal "access token" t)
-                      ExpiresAt = ofMs exp }
-            | _ -> None
-          AuthorizedAt = ofMs (r.GetInt64 9)
-          UpdatedAt = ofMs (r.GetInt64 10) }
+        {
+            AppId = AuthorizerAppId(r.GetString 0)
+            Tenant = text r 1 |> Option.map TenantId
+            Status =
+                AuthorizerStatus.ofText (r.GetString 2)
+                |> Option.defaultValue NeedsReauthorization
+            StatusReason = text r 3
+            FuncIds =
+                (r.GetString 4).Split(',', StringSplitOptions.RemoveEmptyEntries)
+                |> Array.choose (fun s ->
+                    match Int32.TryParse s with
+                    | true, n -> Some n
+                    | _ -> None)
+                |> List.ofArray
+            Profile = text r 5 |> Option.map readProfile
+            RefreshToken = text r 6 |> Option.map (unseal "refresh token" >> AuthorizerRefreshToken)
+            AccessToken =
+                match text r 7, int64Of r 8 with
+                | Some t, Some exp ->
+                    Some
+                        {
+                            Token = AuthorizerAccessToken(unseal "access token" t)
+                            ExpiresAt = ofMs exp
+                        }
+                | _ -> None
+            AuthorizedAt = ofMs (r.GetInt64 9)
+            UpdatedAt = ofMs (r.GetInt64 10)
+        }
 
     let deliveryColumns =
         "id, authorizer_appid, tenant, kind, received_at, payload, status, attempts, next_attempt_at, last_error, delivered_at"
 
     let readDelivery (r: DbDataReader) =
-        { Id = r.GetString 0
-          AuthorizerAppId = r.GetString 1
-          Tenant = text r 2
-          Kind = r.GetString 3
-          ReceivedAt = ofMs (r.GetInt64 4)
-          Payload = r.GetString 5
-          Status = DeliveryStatus.ofText (r.GetString 6) |> Option.defaultValue Pending
-          Attempts = Convert.ToInt32(r.GetValue 7)
-          NextAttemptAt = int64Of r 8 |> Option.map ofMs
-          LastError = text r 9
-          DeliveredAt = int64Of r 10 |> Option.map ofMs }
+        {
+            Id = r.GetString 0
+            AuthorizerAppId = r.GetString 1
+            Tenant = text r 2
+            Kind = r.GetString 3
+            ReceivedAt = ofMs (r.GetInt64 4)
+            Payload = r.GetString 5
+            Status = DeliveryStatus.ofText (r.GetString 6) |> Option.defaultValue Pending
+            Attempts = Convert.ToInt32(r.GetValue 7)
+            NextAttemptAt = int64Of r 8 |> Option.map ofMs
+            LastError = text r 9
+            DeliveredAt = int64Of r 10 |> Option.map ofMs
+        }
 
     let migrateWith (conn: DbConnection) =
         task {
-            let! _ = exec conn null "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)" []
+            let! _ =
+                exec conn null "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)" []
+
             let! current = scalar conn null "SELECT MAX(version) FROM schema_version" []
 
             let current =
@@ -277,7 +309,9 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                         let! _ = exec conn tx sql []
                         ()
 
-                    let! _ = exec conn tx "INSERT INTO schema_version (version) VALUES (@v)" [ "@v", box version ]
+                    let! _ =
+                        exec conn tx "INSERT INTO schema_version (version) VALUES (@v)" [ "@v", box version ]
+
                     do! tx.CommitAsync()
         }
 
@@ -292,7 +326,9 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                         let! _ = exec conn null "SELECT pg_advisory_lock(7031145)" []
                         let! failure = Task.run migrateWith conn
                         let! _ = exec conn null "SELECT pg_advisory_unlock(7031145)" []
-                        failure |> Option.iter (fun ex -> Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex).Throw())
+
+                        failure
+                        |> Option.iter (fun ex -> Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex).Throw())
                     else
                         do! migrateWith conn
                 })
@@ -317,18 +353,27 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     conn
                     null
                     "INSERT INTO tickets (component_appid, ticket, received_at) VALUES (@a, @t, @at) ON CONFLICT (component_appid) DO UPDATE SET ticket = excluded.ticket, received_at = excluded.received_at WHERE tickets.received_at <= excluded.received_at"
-                    [ "@a", box appid
-                      "@t", box (sealer.Seal(Ids.ticket t.Ticket))
-                      "@at", box (ms t.ReceivedAt) ])
+                    [
+                        "@a", box appid
+                        "@t", box (sealer.Seal(Ids.ticket t.Ticket))
+                        "@at", box (ms t.ReceivedAt)
+                    ])
             :> Task
 
         member _.LatestTicket(ComponentAppId appid) =
             task {
                 let! rows =
                     run (fun conn ->
-                        query conn null "SELECT ticket, received_at FROM tickets WHERE component_appid = @a" [ "@a", box appid ] (fun r ->
-                            { Ticket = VerifyTicket(unseal "ticket" (r.GetString 0))
-                              ReceivedAt = ofMs (r.GetInt64 1) }))
+                        query
+                            conn
+                            null
+                            "SELECT ticket, received_at FROM tickets WHERE component_appid = @a"
+                            [ "@a", box appid ]
+                            (fun r ->
+                                {
+                                    Ticket = VerifyTicket(unseal "ticket" (r.GetString 0))
+                                    ReceivedAt = ofMs (r.GetInt64 1)
+                                }))
 
                 return List.tryHead rows
             }
@@ -341,10 +386,12 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     conn
                     null
                     "INSERT INTO component_tokens (component_appid, token, token_hash, expires_at) VALUES (@a, @t, @h, @e) ON CONFLICT (component_appid) DO UPDATE SET token = excluded.token, token_hash = excluded.token_hash, expires_at = excluded.expires_at"
-                    [ "@a", box appid
-                      "@t", box (sealer.Seal value)
-                      "@h", box (hashOf value)
-                      "@e", box (ms t.ExpiresAt) ])
+                    [
+                        "@a", box appid
+                        "@t", box (sealer.Seal value)
+                        "@h", box (hashOf value)
+                        "@e", box (ms t.ExpiresAt)
+                    ])
             :> Task
 
         member _.ComponentToken(ComponentAppId appid) =
@@ -357,8 +404,10 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                             "SELECT token, expires_at FROM component_tokens WHERE component_appid = @a"
                             [ "@a", box appid ]
                             (fun r ->
-                                { Token = ComponentAccessToken(unseal "component token" (r.GetString 0))
-                                  ExpiresAt = ofMs (r.GetInt64 1) }))
+                                {
+                                    Token = ComponentAccessToken(unseal "component token" (r.GetString 0))
+                                    ExpiresAt = ofMs (r.GetInt64 1)
+                                }))
 
                 return List.tryHead rows
             }
@@ -386,16 +435,18 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                             conn
                             null
                             "INSERT INTO leases (name, holder, expires_at) VALUES (@n, @h, @u) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at WHERE leases.expires_at <= @now OR leases.holder = excluded.holder"
-                            [ "@n", box name
-                              "@h", box holder
-                              "@u", box (ms until)
-                              "@now", box (ms now) ])
+                            [ "@n", box name; "@h", box holder; "@u", box (ms until); "@now", box (ms now) ])
 
                 return n > 0
             }
 
         member _.ReleaseLease(name, holder) =
-            run (fun conn -> exec conn null "DELETE FROM leases WHERE name = @n AND holder = @h" [ "@n", box name; "@h", box holder ])
+            run (fun conn ->
+                exec
+                    conn
+                    null
+                    "DELETE FROM leases WHERE name = @n AND holder = @h"
+                    [ "@n", box name; "@h", box holder ])
             :> Task
 
         // ---- authorizers ----
@@ -404,7 +455,12 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
             task {
                 let! rows =
                     run (fun conn ->
-                        query conn null $"SELECT {authorizerColumns} FROM authorizers WHERE appid = @a" [ "@a", box appid ] readAuthorizer)
+                        query
+                            conn
+                            null
+                            $"SELECT {authorizerColumns} FROM authorizers WHERE appid = @a"
+                            [ "@a", box appid ]
+                            readAuthorizer)
 
                 return List.tryHead rows
             }
@@ -417,26 +473,34 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     conn
                     null
                     $"INSERT INTO authorizers ({authorizerColumns}, access_token_hash) VALUES (@appid, @tenant, @status, @reason, @funcs, @profile, @refresh, @access, @exp, @authorized, @updated, @hash) ON CONFLICT (appid) DO UPDATE SET tenant = excluded.tenant, status = excluded.status, status_reason = excluded.status_reason, func_ids = excluded.func_ids, profile = excluded.profile, refresh_token = excluded.refresh_token, access_token = excluded.access_token, access_expires_at = excluded.access_expires_at, authorized_at = excluded.authorized_at, updated_at = excluded.updated_at, access_token_hash = excluded.access_token_hash"
-                    [ "@appid", box (Ids.authorizerAppId a.AppId)
-                      "@tenant", a.Tenant |> Option.map (Ids.tenant >> box) |> Option.toObj
-                      "@status", box (AuthorizerStatus.toText a.Status)
-                      "@reason", a.StatusReason |> Option.map box |> Option.toObj
-                      "@funcs", box (a.FuncIds |> List.map string |> String.concat ",")
-                      "@profile", a.Profile |> Option.map (profileJson >> box) |> Option.toObj
-                      "@refresh", a.RefreshToken |> Option.map (Ids.refreshToken >> sealer.Seal >> box) |> Option.toObj
-                      "@access", access |> Option.map (sealer.Seal >> box) |> Option.toObj
-                      "@exp", a.AccessToken |> Option.map (fun t -> t.ExpiresAt) |> optionalMs
-                      "@authorized", box (ms a.AuthorizedAt)
-                      "@updated", box (ms a.UpdatedAt)
-                      "@hash", access |> Option.map (hashOf >> box) |> Option.toObj ])
+                    [
+                        "@appid", box (Ids.authorizerAppId a.AppId)
+                        "@tenant", a.Tenant |> Option.map (Ids.tenant >> box) |> Option.toObj
+                        "@status", box (AuthorizerStatus.toText a.Status)
+                        "@reason", a.StatusReason |> Option.map box |> Option.toObj
+                        "@funcs", box (a.FuncIds |> List.map string |> String.concat ",")
+                        "@profile", a.Profile |> Option.map (profileJson >> box) |> Option.toObj
+                        "@refresh",
+                        a.RefreshToken
+                        |> Option.map (Ids.refreshToken >> sealer.Seal >> box)
+                        |> Option.toObj
+                        "@access", access |> Option.map (sealer.Seal >> box) |> Option.toObj
+                        "@exp", a.AccessToken |> Option.map (fun t -> t.ExpiresAt) |> optionalMs
+                        "@authorized", box (ms a.AuthorizedAt)
+                        "@updated", box (ms a.UpdatedAt)
+                        "@hash", access |> Option.map (hashOf >> box) |> Option.toObj
+                    ])
             :> Task
 
         member _.ListAuthorizers(q) =
             task {
                 let filters =
-                    [ q.Tenant |> Option.map (fun t -> "tenant = @tenant", ("@tenant", box (Ids.tenant t)))
-                      q.Status
-                      |> Option.map (fun s -> "status = @status", ("@status", box (AuthorizerStatus.toText s))) ]
+                    [
+                        q.Tenant
+                        |> Option.map (fun t -> "tenant = @tenant", ("@tenant", box (Ids.tenant t)))
+                        q.Status
+                        |> Option.map (fun s -> "status = @status", ("@status", box (AuthorizerStatus.toText s)))
+                    ]
                     |> List.choose id
 
                 let where =
@@ -461,8 +525,10 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                                     readAuthorizer
 
                             return
-                                { Items = items
-                                  Total = Convert.ToInt32 total }
+                                {
+                                    Items = items
+                                    Total = Convert.ToInt32 total
+                                }
                         })
             }
 
@@ -474,12 +540,14 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     conn
                     null
                     "UPDATE authorizers SET access_token = @access, access_token_hash = @hash, access_expires_at = @exp, refresh_token = @refresh, updated_at = @now WHERE appid = @a"
-                    [ "@access", box (sealer.Seal value)
-                      "@hash", box (hashOf value)
-                      "@exp", box (ms access.ExpiresAt)
-                      "@refresh", box (sealer.Seal(Ids.refreshToken refresh))
-                      "@now", box (ms now)
-                      "@a", box appid ])
+                    [
+                        "@access", box (sealer.Seal value)
+                        "@hash", box (hashOf value)
+                        "@exp", box (ms access.ExpiresAt)
+                        "@refresh", box (sealer.Seal(Ids.refreshToken refresh))
+                        "@now", box (ms now)
+                        "@a", box appid
+                    ])
             :> Task
 
         member _.InvalidateAuthorizerToken(AuthorizerAppId appid, AuthorizerAccessToken failed) =
@@ -513,10 +581,12 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     conn
                     null
                     $"UPDATE authorizers SET status = @s, status_reason = @r, updated_at = @now{clearAccess}{clearRefresh} WHERE appid = @a"
-                    [ "@s", box (AuthorizerStatus.toText status)
-                      "@r", reason |> Option.map box |> Option.toObj
-                      "@now", box (ms now)
-                      "@a", box appid ])
+                    [
+                        "@s", box (AuthorizerStatus.toText status)
+                        "@r", reason |> Option.map box |> Option.toObj
+                        "@now", box (ms now)
+                        "@a", box appid
+                    ])
             :> Task
 
         member _.DueAuthorizers(before, limit) =
@@ -542,9 +612,11 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     conn
                     null
                     "INSERT INTO kv (key, value, secret) VALUES (@k, @v, @s) ON CONFLICT (key) DO UPDATE SET value = excluded.value, secret = excluded.secret"
-                    [ "@k", box key
-                      "@v", box (if secret then sealer.Seal value else value)
-                      "@s", box (if secret then 1L else 0L) ])
+                    [
+                        "@k", box key
+                        "@v", box (if secret then sealer.Seal value else value)
+                        "@s", box (if secret then 1L else 0L)
+                    ])
             :> Task
 
         member _.GetValue(key) =
@@ -553,7 +625,11 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     run (fun conn ->
                         query conn null "SELECT value, secret FROM kv WHERE key = @k" [ "@k", box key ] (fun r ->
                             let v = r.GetString 0
-                            if Convert.ToInt64(r.GetValue 1) = 1L then unseal "value" v else v))
+
+                            if Convert.ToInt64(r.GetValue 1) = 1L then
+                                unseal "value" v
+                            else
+                                v))
 
                 return List.tryHead rows
             }
@@ -564,7 +640,12 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     conn
                     null
                     "INSERT INTO events (kind, subject, detail, at) VALUES (@k, @s, @d, @at)"
-                    [ "@k", box e.Kind; "@s", box e.Subject; "@d", box e.Detail; "@at", box (ms e.At) ])
+                    [
+                        "@k", box e.Kind
+                        "@s", box e.Subject
+                        "@d", box e.Detail
+                        "@at", box (ms e.At)
+                    ])
             :> Task
 
         member _.RecentEvents(kind, limit) =
@@ -580,10 +661,12 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     $"SELECT kind, subject, detail, at FROM events{where} ORDER BY id DESC LIMIT @limit"
                     (ps @ [ "@limit", box (int64 limit) ])
                     (fun r ->
-                        { Kind = r.GetString 0
-                          Subject = r.GetString 1
-                          Detail = r.GetString 2
-                          At = ofMs (r.GetInt64 3) }))
+                        {
+                            Kind = r.GetString 0
+                            Subject = r.GetString 1
+                            Detail = r.GetString 2
+                            At = ofMs (r.GetInt64 3)
+                        }))
 
         // ---- inbox and deliveries ----
 
@@ -602,16 +685,18 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                                     conn
                                     tx
                                     "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, raw_xml, status, attempts, next_attempt_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, @raw, 'pending', 0, @at, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
-                                    [ "@id", box item.Id
-                                      "@a", box item.AuthorizerAppId
-                                      "@k", box item.DedupeKey
-                                      "@t", item.Tenant |> Option.map box |> Option.toObj
-                                      "@kind", box item.Kind
-                                      "@at", box (ms item.ReceivedAt)
-                                      "@p", box item.Payload
-                                      "@raw", box item.RawXml
-                                      "@by", item.ClaimedBy |> Option.map box |> Option.toObj
-                                      "@until", optionalMs item.ClaimedUntil ]
+                                    [
+                                        "@id", box item.Id
+                                        "@a", box item.AuthorizerAppId
+                                        "@k", box item.DedupeKey
+                                        "@t", item.Tenant |> Option.map box |> Option.toObj
+                                        "@kind", box item.Kind
+                                        "@at", box (ms item.ReceivedAt)
+                                        "@p", box item.Payload
+                                        "@raw", box item.RawXml
+                                        "@by", item.ClaimedBy |> Option.map box |> Option.toObj
+                                        "@until", optionalMs item.ClaimedUntil
+                                    ]
 
                             if inserted > 0 then
                                 seen[(item.AuthorizerAppId, item.DedupeKey)] <- item.Id
@@ -637,15 +722,18 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     conn
                     null
                     $"UPDATE inbox SET claimed_by = @h, claimed_until = @u WHERE id IN (SELECT id FROM inbox WHERE status = 'pending' AND next_attempt_at <= @now AND (claimed_until IS NULL OR claimed_until <= @now) ORDER BY received_at, id LIMIT @max{dialect.SkipLocked}) RETURNING {deliveryColumns}"
-                    [ "@h", box holder
-                      "@u", box (ms until)
-                      "@now", box (ms now)
-                      "@max", box (int64 max) ]
+                    [
+                        "@h", box holder
+                        "@u", box (ms until)
+                        "@now", box (ms now)
+                        "@max", box (int64 max)
+                    ]
                     readDelivery)
-            |> fun t -> task {
-                let! rows = t
-                return rows |> List.sortBy (fun d -> d.ReceivedAt, d.Id)
-            }
+            |> fun t ->
+                task {
+                    let! rows = t
+                    return rows |> List.sortBy (fun d -> d.ReceivedAt, d.Id)
+                }
 
         member _.MarkDelivered(id, at) =
             run (fun conn ->
@@ -667,16 +755,24 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     conn
                     null
                     "UPDATE inbox SET status = @s, attempts = attempts + 1, last_error = @e, next_attempt_at = @next, claimed_by = NULL, claimed_until = NULL WHERE id = @id"
-                    [ "@s", box status
-                      "@e", box error
-                      "@next", optionalMs retryAt
-                      "@id", box id ])
+                    [
+                        "@s", box status
+                        "@e", box error
+                        "@next", optionalMs retryAt
+                        "@id", box id
+                    ])
             :> Task
 
         member _.GetDelivery(id) =
             task {
                 let! rows =
-                    run (fun conn -> query conn null $"SELECT {deliveryColumns} FROM inbox WHERE id = @id" [ "@id", box id ] readDelivery)
+                    run (fun conn ->
+                        query
+                            conn
+                            null
+                            $"SELECT {deliveryColumns} FROM inbox WHERE id = @id"
+                            [ "@id", box id ]
+                            readDelivery)
 
                 return List.tryHead rows
             }
@@ -700,8 +796,10 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                             readDelivery
 
                     return
-                        { Items = items
-                          Total = Convert.ToInt32 total }
+                        {
+                            Items = items
+                            Total = Convert.ToInt32 total
+                        }
                 })
 
         member _.RetryDelivery(id, now) =

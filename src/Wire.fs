@@ -84,6 +84,8 @@ type AuthorizationPush =
         Code: AuthorizationCode
         /// Documented as seconds, behaves like an absolute timestamp; kept for display only.
         CodeExpiredTime: int64 option
+        /// The pre_auth_code of the page the merchant confirmed on: it tells which link (and tenant) it was.
+        PreAuthCode: PreAuthCode option
         CreateTime: int64
     }
 
@@ -119,6 +121,7 @@ let private authorizationPush fields =
                         match Int64.TryParse v with
                         | true, n -> Some n
                         | _ -> None)
+                PreAuthCode = optionalField "PreAuthCode" fields |> Option.map PreAuthCode
                 CreateTime = created
             }
     | Error e, _, _

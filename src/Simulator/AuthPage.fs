@@ -45,12 +45,29 @@ let show (state: SimState) =
         let q = ctx.Request.Query
         let code = string q["pre_auth_code"]
         let redirect = string q["redirect_uri"]
-        state.Count(if ctx.Request.Path.Value.Contains "bindcomponent" then "bindcomponent" else "componentloginpage")
+
+        state.Count(
+            if ctx.Request.Path.Value.Contains "bindcomponent" then
+                "bindcomponent"
+            else
+                "componentloginpage"
+        )
 
         if string q["component_appid"] <> state.Options.ComponentAppId then
-            page ctx 400 "Authorization error" "<p id=\"error\">component_appid is not a known third-party platform.</p>"
-        elif state.Options.RequireReferer && not (refererAllowed (string ctx.Request.Headers.Referer) redirect) then
-            page ctx 400 "Authorization error" "<p id=\"error\">授权入口页所在域名:空 (the page must be opened from the platform's registered domain)</p>"
+            page
+                ctx
+                400
+                "Authorization error"
+                "<p id=\"error\">component_appid is not a known third-party platform.</p>"
+        elif
+            state.Options.RequireReferer
+            && not (refererAllowed (string ctx.Request.Headers.Referer) redirect)
+        then
+            page
+                ctx
+                400
+                "Authorization error"
+                "<p id=\"error\">授权入口页所在域名:空 (the page must be opened from the platform's registered domain)</p>"
         else
             match state.CheckPreAuthCode code with
             | Error reason -> page ctx 400 "Authorization error" $"<p id=\"error\">{enc reason}</p>"
@@ -93,7 +110,9 @@ let confirm (state: SimState) (preAuthCode: string) (redirectUri: string) (appid
         | Error reason -> return Error reason
         | Ok(code, update) ->
             let infoType = if update then "updateauthorized" else "authorized"
-            let push () = Pusher.pushAuthorized state infoType appid code preAuthCode
+
+            let push () =
+                Pusher.pushAuthorized state infoType appid code preAuthCode
 
             match state.PushOrder with
             | PushBeforeRedirect ->

@@ -11,7 +11,8 @@ open WeChatFs.Simulator.SimState
 
 let private http = new HttpClient(Timeout = TimeSpan.FromSeconds 10.)
 
-let private cdata (s: string) = "<![CDATA[" + s.Replace("]]>", "]]]]><![CDATA[>") + "]]>"
+let private cdata (s: string) =
+    "<![CDATA[" + s.Replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 /// Encrypts `plainXml` and POSTs it with the query WeChat sends; `outer` names the body's first
 /// element (`AppId` for component pushes, `ToUserName` for messages, facts §14.5).
@@ -19,7 +20,10 @@ let post (state: SimState) (url: string) (outerName: string, outerValue: string)
     task {
         let o = state.Options
         let key = SimCrypto.aesKey o.EncodingAesKey
-        let encrypted = SimCrypto.encrypt key o.ComponentAppId (RandomNumberGenerator.GetBytes 16) plainXml
+
+        let encrypted =
+            SimCrypto.encrypt key o.ComponentAppId (RandomNumberGenerator.GetBytes 16) plainXml
+
         let timestamp = string (state.Now().ToUnixTimeSeconds())
         let nonce = string (Random.Shared.Next(100_000_000, 999_999_999))
 
@@ -41,7 +45,9 @@ let post (state: SimState) (url: string) (outerName: string, outerValue: string)
             $"<xml><{outerName}>{cdata outerValue}</{outerName}><Encrypt>{cdata encrypted}</Encrypt></xml>"
 
         try
-            use! response = http.PostAsync(target, new StringContent(body, Encoding.UTF8, "text/xml"))
+            use! response =
+                http.PostAsync(target, new StringContent(body, Encoding.UTF8, "text/xml"))
+
             let! answer = response.Content.ReadAsStringAsync()
             return int response.StatusCode, answer
         with ex ->
@@ -57,11 +63,13 @@ let pushComponentEvent (state: SimState) (kind: string) (plainXml: string) =
             let! status, body = post state url ("AppId", state.Options.ComponentAppId) plainXml
 
             let record =
-                { Kind = kind
-                  Target = url
-                  Status = status
-                  Body = body
-                  At = state.Now() }
+                {
+                    Kind = kind
+                    Target = url
+                    Status = status
+                    Body = body
+                    At = state.Now()
+                }
 
             state.RecordPush record
             return Some record

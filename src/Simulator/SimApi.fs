@@ -11,19 +11,21 @@ open WeChatFs.Simulator.SimState
 
 let private errmsgs =
     dict
-        [ 40001, "invalid credential, access_token is invalid or not latest"
-          40125, "invalid appsecret"
-          41001, "access_token missing"
-          41004, "appsecret missing"
-          42001, "access_token expired"
-          47001, "data format error"
-          61003, "component is not authorized by this account"
-          61005, "component ticket is expired"
-          61006, "component ticket is invalid"
-          61009, "code is invalid"
-          61010, "code is expired"
-          61011, "invalid component"
-          61023, "refresh_token is invalid" ]
+        [
+            40001, "invalid credential, access_token is invalid or not latest"
+            40125, "invalid appsecret"
+            41001, "access_token missing"
+            41004, "appsecret missing"
+            42001, "access_token expired"
+            47001, "data format error"
+            61003, "component is not authorized by this account"
+            61005, "component ticket is expired"
+            61006, "component ticket is invalid"
+            61009, "code is invalid"
+            61010, "code is expired"
+            61011, "invalid component"
+            61023, "refresh_token is invalid"
+        ]
 
 let writeJson (ctx: HttpContext) (status: int) (body: obj) =
     ctx.Response.StatusCode <- status
@@ -37,7 +39,13 @@ let writeError (ctx: HttpContext) (code: int) =
         | true, t -> t
         | _ -> "system error"
 
-    writeJson ctx 200 {| errcode = code; errmsg = $"{text} rid: {Guid.NewGuid().ToString().Substring(0, 23)}" |}
+    writeJson
+        ctx
+        200
+        {|
+            errcode = code
+            errmsg = $"{text} rid: {Guid.NewGuid().ToString().Substring(0, 23)}"
+        |}
 
 let writeOk (ctx: HttpContext) =
     writeJson ctx 200 {| errcode = 0; errmsg = "ok" |}
@@ -127,8 +135,10 @@ let componentToken (state: SimState) (ctx: HttpContext) =
                     writeJson
                         ctx
                         200
-                        {| component_access_token = t.Value
-                           expires_in = 7200 |}
+                        {|
+                            component_access_token = t.Value
+                            expires_in = 7200
+                        |}
     }
     :> Task
 
@@ -160,7 +170,14 @@ let createPreAuthCode (state: SimState) =
     withComponentToken state (fun ctx body ->
         checkAppId state ctx body (fun () ->
             let code, expiresIn = state.CreatePreAuthCode()
-            writeJson ctx 200 {| pre_auth_code = code; expires_in = expiresIn |}))
+
+            writeJson
+                ctx
+                200
+                {|
+                    pre_auth_code = code
+                    expires_in = expiresIn
+                |}))
 
 let private funcInfo (ids: int list) =
     ids |> List.map (fun id -> {| funcscope_category = {| id = id |} |})
@@ -174,12 +191,16 @@ let queryAuth (state: SimState) =
                 writeJson
                     ctx
                     200
-                    {| authorization_info =
-                        {| authorizer_appid = a.Account.AppId
-                           authorizer_access_token = token.Value
-                           expires_in = 7200
-                           authorizer_refresh_token = a.RefreshToken
-                           func_info = funcInfo a.FuncIds |} |}))
+                    {|
+                        authorization_info =
+                            {|
+                                authorizer_appid = a.Account.AppId
+                                authorizer_access_token = token.Value
+                                expires_in = 7200
+                                authorizer_refresh_token = a.RefreshToken
+                                func_info = funcInfo a.FuncIds
+                            |}
+                    |}))
 
 let authorizerToken (state: SimState) =
     withComponentToken state (fun ctx body ->
@@ -190,9 +211,11 @@ let authorizerToken (state: SimState) =
                 writeJson
                     ctx
                     200
-                    {| authorizer_access_token = token.Value
-                       expires_in = 7200
-                       authorizer_refresh_token = a.RefreshToken |}))
+                    {|
+                        authorizer_access_token = token.Value
+                        expires_in = 7200
+                        authorizer_refresh_token = a.RefreshToken
+                    |}))
 
 /// api_get_authorizer_info (facts §3.5); MiniProgramInfo only for mini programs.
 let authorizerInfo (state: SimState) =
@@ -204,22 +227,26 @@ let authorizerInfo (state: SimState) =
 
                 let info =
                     dict
-                        [ "nick_name", box acct.NickName
-                          "head_img", box $"http://wx.qlogo.cn/mmopen/sim/{acct.AppId}/0"
-                          "service_type_info", box {| id = acct.ServiceType |}
-                          "verify_type_info", box {| id = acct.VerifyType |}
-                          "user_name", box acct.UserName
-                          "principal_name", box acct.Principal
-                          "alias", box ""
-                          "qrcode_url", box $"http://mmbiz.qpic.cn/sim/{acct.AppId}"
-                          "account_status", box 1
-                          "business_info",
-                          box
-                              {| open_store = 0
-                                 open_scan = 0
-                                 open_pay = 0
-                                 open_card = 0
-                                 open_shake = 0 |} ]
+                        [
+                            "nick_name", box acct.NickName
+                            "head_img", box $"http://wx.qlogo.cn/mmopen/sim/{acct.AppId}/0"
+                            "service_type_info", box {| id = acct.ServiceType |}
+                            "verify_type_info", box {| id = acct.VerifyType |}
+                            "user_name", box acct.UserName
+                            "principal_name", box acct.Principal
+                            "alias", box ""
+                            "qrcode_url", box $"http://mmbiz.qpic.cn/sim/{acct.AppId}"
+                            "account_status", box 1
+                            "business_info",
+                            box
+                                {|
+                                    open_store = 0
+                                    open_scan = 0
+                                    open_pay = 0
+                                    open_card = 0
+                                    open_shake = 0
+                                |}
+                        ]
 
                 let info =
                     match acct.Kind with
@@ -227,13 +254,17 @@ let authorizerInfo (state: SimState) =
                         let d = Collections.Generic.Dictionary<string, obj>(info)
 
                         d["MiniProgramInfo"] <-
-                            {| network =
-                                {| RequestDomain = [| "https://api.example.com" |]
-                                   WsRequestDomain = Array.empty<string>
-                                   UploadDomain = Array.empty<string>
-                                   DownloadDomain = Array.empty<string> |}
-                               categories = [| {| first = "工具"; second = "效率" |} |]
-                               visit_status = 0 |}
+                            {|
+                                network =
+                                    {|
+                                        RequestDomain = [| "https://api.example.com" |]
+                                        WsRequestDomain = Array.empty<string>
+                                        UploadDomain = Array.empty<string>
+                                        DownloadDomain = Array.empty<string>
+                                    |}
+                                categories = [| {| first = "工具"; second = "效率" |} |]
+                                visit_status = 0
+                            |}
 
                         d :> Collections.Generic.IDictionary<string, obj>
                     | OfficialAccount -> info
@@ -241,11 +272,15 @@ let authorizerInfo (state: SimState) =
                 writeJson
                     ctx
                     200
-                    {| authorizer_info = info
-                       authorization_info =
-                        {| authorizer_appid = acct.AppId
-                           authorizer_refresh_token = a.RefreshToken
-                           func_info = funcInfo a.FuncIds |} |}
+                    {|
+                        authorizer_info = info
+                        authorization_info =
+                            {|
+                                authorizer_appid = acct.AppId
+                                authorizer_refresh_token = a.RefreshToken
+                                func_info = funcInfo a.FuncIds
+                            |}
+                    |}
             | _ -> writeError ctx 61003))
 
 /// api_get_authorizer_list (facts §3.8): `refresh_token`, at most 500 a page, authorized accounts only.
@@ -263,15 +298,19 @@ let authorizerList (state: SimState) =
             writeJson
                 ctx
                 200
-                {| total_count = all.Length
-                   list =
-                    all
-                    |> List.skip (min offset all.Length)
-                    |> List.truncate count
-                    |> List.map (fun a ->
-                        {| authorizer_appid = a.Account.AppId
-                           refresh_token = a.RefreshToken
-                           auth_time = a.AuthTime.ToUnixTimeSeconds() |}) |}))
+                {|
+                    total_count = all.Length
+                    list =
+                        all
+                        |> List.skip (min offset all.Length)
+                        |> List.truncate count
+                        |> List.map (fun a ->
+                            {|
+                                authorizer_appid = a.Account.AppId
+                                refresh_token = a.RefreshToken
+                                auth_time = a.AuthTime.ToUnixTimeSeconds()
+                            |})
+                |}))
 
 /// Authorizer-token APIs: the token says which account acts (facts §0, §12).
 let withAuthorizerToken (state: SimState) (serve: HttpContext -> Authorization -> Task) (ctx: HttpContext) =
@@ -294,11 +333,13 @@ let customSend (state: SimState) =
                     | _ -> ""
 
                 state.RecordCustomMessage
-                    { AppId = a.Account.AppId
-                      ToUser = prop "touser" body
-                      MsgType = msgType
-                      Content = content
-                      At = state.Now() }
+                    {
+                        AppId = a.Account.AppId
+                        ToUser = prop "touser" body
+                        MsgType = msgType
+                        Content = content
+                        At = state.Now()
+                    }
 
                 do! writeOk ctx
         }
@@ -310,7 +351,9 @@ let getTicket (state: SimState) =
         writeJson
             ctx
             200
-            {| errcode = 0
-               errmsg = "ok"
-               ticket = $"sim_jsapi_{a.Account.AppId}_{state.Now().ToUnixTimeSeconds() / 7200L}"
-               expires_in = 7200 |})
+            {|
+                errcode = 0
+                errmsg = "ok"
+                ticket = $"sim_jsapi_{a.Account.AppId}_{state.Now().ToUnixTimeSeconds() / 7200L}"
+                expires_in = 7200
+            |})

@@ -22,15 +22,21 @@ let aesKey (encodingAesKey: string) =
             if v < 0 then
                 invalidArg (nameof encodingAesKey) "not a base64 character"
 
-            [ for shift in 5 .. -1 .. 0 -> (v >>> shift) &&& 1 ])
+            [ for shift in 5..-1..0 -> (v >>> shift) &&& 1 ])
         |> Array.ofSeq
 
     Array.init 32 (fun i -> Seq.fold (fun acc b -> (acc <<< 1) ||| bits[i * 8 + b]) 0 [ 0..7 ] |> byte)
 
 /// sha1 of the four values sorted as plain strings and concatenated (facts §2.3).
 let signature (token: string) (timestamp: string) (nonce: string) (encrypt: string) =
-    let joined = [ token; timestamp; nonce; encrypt ] |> List.sortWith (fun a b -> String.CompareOrdinal(a, b)) |> String.Concat
-    SHA1.HashData(Encoding.UTF8.GetBytes joined) |> Array.map (fun b -> b.ToString "x2") |> String.Concat
+    let joined =
+        [ token; timestamp; nonce; encrypt ]
+        |> List.sortWith (fun a b -> String.CompareOrdinal(a, b))
+        |> String.Concat
+
+    SHA1.HashData(Encoding.UTF8.GetBytes joined)
+    |> Array.map (fun b -> b.ToString "x2")
+    |> String.Concat
 
 let private cipher (key: byte[]) =
     let aes = Aes.Create()
@@ -43,7 +49,15 @@ let private cipher (key: byte[]) =
 /// random(16) | length (4, big-endian) | message | appid, padded PKCS#7-style to 32 bytes (facts §2.2).
 let encrypt (key: byte[]) (appId: string) (random16: byte[]) (message: string) =
     let body = Encoding.UTF8.GetBytes message
-    let length = [| byte (body.Length >>> 24); byte (body.Length >>> 16); byte (body.Length >>> 8); byte body.Length |]
+
+    let length =
+        [|
+            byte (body.Length >>> 24)
+            byte (body.Length >>> 16)
+            byte (body.Length >>> 8)
+            byte body.Length
+        |]
+
     let plain = Array.concat [ random16; length; body; Encoding.UTF8.GetBytes appId ]
     let padLength = 32 - plain.Length % 32
     let padded = Array.append plain (Array.create padLength (byte padLength))
@@ -64,9 +78,18 @@ let decrypt (key: byte[]) (encrypted: string) =
             None
         else
             let content = plain[.. plain.Length - pad - 1]
-            let length = (int content[16] <<< 24) ||| (int content[17] <<< 16) ||| (int content[18] <<< 8) ||| int content[19]
+
+            let length =
+                (int content[16] <<< 24)
+                ||| (int content[17] <<< 16)
+                ||| (int content[18] <<< 8)
+                ||| int content[19]
+
             let message = Encoding.UTF8.GetString(content, 20, length)
-            let appId = Encoding.UTF8.GetString(content, 20 + length, content.Length - 20 - length)
+
+            let appId =
+                Encoding.UTF8.GetString(content, 20 + length, content.Length - 20 - length)
+
             Some(message, appId)
     with _ ->
         None

@@ -7,102 +7,122 @@ open System.Collections.Generic
 open System.Security.Cryptography
 
 type SimulatorOptions =
-    { ComponentAppId: string
-      ComponentAppSecret: string
-      Token: string
-      EncodingAesKey: string
-      /// The gateway's authorization event URL; None = nothing is pushed.
-      EventUrl: string option
-      /// The gateway's message URL with the `$APPID$` placeholder (facts §5).
-      MessageUrlTemplate: string option
-      /// Ticket pushes: every 10 minutes on WeChat (facts §1.1); seconds in the demo.
-      TicketInterval: TimeSpan
-      /// pre_auth_code lifetime: 600 s in the docs' example, 1800 s in newer text (facts §3.2, [U]).
-      PreAuthCodeLifetime: TimeSpan
-      /// auth_code lifetime on the redirect (facts §4.3, example 600 s).
-      AuthCodeLifetime: TimeSpan
-      /// WeChat refuses the authorization page unless opened from the registered domain (facts §4.1).
-      RequireReferer: bool }
+    {
+        ComponentAppId: string
+        ComponentAppSecret: string
+        Token: string
+        EncodingAesKey: string
+        /// The gateway's authorization event URL; None = nothing is pushed.
+        EventUrl: string option
+        /// The gateway's message URL with the `$APPID$` placeholder (facts §5).
+        MessageUrlTemplate: string option
+        /// Ticket pushes: every 10 minutes on WeChat (facts §1.1); seconds in the demo.
+        TicketInterval: TimeSpan
+        /// pre_auth_code lifetime: 600 s in the docs' example, 1800 s in newer text (facts §3.2, [U]).
+        PreAuthCodeLifetime: TimeSpan
+        /// auth_code lifetime on the redirect (facts §4.3, example 600 s).
+        AuthCodeLifetime: TimeSpan
+        /// WeChat refuses the authorization page unless opened from the registered domain (facts §4.1).
+        RequireReferer: bool
+    }
 
 module SimulatorOptions =
     let defaults =
-        { ComponentAppId = "wxsimcomponent0001"
-          ComponentAppSecret = "sim-app-secret-0001"
-          Token = "sim_token"
-          EncodingAesKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
-          EventUrl = None
-          MessageUrlTemplate = None
-          TicketInterval = TimeSpan.FromMinutes 10.
-          PreAuthCodeLifetime = TimeSpan.FromSeconds 600.
-          AuthCodeLifetime = TimeSpan.FromSeconds 600.
-          RequireReferer = true }
+        {
+            ComponentAppId = "wxsimcomponent0001"
+            ComponentAppSecret = "sim-app-secret-0001"
+            Token = "sim_token"
+            EncodingAesKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+            EventUrl = None
+            MessageUrlTemplate = None
+            TicketInterval = TimeSpan.FromMinutes 10.
+            PreAuthCodeLifetime = TimeSpan.FromSeconds 600.
+            AuthCodeLifetime = TimeSpan.FromSeconds 600.
+            RequireReferer = true
+        }
 
 type AccountKind =
     | OfficialAccount
     | MiniProgram
 
 type Account =
-    { AppId: string
-      UserName: string
-      NickName: string
-      Principal: string
-      Kind: AccountKind
-      /// service_type_info.id: 2 service account, 0 subscription (and mini programs) (facts §3.5).
-      ServiceType: int
-      /// verify_type_info.id: 0 WeChat verified, -1 unverified (facts §3.5).
-      VerifyType: int }
+    {
+        AppId: string
+        UserName: string
+        NickName: string
+        Principal: string
+        Kind: AccountKind
+        /// service_type_info.id: 2 service account, 0 subscription (and mini programs) (facts §3.5).
+        ServiceType: int
+        /// verify_type_info.id: 0 WeChat verified, -1 unverified (facts §3.5).
+        VerifyType: int
+    }
 
 let private account appid user nick principal kind service verify =
-    { AppId = appid
-      UserName = user
-      NickName = nick
-      Principal = principal
-      Kind = kind
-      ServiceType = service
-      VerifyType = verify }
+    {
+        AppId = appid
+        UserName = user
+        NickName = nick
+        Principal = principal
+        Kind = kind
+        ServiceType = service
+        VerifyType = verify
+    }
 
 /// The full-network release test groups, exactly as WeChat lists them (facts §6).
 let releaseTestAccounts =
-    [ "wx570bc396a51b8ff8", "gh_3c884a361561", "wxd101a85aa106f53e", "gh_8dad206e9538"
-      "wx9252c5e0bb1836fc", "gh_c0f28a78b318", "wxc39235c15087f6f3", "gh_905ae9d01059"
-      "wx8e1097c5bc82cde9", "gh_3f222ed8d140", "wx7720d01d4b2a4500", "gh_393666f1fdf4"
-      "wx14550af28c71a144", "gh_26128078e9ab", "wx05d483572dcd5d8b", "gh_39abb5d4e1b7"
-      "wxa35b9c23cfe664eb", "gh_2b3713f184a6", "wx5910277cae6fd970", "gh_7818dcb60240" ]
+    [
+        "wx570bc396a51b8ff8", "gh_3c884a361561", "wxd101a85aa106f53e", "gh_8dad206e9538"
+        "wx9252c5e0bb1836fc", "gh_c0f28a78b318", "wxc39235c15087f6f3", "gh_905ae9d01059"
+        "wx8e1097c5bc82cde9", "gh_3f222ed8d140", "wx7720d01d4b2a4500", "gh_393666f1fdf4"
+        "wx14550af28c71a144", "gh_26128078e9ab", "wx05d483572dcd5d8b", "gh_39abb5d4e1b7"
+        "wxa35b9c23cfe664eb", "gh_2b3713f184a6", "wx5910277cae6fd970", "gh_7818dcb60240"
+    ]
     |> List.mapi (fun i (oa, oaUser, mp, mpUser) ->
-        [ account oa oaUser $"Release test account {i + 1}" "Tencent" OfficialAccount 2 0
-          account mp mpUser $"Release test mini program {i + 1}" "Tencent" MiniProgram 0 0 ])
+        [
+            account oa oaUser $"Release test account {i + 1}" "Tencent" OfficialAccount 2 0
+            account mp mpUser $"Release test mini program {i + 1}" "Tencent" MiniProgram 0 0
+        ])
     |> List.concat
 
 let catalog =
-    [ account "wxsimoa00000000001" "gh_5a1c0ffee0001" "Demo Coffee Shop" "Demo Coffee Co., Ltd." OfficialAccount 2 0
-      account "wxsimoa00000000002" "gh_5a1bakery0002" "Demo Bakery News" "Demo Bakery Co., Ltd." OfficialAccount 0 -1
-      account "wxsimoa00000000003" "gh_5a1florist003" "Demo Florist" "Demo Flowers Co., Ltd." OfficialAccount 2 0
-      account "wxsimmp00000000001" "gh_5a1shopmini01" "Demo Shop Mini" "Demo Coffee Co., Ltd." MiniProgram 0 0
-      account "wxsimmp00000000002" "gh_5a1bookmini02" "Demo Booking Mini" "Demo Bakery Co., Ltd." MiniProgram 0 0 ]
+    [
+        account "wxsimoa00000000001" "gh_5a1c0ffee0001" "Demo Coffee Shop" "Demo Coffee Co., Ltd." OfficialAccount 2 0
+        account "wxsimoa00000000002" "gh_5a1bakery0002" "Demo Bakery News" "Demo Bakery Co., Ltd." OfficialAccount 0 -1
+        account "wxsimoa00000000003" "gh_5a1florist003" "Demo Florist" "Demo Flowers Co., Ltd." OfficialAccount 2 0
+        account "wxsimmp00000000001" "gh_5a1shopmini01" "Demo Shop Mini" "Demo Coffee Co., Ltd." MiniProgram 0 0
+        account "wxsimmp00000000002" "gh_5a1bookmini02" "Demo Booking Mini" "Demo Bakery Co., Ltd." MiniProgram 0 0
+    ]
     @ releaseTestAccounts
 
 /// Permission sets offered on the page (facts §3.6), with the ones checked by default.
 let permissionSets kind =
     match kind with
     | OfficialAccount ->
-        [ 1, "Message management", true
-          2, "User management", true
-          3, "Account services", true
-          4, "Web page services", true
-          7, "Broadcast and notifications", false
-          11, "Media management", true
-          15, "Custom menu", true ]
+        [
+            1, "Message management", true
+            2, "User management", true
+            3, "Account services", true
+            4, "Web page services", true
+            7, "Broadcast and notifications", false
+            11, "Media management", true
+            15, "Custom menu", true
+        ]
     | MiniProgram ->
-        [ 17, "Account management", true
-          18, "Development management and data analysis", true
-          19, "Customer-service messages", true
-          30, "Basic info settings", true ]
+        [
+            17, "Account management", true
+            18, "Development management and data analysis", true
+            19, "Customer-service messages", true
+            30, "Basic info settings", true
+        ]
 
 /// A token as WeChat tracks it: replaced tokens keep working for five minutes (facts §13).
 type IssuedToken =
-    { Value: string
-      ExpiresAt: DateTimeOffset
-      mutable ReplacedAt: DateTimeOffset option }
+    {
+        Value: string
+        ExpiresAt: DateTimeOffset
+        mutable ReplacedAt: DateTimeOffset option
+    }
 
 let overlap = TimeSpan.FromMinutes 5.
 
@@ -116,39 +136,49 @@ let checkToken (now: DateTimeOffset) (token: IssuedToken option) =
     | Some _ -> Ok()
 
 type Authorization =
-    { Account: Account
-      mutable Authorized: bool
-      mutable FuncIds: int list
-      mutable RefreshToken: string
-      /// A rotated-away refresh token keeps a 5-minute grace (facts §3.4).
-      mutable PreviousRefreshToken: (string * DateTimeOffset) option
-      mutable RotateNext: bool
-      mutable AuthTime: DateTimeOffset
-      Tokens: List<IssuedToken> }
+    {
+        Account: Account
+        mutable Authorized: bool
+        mutable FuncIds: int list
+        mutable RefreshToken: string
+        /// A rotated-away refresh token keeps a 5-minute grace (facts §3.4).
+        mutable PreviousRefreshToken: (string * DateTimeOffset) option
+        mutable RotateNext: bool
+        mutable AuthTime: DateTimeOffset
+        Tokens: List<IssuedToken>
+    }
 
 type AuthCode =
-    { Code: string
-      AppId: string
-      ExpiresAt: DateTimeOffset }
+    {
+        Code: string
+        AppId: string
+        ExpiresAt: DateTimeOffset
+    }
 
 type Fault =
-    { Errcode: int option
-      HttpStatus: int option
-      LatencyMs: int }
+    {
+        Errcode: int option
+        HttpStatus: int option
+        LatencyMs: int
+    }
 
 type PushRecord =
-    { Kind: string
-      Target: string
-      Status: int
-      Body: string
-      At: DateTimeOffset }
+    {
+        Kind: string
+        Target: string
+        Status: int
+        Body: string
+        At: DateTimeOffset
+    }
 
 type CustomMessage =
-    { AppId: string
-      ToUser: string
-      MsgType: string
-      Content: string
-      At: DateTimeOffset }
+    {
+        AppId: string
+        ToUser: string
+        MsgType: string
+        Content: string
+        At: DateTimeOffset
+    }
 
 /// When the `authorized` push is sent relative to the browser's redirect (facts §4.3: either may come first).
 type PushOrder =
@@ -187,12 +217,20 @@ type SimState(options: SimulatorOptions) =
     let locked f = lock sync f
 
     member _.Options = options
-    member _.Now() = DateTimeOffset.UtcNow + locked (fun () -> offset)
-    member _.Advance(by: TimeSpan) = locked (fun () -> offset <- offset + by)
+
+    member _.Now() =
+        DateTimeOffset.UtcNow + locked (fun () -> offset)
+
+    member _.Advance(by: TimeSpan) =
+        locked (fun () -> offset <- offset + by)
+
     member _.EventUrl = locked (fun () -> eventUrl)
     member _.SetEventUrl url = locked (fun () -> eventUrl <- url)
     member _.MessageUrlTemplate = locked (fun () -> messageUrlTemplate)
-    member _.SetMessageUrlTemplate url = locked (fun () -> messageUrlTemplate <- url)
+
+    member _.SetMessageUrlTemplate url =
+        locked (fun () -> messageUrlTemplate <- url)
+
     member _.PushOrder = locked (fun () -> pushOrder)
     member _.SetPushOrder order = locked (fun () -> pushOrder <- order)
 
@@ -204,7 +242,9 @@ type SimState(options: SimulatorOptions) =
             | true, n -> counters[api] <- n + 1
             | _ -> counters[api] <- 1)
 
-    member _.Calls() = locked (fun () -> counters |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq)
+    member _.Calls() =
+        locked (fun () -> counters |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq)
+
     member _.ResetCalls() = locked (fun () -> counters.Clear())
 
     member _.InjectFault(api: string, fault: Fault, times: int) =
@@ -256,9 +296,11 @@ type SimState(options: SimulatorOptions) =
                             t.ReplacedAt <- Some now
 
                     let token =
-                        { Value = newComponentToken ()
-                          ExpiresAt = now.AddSeconds 7200.
-                          ReplacedAt = None }
+                        {
+                            Value = newComponentToken ()
+                            ExpiresAt = now.AddSeconds 7200.
+                            ReplacedAt = None
+                        }
 
                     componentTokens.Add token
                     Ok token)
@@ -325,19 +367,23 @@ type SimState(options: SimulatorOptions) =
                         a.AuthTime <- now
                     | None ->
                         authorizations[appid] <-
-                            { Account = acct
-                              Authorized = true
-                              FuncIds = funcIds
-                              RefreshToken = newRefreshToken ()
-                              PreviousRefreshToken = None
-                              RotateNext = false
-                              AuthTime = now
-                              Tokens = List<IssuedToken>() }
+                            {
+                                Account = acct
+                                Authorized = true
+                                FuncIds = funcIds
+                                RefreshToken = newRefreshToken ()
+                                PreviousRefreshToken = None
+                                RotateNext = false
+                                AuthTime = now
+                                Tokens = List<IssuedToken>()
+                            }
 
                     let code =
-                        { Code = newAuthCode ()
-                          AppId = appid
-                          ExpiresAt = now + options.AuthCodeLifetime }
+                        {
+                            Code = newAuthCode ()
+                            AppId = appid
+                            ExpiresAt = now + options.AuthCodeLifetime
+                        }
 
                     authCodes[code.Code] <- code
                     Ok(code, update))
@@ -350,9 +396,11 @@ type SimState(options: SimulatorOptions) =
                 t.ReplacedAt <- Some now
 
         let token =
-            { Value = newAuthorizerToken ()
-              ExpiresAt = now.AddSeconds 7200.
-              ReplacedAt = None }
+            {
+                Value = newAuthorizerToken ()
+                ExpiresAt = now.AddSeconds 7200.
+                ReplacedAt = None
+            }
 
         a.Tokens.Add token
         token
@@ -402,7 +450,8 @@ type SimState(options: SimulatorOptions) =
             | true, a -> Some a
             | _ -> None)
 
-    member _.Authorizations() = locked (fun () -> authorizations.Values |> List.ofSeq)
+    member _.Authorizations() =
+        locked (fun () -> authorizations.Values |> List.ofSeq)
 
     /// Which authorizer a token acts for, or the errcode (facts §12).
     member this.CheckAuthorizerToken(value: string) =
@@ -458,7 +507,12 @@ type SimState(options: SimulatorOptions) =
             match authorizations.TryGetValue appid with
             | true, a ->
                 let expired =
-                    a.Tokens |> Seq.map (fun t -> { t with ExpiresAt = now.AddSeconds -1. }) |> List.ofSeq
+                    a.Tokens
+                    |> Seq.map (fun t ->
+                        { t with
+                            ExpiresAt = now.AddSeconds -1.
+                        })
+                    |> List.ofSeq
 
                 a.Tokens.Clear()
                 a.Tokens.AddRange expired
@@ -470,4 +524,6 @@ type SimState(options: SimulatorOptions) =
     member _.RecordPush(p: PushRecord) = locked (fun () -> pushes.Add p)
     member _.Pushes() = locked (fun () -> List.ofSeq pushes)
     member _.RecordCustomMessage(m: CustomMessage) = locked (fun () -> customMessages.Add m)
-    member _.CustomMessages() = locked (fun () -> List.ofSeq customMessages)
+
+    member _.CustomMessages() =
+        locked (fun () -> List.ofSeq customMessages)

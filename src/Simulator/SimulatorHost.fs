@@ -25,10 +25,17 @@ let private found (ctx: HttpContext) ok =
     if ok then
         writeJson ctx 200 {| ok = true |}
     else
-        writeJson ctx 404 {| ok = false; error = "unknown account" |}
+        writeJson
+            ctx
+            404
+            {|
+                ok = false
+                error = "unknown account"
+            |}
 
 let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
-    app.MapGet("/sim/calls", handler (fun ctx -> writeJson ctx 200 (state.Calls()))) |> ignore
+    app.MapGet("/sim/calls", handler (fun ctx -> writeJson ctx 200 (state.Calls())))
+    |> ignore
 
     app.MapPost(
         "/sim/calls/reset",
@@ -53,9 +60,11 @@ let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
 
                     state.InjectFault(
                         prop "api" body,
-                        { Errcode = optInt "errcode"
-                          HttpStatus = optInt "http_status"
-                          LatencyMs = defaultArg (optInt "latency_ms") 0 },
+                        {
+                            Errcode = optInt "errcode"
+                            HttpStatus = optInt "http_status"
+                            LatencyMs = defaultArg (optInt "latency_ms") 0
+                        },
                         defaultArg (optInt "times") 1
                     )
 
@@ -72,7 +81,14 @@ let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
                 | Some body ->
                     state.Advance(TimeSpan.FromSeconds(float (intProp "seconds" 0 body)))
                     do! writeJson ctx 200 {| now = state.Now() |}
-                | None -> do! writeJson ctx 400 {| error = "JSON body required: {\"seconds\": n}" |}
+                | None ->
+                    do!
+                        writeJson
+                            ctx
+                            400
+                            {|
+                                error = "JSON body required: {\"seconds\": n}"
+                            |}
             })
     )
     |> ignore
@@ -105,11 +121,24 @@ let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
                         | _ ->
                             catalog
                             |> List.tryFind (fun a -> a.AppId = appid)
-                            |> Option.map (fun a -> permissionSets a.Kind |> List.filter (fun (_, _, on) -> on) |> List.map (fun (id, _, _) -> id))
+                            |> Option.map (fun a ->
+                                permissionSets a.Kind
+                                |> List.filter (fun (_, _, on) -> on)
+                                |> List.map (fun (id, _, _) -> id))
                             |> Option.defaultValue []
 
-                    match! AuthPage.confirm state (prop "pre_auth_code" body) (prop "redirect_uri" body) appid funcIds with
-                    | Ok(target, code) -> do! writeJson ctx 200 {| redirect = target; auth_code = code.Code |}
+                    match!
+                        AuthPage.confirm state (prop "pre_auth_code" body) (prop "redirect_uri" body) appid funcIds
+                    with
+                    | Ok(target, code) ->
+                        do!
+                            writeJson
+                                ctx
+                                200
+                                {|
+                                    redirect = target
+                                    auth_code = code.Code
+                                |}
                     | Error reason -> do! writeJson ctx 400 {| error = reason |}
             })
     )
@@ -145,17 +174,21 @@ let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
                 200
                 (state.Authorizations()
                  |> List.map (fun a ->
-                     {| authorizer_appid = a.Account.AppId
-                        authorized = a.Authorized
-                        refresh_token = a.RefreshToken
-                        func_ids = a.FuncIds
-                        access_tokens =
-                         a.Tokens
-                         |> Seq.map (fun t ->
-                             {| value = t.Value
-                                expires_at = t.ExpiresAt
-                                usable = (checkToken now (Some t)).IsOk |})
-                         |> List.ofSeq |})))
+                     {|
+                         authorizer_appid = a.Account.AppId
+                         authorized = a.Authorized
+                         refresh_token = a.RefreshToken
+                         func_ids = a.FuncIds
+                         access_tokens =
+                             a.Tokens
+                             |> Seq.map (fun t ->
+                                 {|
+                                     value = t.Value
+                                     expires_at = t.ExpiresAt
+                                     usable = (checkToken now (Some t)).IsOk
+                                 |})
+                             |> List.ofSeq
+                     |})))
     )
     |> ignore
 
@@ -192,8 +225,11 @@ let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
     )
     |> ignore
 
-    app.MapGet("/sim/custom-messages", handler (fun ctx -> writeJson ctx 200 (state.CustomMessages()))) |> ignore
-    app.MapGet("/sim/pushes", handler (fun ctx -> writeJson ctx 200 (state.Pushes()))) |> ignore
+    app.MapGet("/sim/custom-messages", handler (fun ctx -> writeJson ctx 200 (state.CustomMessages())))
+    |> ignore
+
+    app.MapGet("/sim/pushes", handler (fun ctx -> writeJson ctx 200 (state.Pushes())))
+    |> ignore
 
 let private home (state: SimState) =
     handler (fun ctx ->
@@ -229,8 +265,13 @@ let map (app: IEndpointRouteBuilder) (state: SimState) =
     component "api_authorizer_token" "api_authorizer_token" (authorizerToken state)
     component "api_get_authorizer_info" "api_get_authorizer_info" (authorizerInfo state)
     component "api_get_authorizer_list" "api_get_authorizer_list" (authorizerList state)
-    app.MapPost("/cgi-bin/message/custom/send", api state "custom_send" (customSend state)) |> ignore
-    app.MapGet("/cgi-bin/ticket/getticket", api state "getticket" (getTicket state)) |> ignore
+
+    app.MapPost("/cgi-bin/message/custom/send", api state "custom_send" (customSend state))
+    |> ignore
+
+    app.MapGet("/cgi-bin/ticket/getticket", api state "getticket" (getTicket state))
+    |> ignore
+
     app.MapGet("/cgi-bin/componentloginpage", AuthPage.show state) |> ignore
     app.MapGet("/safe/bindcomponent", AuthPage.show state) |> ignore
     app.MapPost("/sim/authorize/confirm", AuthPage.confirmForm state) |> ignore

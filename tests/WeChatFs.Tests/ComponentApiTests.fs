@@ -8,6 +8,7 @@ open System.Text
 open System.Threading.Tasks
 open Xunit
 open WeChatFs
+open WeChatFs.Simulator.SimState
 open WeChatFs.Tests.Harness
 
 let private getToken (pair: Pair) =
@@ -40,7 +41,8 @@ let private push (pair: Pair) (plainXml: string) (tamper: string -> string) =
         $"<xml><AppId><![CDATA[{componentAppId}]]></AppId><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
 
     pair.Http.PostAsync(
-        pair.Gateway.Url $"/wechat/component/events?timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature={signature}",
+        pair.Gateway.Url
+            $"/wechat/component/events?timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature={signature}",
         new StringContent(body, Encoding.UTF8, "text/xml")
     )
 
@@ -62,12 +64,27 @@ let ``a pushed ticket becomes a component token`` () =
 [<Fact>]
 let ``before any ticket the token endpoint answers 503 problem json`` () =
     task {
-        use! pair = startPair ()
+        // WeChat is busy when asked to start pushing, so no ticket arrives during this test.
+        use! pair =
+            startPairPrepared (simulatorOptions ()) [] (fun sim ->
+                sim.InjectFault(
+                    "api_start_push_ticket",
+                    {
+                        Errcode = Some -1
+                        HttpStatus = None
+                        LatencyMs = 0
+                    },
+                    1
+                ))
+
         let! response = pair.Gateway.Api.GetAsync "/api/component/access-token"
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode)
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType.MediaType)
         // With no ticket stored, the gateway asked WeChat to start pushing.
-        let! started = eventually (TimeSpan.FromSeconds 5.) (fun () -> task { let! n = calls pair "api_start_push_ticket" in return n >= 1 })
+        let! started =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task { let! n = calls pair "api_start_push_ticket" in return n >= 1 })
+
         Assert.True started
     }
 
@@ -103,7 +120,10 @@ let ``concurrent requests in one process cause one fetch`` () =
 let ``a forged push is refused with 401 and nothing is stored`` () =
     task {
         use! pair = startPair ()
-        let! response = push pair (ticketXml "ticket@@@forged") (fun s -> "0" + s.Substring 1)
+
+        let! response =
+            push pair (ticketXml "ticket@@@forged") (fun s -> "0" + s.Substring 1)
+
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode)
         let! status = pair.Gateway.Api.GetAsync "/api/component/status"
         let! root = json status
@@ -114,17 +134,27 @@ let ``a forged push is refused with 401 and nothing is stored`` () =
 let ``malformed, oversized and DTD bodies are refused; unknown InfoType and repeats are answered success`` () =
     task {
         use! pair = startPair ()
-        let url = pair.Gateway.Url "/wechat/component/events?timestamp=1&nonce=2&msg_signature=x"
-        let! malformed = pair.Http.PostAsync(url, new StringContent("<xml><Encrypt>", Encoding.UTF8, "text/xml"))
+
+        let url =
+            pair.Gateway.Url "/wechat/component/events?timestamp=1&nonce=2&msg_signature=x"
+
+        let! malformed =
+            pair.Http.PostAsync(url, new StringContent("<xml><Encrypt>", Encoding.UTF8, "text/xml"))
+
         Assert.Equal(HttpStatusCode.BadRequest, malformed.StatusCode)
         let big = "<xml><Encrypt>" + String('A', 70_000) + "</Encrypt></xml>"
-        let! oversized = pair.Http.PostAsync(url, new StringContent(big, Encoding.UTF8, "text/xml"))
+
+        let! oversized =
+            pair.Http.PostAsync(url, new StringContent(big, Encoding.UTF8, "text/xml"))
+
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, oversized.StatusCode)
 
         let dtd =
             """<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><xml><Encrypt>&e;</Encrypt></xml>"""
 
-        let! withDtd = pair.Http.PostAsync(url, new StringContent(dtd, Encoding.UTF8, "text/xml"))
+        let! withDtd =
+            pair.Http.PostAsync(url, new StringContent(dtd, Encoding.UTF8, "text/xml"))
+
         Assert.Equal(HttpStatusCode.BadRequest, withDtd.StatusCode)
 
         let unknown =
@@ -146,15 +176,25 @@ let ``40001 on a call invalidates only the failed token and the call succeeds on
         use! pair = startPair ()
         let! _ = pushTicket pair
         let! first = tokenValue pair
-        do! inject pair {| api = "api_get_authorizer_list"; errcode = 40001; times = 1 |}
+
+        do!
+            inject
+                pair
+                {|
+                    api = "api_get_authorizer_list"
+                    errcode = 40001
+                    times = 1
+                |}
 
         let! response =
             postJson
                 pair.Gateway.Api
                 "/api/component/wechat/cgi-bin/component/api_get_authorizer_list"
-                {| component_appid = componentAppId
-                   offset = 0
-                   count = 10 |}
+                {|
+                    component_appid = componentAppId
+                    offset = 0
+                    count = 10
+                |}
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode)
         let! root = json response
@@ -164,7 +204,9 @@ let ``40001 on a call invalidates only the failed token and the call succeeds on
         let! fetched = calls pair "api_component_token"
         Assert.Equal(2, fetched)
         // A business system reporting the old token again changes nothing.
-        let! stale = postJson pair.Gateway.Api "/api/component/access-token/invalidate" {| component_access_token = first |}
+        let! stale =
+            postJson pair.Gateway.Api "/api/component/access-token/invalidate" {| component_access_token = first |}
+
         let! staleRoot = json stale
         Assert.False(staleRoot.GetProperty("invalidated").GetBoolean())
         let! third = tokenValue pair
@@ -175,16 +217,30 @@ let ``40001 on a call invalidates only the failed token and the call succeeds on
 let ``61005 waits for the next push, then recovers`` () =
     task {
         use! pair = startPair ()
-        do! inject pair {| api = "api_component_token"; errcode = 61005; times = 1 |}
         let! _ = pushTicket pair
-        do! Task.Delay 300
+        let! _ = tokenValue pair
+        // The token has expired; WeChat refuses the stored ticket when asked for a new one.
+        do!
+            inject
+                pair
+                {|
+                    api = "api_component_token"
+                    errcode = 61005
+                    times = 1
+                |}
+
+        pair.Gateway.Clock.Offset <- TimeSpan.FromHours 2.1
         let! status, _ = getToken pair
         Assert.Equal(HttpStatusCode.ServiceUnavailable, status)
         let! statusPage = pair.Gateway.Api.GetAsync "/api/component/status"
         let! root = json statusPage
         Assert.Equal(61005, root.GetProperty("last_error").GetProperty("errcode").GetInt32())
         let! _ = pushTicket pair
-        let! recovered = eventually (TimeSpan.FromSeconds 5.) (fun () -> task { let! s, _ = getToken pair in return s = HttpStatusCode.OK })
+
+        let! recovered =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task { let! s, _ = getToken pair in return s = HttpStatusCode.OK })
+
         Assert.True recovered
     }
 

@@ -1,3 +1,228 @@
+/// WXBizMsgCrypt: known answers from the facts file and properties over generated keys and messages.
 module WeChatFs.Tests.CryptoTests
 
+open System
+open System.Text
 open Xunit
+open FsCheck
+open FsCheck.FSharp
+open WeChatFs
+open WeChatFs.Crypto
+open WeChatFs.Tests.Helpers
+
+let private keyOf text =
+    match AesKey.create text with
+    | Ok k -> k
+    | Error e -> failwith $"{e}"
+
+// Facts §2.6(a).
+let private vectorKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+let private vectorAppId = "wx1111111111111111"
+
+let private vectorPlain =
+    "<xml><AppId><![CDATA[wx1111111111111111]]></AppId><CreateTime>1700000000</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[ticket@@@example]]></ComponentVerifyTicket></xml>"
+
+let private vectorEncrypt =
+    "4j/AuRx71kQlxVlzbpsMWA5nnlmiumZZZPhqjvBM/CRHcyyAVF6HuFedE7oF11AWqwIuCQVA0KlIisf1jzazGvc1xg2EAFGqTX0zn4vxdUVdIamaONuIaErCPhdMCKhHoBPEmxSqozlKf1b2+N4Ff9cHwbsy3ohCdGAus1B49oBPNIlo41PPJFurXJHvnxyw6e2BIQuX8fWiJEwIVuRYeaa/MN6KHmatJePzvv5kMtUyK30KCR3BeZ99SwbDmnRIu4tXkLBxuHN/6dZlqfRzqpSbEwxR+Ro3AFRzzo16JSVEFAZt7KTHsiJPFdUs+MHICm8S7PxJ3qMMkQPb74IzrRlshUYkKmsJk8GdWWB99Tq+fr8FbVo4zFfxyaTuzq95"
+
+[<Fact>]
+let ``encrypting the facts' ticket push gives the known Encrypt and signatures`` () =
+    let key = keyOf vectorKey
+
+    let encrypted =
+        encrypt key vectorAppId (Encoding.ASCII.GetBytes "0123456789abcdef") vectorPlain
+
+    Assert.Equal(vectorEncrypt, encrypted)
+
+    Assert.Equal(
+        "d06e952917cc88bf74f4bc628178a013fbc2cac2",
+        msgSignature "sim_token" "1700000000" "123456789" encrypted
+    )
+
+    Assert.Equal("0300d8244c57909159afd7c13aee435b3526b387", plainSignature "sim_token" "1700000000" "123456789")
+
+[<Fact>]
+let ``the facts' Encrypt opens to the known plaintext`` () =
+    let envelope =
+        {
+            Timestamp = "1700000000"
+            Nonce = "123456789"
+            MsgSignature = "d06e952917cc88bf74f4bc628178a013fbc2cac2"
+            Encrypt = vectorEncrypt
+        }
+
+    match openEnvelope "sim_token" [ keyOf vectorKey ] vectorAppId envelope with
+    | Ok(plain, _) -> Assert.Equal(vectorPlain, plain)
+    | Error e -> failwith $"{e}"
+
+[<Fact>]
+let ``the official plain-mode signature example holds`` () =
+    Assert.Equal("899cf89e464efb63f54ddac96b0a0a235f53aa78", plainSignature "AAAAA" "1714037059" "486452656")
+
+let private alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+/// Any 43-character key of letters and digits: the last character's two unused bits take every value.
+let private keyText = Gen.arrayOfLength 43 (Gen.elements alnum) |> Gen.map String
+
+let private message =
+    ArbMap.defaults
+    |> ArbMap.generate<NonNull<string>>
+    |> Gen.map (fun (NonNull s) -> s)
+
+let private check prop =
+    Check.One(Config.QuickThrowOnFailure.WithMaxTest 200, prop)
+
+[<Fact>]
+let ``decrypt inverts encrypt for any key, random prefix and Unicode message`` () =
+    Prop.forAll (Arb.fromGen (Gen.zip3 keyText (bytes 16) message)) (fun (k, rnd, msg) ->
+        let key = keyOf k
+        decrypt key "wxcomponent" (encrypt key "wxcomponent" rnd msg) = Ok msg)
+    |> check
+
+[<Fact>]
+let ``the empty message round-trips`` () =
+    let key = keyOf vectorKey
+    Assert.Equal(Ok "", decrypt key "wx" (encrypt key "wx" (Array.zeroCreate 16) ""))
+
+[<Fact>]
+let ``keys whose last character has unused bits set are accepted`` () =
+    // 'f' ends in bits 11111: its two unused bits are 1.
+    let k = String('A', 42) + "f"
+    let key = keyOf k
+    Assert.Equal(32, (AesKey.bytes key).Length)
+    Assert.Equal(Ok "hi", decrypt key "wx" (encrypt key "wx" (Array.zeroCreate 16) "hi"))
+
+[<Fact>]
+let ``invalid keys are refused`` () =
+    for bad in [ ""; String('A', 42); String('A', 44); String('A', 42) + "+"; null ] do
+        Assert.Equal(Error InvalidAesKey, AesKey.create bad |> Result.map ignore)
+
+let private sealedGen =
+    gen {
+        let! msg = message
+        let! rnd = bytes 16
+        let! ts = Gen.choose (1_600_000_000, 1_900_000_000) |> Gen.map string
+        let! nonce = Gen.choose (1, 999_999_999) |> Gen.map string
+        let key = keyOf vectorKey
+        let encrypted = encrypt key "wxcomponent" rnd msg
+
+        return
+            msg,
+            {
+                Timestamp = ts
+                Nonce = nonce
+                MsgSignature = msgSignature "tok" ts nonce encrypted
+                Encrypt = encrypted
+            }
+    }
+
+let private opens (e: Envelope) =
+    openEnvelope "tok" [ keyOf vectorKey ] "wxcomponent" e |> Result.map fst
+
+[<Fact>]
+let ``any change to ciphertext, signature, timestamp or nonce is rejected`` () =
+    let changes =
+        [
+            fun (e: Envelope) -> { e with Timestamp = e.Timestamp + "1" }
+            fun e -> { e with Nonce = e.Nonce + "1" }
+            fun e ->
+                { e with
+                    MsgSignature = (if e.MsgSignature[0] = 'a' then "b" else "a") + e.MsgSignature.Substring 1
+                }
+            fun e ->
+                { e with
+                    Encrypt = e.Encrypt.Substring 4
+                }
+            fun e -> { e with Encrypt = e.Encrypt + "AAAA" }
+            fun e ->
+                { e with
+                    Encrypt = (if e.Encrypt[0] = 'A' then "B" else "A") + e.Encrypt.Substring 1
+                }
+        ]
+
+    Prop.forAll (Arb.fromGen (Gen.zip sealedGen (Gen.choose (0, changes.Length - 1)))) (fun ((msg, e), i) ->
+        opens e = Ok msg && (opens (changes[i] e) |> Result.isError))
+    |> check
+
+[<Fact>]
+let ``a message for another appid is rejected`` () =
+    Prop.forAll (Arb.fromGen sealedGen) (fun (_, e) ->
+        match openEnvelope "tok" [ keyOf vectorKey ] "wxother" e with
+        | Error(AppIdMismatch "wxcomponent") -> true
+        | _ -> false)
+    |> check
+
+[<Fact>]
+let ``no input makes decrypt or openEnvelope throw`` () =
+    let anyText = ArbMap.defaults |> ArbMap.generate<string>
+
+    let blocks =
+        Gen.choose (1, 8)
+        |> Gen.bind (fun n -> bytes (16 * n))
+        |> Gen.map Convert.ToBase64String
+
+    let inputs = Gen.oneof [ anyText; blocks ]
+
+    Prop.forAll (Arb.fromGen (Gen.zip inputs anyText)) (fun (encrypted, signature) ->
+        let key = keyOf vectorKey
+        let _ = decrypt key "wx" encrypted
+
+        let _ =
+            openEnvelope
+                "tok"
+                [ key ]
+                "wx"
+                {
+                    Timestamp = signature
+                    Nonce = null
+                    MsgSignature = signature
+                    Encrypt = encrypted
+                }
+
+        let _ =
+            openEnvelope
+                "tok"
+                [ key ]
+                "wx"
+                {
+                    Timestamp = "1"
+                    Nonce = "2"
+                    MsgSignature = msgSignature "tok" "1" "2" encrypted
+                    Encrypt = encrypted
+                }
+
+        true)
+    |> check
+
+[<Fact>]
+let ``after a key rotation messages under either key open, and report the key that worked`` () =
+    let current = keyOf (String('B', 43))
+    let previous = keyOf vectorKey
+
+    for key in [ current; previous ] do
+        let encrypted = encrypt key "wx" (Array.zeroCreate 16) "rotated"
+
+        let e =
+            {
+                Timestamp = "1"
+                Nonce = "2"
+                MsgSignature = msgSignature "tok" "1" "2" encrypted
+                Encrypt = encrypted
+            }
+
+        match openEnvelope "tok" [ current; previous ] "wx" e with
+        | Ok(msg, used) ->
+            Assert.Equal("rotated", msg)
+            Assert.Equal<byte[]>(AesKey.bytes key, AesKey.bytes used)
+        | Error err -> failwith $"{err}"
+
+[<Fact>]
+let ``a sealed reply carries a signature over its own fields`` () =
+    let key = keyOf vectorKey
+
+    let r =
+        sealReply "tok" key "wx" (Array.zeroCreate 16) "1700000000" "42" "<xml>reply</xml>"
+
+    Assert.Equal(msgSignature "tok" r.TimeStamp r.Nonce r.Encrypt, r.MsgSignature)
+    Assert.Equal(Ok "<xml>reply</xml>", decrypt key "wx" r.Encrypt)
+    Assert.Contains("<MsgSignature><![CDATA[" + r.MsgSignature + "]]></MsgSignature>", replyXml r)

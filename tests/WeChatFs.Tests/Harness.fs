@@ -20,6 +20,8 @@ open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
 open WeChatFs
 open WeChatFs.Simulator
+open WeChatFs.Simulator.SimState
+open WeChatFs.Simulator.SimulatorHost
 
 let componentAppId = "wxsimcomponent0001"
 let appSecret = "sim-app-secret-0001"
@@ -49,7 +51,8 @@ type CapturedLogs() =
                 member _.Log(level, _, state, ex, formatter) =
                     let text = formatter.Invoke(state, ex)
                     let exText = if isNull ex then "" else " " + ex.ToString()
-                    this.Add $"{level} {category}: {text}{exText}" }
+                    this.Add $"{level} {category}: {text}{exText}"
+            }
 
         member _.Dispose() = ()
 
@@ -59,12 +62,14 @@ let private addressOf (app: WebApplication) =
     addresses.Addresses |> Seq.head
 
 type Gateway =
-    { App: WebApplication
-      BaseUrl: string
-      Api: HttpClient
-      Logs: CapturedLogs
-      Clock: OffsetClock
-      DataFolder: string }
+    {
+        App: WebApplication
+        BaseUrl: string
+        Api: HttpClient
+        Logs: CapturedLogs
+        Clock: OffsetClock
+        DataFolder: string
+    }
 
     member this.Url(path: string) = this.BaseUrl + path
 
@@ -86,24 +91,36 @@ let newDataFolder () =
 let startGatewayWith (simUrl: string) (dataFolder: string) (clock: OffsetClock) (extra: (string * string) list) =
     task {
         let builder = WebApplication.CreateBuilder()
-        builder.WebHost.UseUrls("http://127.0.0.1:0") |> ignore
+        // A port known before start, so PublicBaseUrl (and the redirect_uri built from it) is right.
+        let ownUrl = $"http://127.0.0.1:{Helpers.freePort ()}"
+        builder.WebHost.UseUrls(ownUrl) |> ignore
         let logs = CapturedLogs()
-        builder.Logging.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug) |> ignore
+
+        builder.Logging.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug)
+        |> ignore
 
         let settings =
-            [ "WeChatFs:Component:AppId", componentAppId
-              "WeChatFs:Component:AppSecret", appSecret
-              "WeChatFs:Component:Token", token
-              "WeChatFs:Component:EncodingAesKey", encodingAesKey
-              "WeChatFs:Component:CheckInterval", "00:00:00.200"
-              "WeChatFs:WeChat:ApiBaseUrl", simUrl
-              "WeChatFs:WeChat:MpBaseUrl", simUrl
-              "WeChatFs:Storage:ConnectionString", $"Data Source={Path.Combine(dataFolder, "wechatfs.db")}"
-              "WeChatFs:Storage:RefreshLease", "00:00:02"
-              "WeChatFs:Admin:ApiKey", adminKey ]
+            [
+                "WeChatFs:Component:AppId", componentAppId
+                "WeChatFs:Component:AppSecret", appSecret
+                "WeChatFs:Component:Token", token
+                "WeChatFs:Component:EncodingAesKey", encodingAesKey
+                "WeChatFs:Component:CheckInterval", "00:00:00.200"
+                "WeChatFs:WeChat:ApiBaseUrl", simUrl
+                "WeChatFs:WeChat:MpBaseUrl", simUrl
+                "WeChatFs:Storage:ConnectionString", "Data Source=" + Path.Combine(dataFolder, "wechatfs.db")
+                "WeChatFs:Storage:RefreshLease", "00:00:02"
+                "WeChatFs:Admin:ApiKey", adminKey
+                "WeChatFs:PublicBaseUrl", ownUrl
+            ]
             @ extra
+            // Later entries (the test's own) win.
+            |> List.fold (fun (m: Map<string, string>) (k, v) -> m.Add(k, v)) Map.empty
+            |> Map.toList
 
-        builder.Configuration.AddInMemoryCollection(settings |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v)))
+        builder.Configuration.AddInMemoryCollection(
+            settings |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v))
+        )
         |> ignore
 
         builder.Services.AddSingleton<TimeProvider>(clock) |> ignore
@@ -116,12 +133,14 @@ let startGatewayWith (simUrl: string) (dataFolder: string) (clock: OffsetClock) 
         api.DefaultRequestHeaders.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
 
         return
-            { App = app
-              BaseUrl = baseUrl
-              Api = api
-              Logs = logs
-              Clock = clock
-              DataFolder = dataFolder }
+            {
+                App = app
+                BaseUrl = baseUrl
+                Api = api
+                Logs = logs
+                Clock = clock
+                DataFolder = dataFolder
+            }
     }
 
 let simulatorOptions () =
@@ -132,13 +151,16 @@ let simulatorOptions () =
         EncodingAesKey = encodingAesKey
         EventUrl = None
         // Tests push tickets themselves, so every push is deliberate.
-        TicketInterval = TimeSpan.FromHours 1. }
+        TicketInterval = TimeSpan.FromHours 1.
+    }
 
 /// A simulator and a gateway wired to each other, the way the demo wires them.
 type Pair =
-    { Sim: RunningSimulator
-      mutable Gateway: Gateway
-      Http: HttpClient }
+    {
+        Sim: RunningSimulator
+        mutable Gateway: Gateway
+        Http: HttpClient
+    }
 
     member this.SimUrl(path: string) = this.Sim.BaseUrl.TrimEnd('/') + path
 
@@ -146,7 +168,10 @@ type Pair =
     member this.RestartGateway(?extra: (string * string) list) =
         task {
             do! this.Gateway.StopAsync()
-            let! g = startGatewayWith this.Sim.BaseUrl this.Gateway.DataFolder this.Gateway.Clock (defaultArg extra [])
+
+            let! g =
+                startGatewayWith this.Sim.BaseUrl this.Gateway.DataFolder this.Gateway.Clock (defaultArg extra [])
+
             this.Sim.SetEventUrl(Some(g.Url "/wechat/component/events"))
             this.Gateway <- g
             return g
@@ -162,18 +187,25 @@ type Pair =
                 :> Task
             )
 
-let startPairWith (simOptions: SimulatorOptions) (extra: (string * string) list) =
+/// `prepare` runs on the simulator before the gateway starts (e.g. to inject a fault into start-up).
+let startPairPrepared (simOptions: SimulatorOptions) (extra: (string * string) list) (prepare: SimState -> unit) =
     task {
         let! sim = SimulatorHost.start simOptions "http://127.0.0.1:0"
+        prepare sim.State
         let! gateway = startGatewayWith sim.BaseUrl (newDataFolder ()) (OffsetClock()) extra
         sim.SetEventUrl(Some(gateway.Url "/wechat/component/events"))
         sim.SetMessageUrlTemplate(Some(gateway.Url "/wechat/authorizers/$APPID$/callback"))
 
         return
-            { Sim = sim
-              Gateway = gateway
-              Http = new HttpClient(new HttpClientHandler(AllowAutoRedirect = false)) }
+            {
+                Sim = sim
+                Gateway = gateway
+                Http = new HttpClient(new HttpClientHandler(AllowAutoRedirect = false))
+            }
     }
+
+let startPairWith simOptions extra =
+    startPairPrepared simOptions extra ignore
 
 let startPair () = startPairWith (simulatorOptions ()) []
 
@@ -241,5 +273,11 @@ let inject (pair: Pair) (fault: obj) =
 let componentToken (pair: Pair) =
     task {
         let! response = pair.Gateway.Api.GetAsync "/api/component/access-token"
-        return response.StatusCode, (if response.IsSuccessStatusCode then (json response).Result |> Some else None)
+
+        return
+            response.StatusCode,
+            (if response.IsSuccessStatusCode then
+                 (json response).Result |> Some
+             else
+                 None)
     }

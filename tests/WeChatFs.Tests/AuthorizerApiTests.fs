@@ -1,0 +1,412 @@
+/// Authorization and authorizer tokens, end to end over HTTP: a merchant's browser on the pages, WeChat's
+/// pushes from the simulator, the business system on the internal API.
+module WeChatFs.Tests.AuthorizerApiTests
+
+open System
+open System.Collections.Generic
+open System.IO
+open System.Net
+open System.Net.Http
+open System.Text
+open System.Threading.Tasks
+open Microsoft.AspNetCore.WebUtilities
+open Xunit
+open WeChatFs.Tests.Harness
+
+let private shop = "wxsimoa00000000001"
+let private mini = "wxsimmp00000000001"
+
+let private setPushOrder (pair: Pair) (order: string) =
+    task {
+        let! r = postJson pair.Http (pair.SimUrl "/sim/push-order") {| order = order |}
+        r.EnsureSuccessStatusCode() |> ignore
+    }
+
+/// What a merchant does: the business system makes a link, the browser opens WeChat's page from our
+/// page (WeChat checks the Referer), the admin confirms, and the browser comes back to the gateway.
+let authorizeVia (pair: Pair) (tenant: string) (appid: string) =
+    task {
+        let! links =
+            postJson pair.Gateway.Api "/api/authorization-links" {| tenant = tenant |}
+
+        Assert.Equal(HttpStatusCode.OK, links.StatusCode)
+        let! root = json links
+        let pcUrl = str root "pc_url"
+        Assert.False(String.IsNullOrEmpty(str root "mobile_url"))
+        use request = new HttpRequestMessage(HttpMethod.Get, pcUrl)
+        request.Headers.Referrer <- Uri(pair.Gateway.Url $"/wechat/component/authorize?tenant={tenant}")
+        let! page = pair.Http.SendAsync request
+        let! html = page.Content.ReadAsStringAsync()
+        Assert.True(page.IsSuccessStatusCode, html)
+        let query = QueryHelpers.ParseQuery(Uri(pcUrl).Query)
+
+        let form =
+            new FormUrlEncodedContent(
+                [
+                    KeyValuePair("pre_auth_code", string query["pre_auth_code"])
+                    KeyValuePair("redirect_uri", string query["redirect_uri"])
+                    KeyValuePair("appid", appid)
+                    KeyValuePair($"func_{appid}", "1")
+                    KeyValuePair($"func_{appid}", "15")
+                    KeyValuePair($"func_{appid}", "18")
+                ]
+            )
+
+        let! confirmed = pair.Http.PostAsync(pair.SimUrl "/sim/authorize/confirm", form)
+        Assert.Equal(HttpStatusCode.Redirect, confirmed.StatusCode)
+        let back = confirmed.Headers.Location
+        Assert.StartsWith(pair.Gateway.Url "/wechat/component/authorized?", string back)
+        let! result = pair.Http.GetAsync back
+        return result, back
+    }
+
+let private authorizer (pair: Pair) (appid: string) =
+    task {
+        let! r = pair.Gateway.Api.GetAsync $"/api/authorizers/{appid}"
+
+        return
+            r.StatusCode,
+            (if r.IsSuccessStatusCode then
+                 Some((json r).Result)
+             else
+                 None)
+    }
+
+let private accessToken (pair: Pair) (appid: string) =
+    task {
+        let! r = pair.Gateway.Api.GetAsync $"/api/authorizers/{appid}/access-token"
+        let! body = r.Content.ReadAsStringAsync()
+        return r.StatusCode, body
+    }
+
+let private simAuthorizer (pair: Pair) (appid: string) =
+    task {
+        let! r = pair.Http.GetAsync(pair.SimUrl "/sim/authorizers")
+        let! root = json r
+        return root.EnumerateArray() |> Seq.find (fun a -> str a "authorizer_appid" = appid)
+    }
+
+let private ready (pair: Pair) =
+    task {
+        let! _ = pushTicket pair
+
+        let! ok =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task {
+                    let! s = pair.Gateway.Api.GetAsync "/api/component/access-token" in return s.IsSuccessStatusCode
+                })
+
+        Assert.True ok
+    }
+
+[<Theory; InlineData("before"); InlineData("after"); InlineData("none")>]
+let ``an authorization link ends in a stored account bound to its tenant, whatever the order of push and redirect``
+    (order: string)
+    =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+        do! setPushOrder pair order
+        let! result, _ = authorizeVia pair "shop-42" shop
+        let! page = result.Content.ReadAsStringAsync()
+        Assert.Equal(HttpStatusCode.OK, result.StatusCode)
+        Assert.Contains("Demo Coffee Shop", page)
+
+        let! bound =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task {
+                    let! _, a = authorizer pair shop
+
+                    return
+                        a
+                        |> Option.exists (fun a ->
+                            str a "tenant" = "shop-42" && str a "nick_name" = "Demo Coffee Shop")
+                })
+
+        Assert.True bound
+        let! _, a = authorizer pair shop
+        Assert.Equal("authorized", str a.Value "status")
+        Assert.Equal("official_account", str a.Value "kind")
+        Assert.Equal("gh_5a1c0ffee0001", str a.Value "user_name")
+        Assert.Equal("[1,15,18]", a.Value.GetProperty("func_info").GetRawText())
+        let! status, body = accessToken pair shop
+        Assert.Equal(HttpStatusCode.OK, status)
+        let! sim = simAuthorizer pair shop
+
+        let usable =
+            sim.GetProperty("access_tokens").EnumerateArray()
+            |> Seq.filter (fun t -> t.GetProperty("usable").GetBoolean())
+            |> Seq.map (fun t -> str t "value")
+
+        Assert.Contains(usable, fun t -> body.Contains t)
+        // Pushed or redirected, the code was exchanged once.
+        let! queried = calls pair "api_query_auth"
+        Assert.Equal(1, queried)
+    }
+
+[<Fact>]
+let ``reloading the callback shows the result again without a new exchange; a tampered state is refused`` () =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+        let! _, back = authorizeVia pair "shop-1" mini
+        let! again = pair.Http.GetAsync back
+        Assert.Equal(HttpStatusCode.OK, again.StatusCode)
+        let! queried = calls pair "api_query_auth"
+        Assert.Equal(1, queried)
+        let text = string back
+        let i = text.IndexOf "state=" + 6
+
+        let tampered =
+            text.Substring(0, i)
+            + (if text[i] = 'A' then "B" else "A")
+            + text.Substring(i + 1)
+
+        let! refused = pair.Http.GetAsync tampered
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode)
+        let! unknownCode = pair.Http.GetAsync(text.Replace("auth_code=", "auth_code=x"))
+        Assert.Equal(HttpStatusCode.BadRequest, unknownCode.StatusCode)
+        let! _, a = authorizer pair mini
+        Assert.Equal("shop-1", str a.Value "tenant")
+        Assert.Equal("mini_program", str a.Value "kind")
+    }
+
+[<Fact>]
+let ``the authorization page is served on our domain with a fresh code and a QR code`` () =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+
+        let! page =
+            pair.Http.GetAsync(pair.Gateway.Url "/wechat/component/authorize?tenant=shop-9&auth_type=1")
+
+        let! html = page.Content.ReadAsStringAsync()
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode)
+        Assert.Contains("componentloginpage?component_appid=", html)
+        Assert.Contains("bindcomponent?action=bindcomponent&amp;no_scan=1", html)
+        Assert.Contains("#wechat_redirect", html)
+        Assert.Contains("<svg", html)
+
+        let! bad =
+            pair.Http.GetAsync(pair.Gateway.Url "/wechat/component/authorize?tenant=x&auth_type=1&biz_appid=wx1")
+
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode)
+        let! missing = pair.Http.GetAsync(pair.Gateway.Url "/wechat/component/authorize")
+        Assert.Equal(HttpStatusCode.BadRequest, missing.StatusCode)
+    }
+
+[<Fact>]
+let ``revocation ends in status revoked and no token`` () =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+        let! _ = authorizeVia pair "shop-1" shop
+        let! _ = pair.Http.PostAsync(pair.SimUrl $"/sim/authorizers/{shop}/revoke", null)
+
+        let! revoked =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task {
+                    let! _, a = authorizer pair shop in return a |> Option.exists (fun a -> str a "status" = "revoked")
+                })
+
+        Assert.True revoked
+        let! status, body = accessToken pair shop
+        Assert.Equal(HttpStatusCode.Conflict, status)
+        Assert.Contains("revoked", body)
+        let! list = pair.Gateway.Api.GetAsync "/api/authorizers?status=revoked"
+        let! root = json list
+        Assert.Equal(1, root.GetProperty("total").GetInt32())
+        let! unknown = pair.Gateway.Api.GetAsync "/api/authorizers/wxnobody/access-token"
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode)
+    }
+
+[<Fact>]
+let ``61023 is healed from api_get_authorizer_list, and ends in needs_reauthorization when the list does not help`` () =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+        let! _ = authorizeVia pair "shop-1" shop
+
+        let! _ =
+            pair.Http.PostAsync(pair.SimUrl $"/sim/authorizers/{shop}/invalidate-refresh-token", null)
+
+        let! refreshed = pair.Gateway.Api.PostAsync($"/api/authorizers/{shop}/refresh", null)
+        let! body = refreshed.Content.ReadAsStringAsync()
+        Assert.True(refreshed.IsSuccessStatusCode, body)
+        let! listed = calls pair "api_get_authorizer_list"
+        Assert.True(listed >= 1)
+        let! _, a = authorizer pair shop
+        Assert.Equal("authorized", str a.Value "status")
+        // Now WeChat refuses every refresh token, including the listed one.
+        do!
+            inject
+                pair
+                {|
+                    api = "api_authorizer_token"
+                    errcode = 61023
+                    times = 2
+                |}
+
+        let! failed = pair.Gateway.Api.PostAsync($"/api/authorizers/{shop}/refresh", null)
+        Assert.Equal(HttpStatusCode.Conflict, failed.StatusCode)
+        let! _, after = authorizer pair shop
+        Assert.Equal("needs_reauthorization", str after.Value "status")
+        Assert.Contains("61023", str after.Value "status_reason")
+    }
+
+[<Fact>]
+let ``the proxy adds the token and retries once after 40001 with a refreshed token`` () =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+        let! _ = authorizeVia pair "shop-1" shop
+        let! before = calls pair "api_authorizer_token"
+
+        do!
+            inject
+                pair
+                {|
+                    api = "custom_send"
+                    errcode = 40001
+                    times = 1
+                |}
+
+        let! sent =
+            postJson
+                pair.Gateway.Api
+                $"/api/authorizers/{shop}/wechat/cgi-bin/message/custom/send"
+                {|
+                    touser = "oUSER"
+                    msgtype = "text"
+                    text = {| content = "hello" |}
+                |}
+
+        let! root = json sent
+        Assert.Equal(0, root.GetProperty("errcode").GetInt32())
+        let! after = calls pair "api_authorizer_token"
+        Assert.Equal(before + 1, after)
+        let! messages = pair.Http.GetAsync(pair.SimUrl "/sim/custom-messages")
+        let! text = messages.Content.ReadAsStringAsync()
+        Assert.Contains("hello", text)
+    }
+
+[<Fact>]
+let ``tokens are refreshed before expiry exactly once, also across a restart in the middle of a refresh`` () =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+        let! _ = authorizeVia pair "shop-1" shop
+        let! _ = authorizeVia pair "shop-2" mini
+        let! initial = calls pair "api_authorizer_token"
+        Assert.Equal(0, initial)
+        // A slow refresh is under way when the gateway stops.
+        do!
+            inject
+                pair
+                {|
+                    api = "api_authorizer_token"
+                    latency_ms = 1500
+                    times = 1
+                |}
+
+        let inFlight = pair.Gateway.Api.PostAsync($"/api/authorizers/{shop}/refresh", null)
+        do! Task.Delay 300
+        let! g = pair.RestartGateway()
+
+        try
+            let! _ = inFlight
+            ()
+        with _ ->
+            ()
+
+        let! status, _ = accessToken pair shop
+        Assert.Equal(HttpStatusCode.OK, status)
+        let! started = calls pair "api_authorizer_token"
+        // Both tokens become due: 1 h 55 min later on both clocks.
+        let ahead = TimeSpan.FromMinutes 115.
+        g.Clock.Offset <- ahead
+
+        let! _ =
+            postJson pair.Http (pair.SimUrl "/sim/clock/advance") {| seconds = int ahead.TotalSeconds |}
+
+        let! refreshed =
+            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                task { let! n = calls pair "api_authorizer_token" in return n >= started + 2 })
+
+        Assert.True refreshed
+        do! Task.Delay 1000
+        let! total = calls pair "api_authorizer_token"
+        Assert.Equal(started + 2, total)
+
+        for appid in [ shop; mini ] do
+            let! s, _ = accessToken pair appid
+            Assert.Equal(HttpStatusCode.OK, s)
+    }
+
+[<Fact>]
+let ``an empty store is filled from api_get_authorizer_list at start`` () =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+        let! _ = authorizeVia pair "shop-1" shop
+        let! _ = authorizeVia pair "shop-2" mini
+        // The database is lost: a new gateway on an empty store, same WeChat.
+        do! pair.Gateway.StopAsync()
+        let! g = startGatewayWith pair.Sim.BaseUrl (newDataFolder ()) (OffsetClock()) []
+        pair.Sim.SetEventUrl(Some(g.Url "/wechat/component/events"))
+        pair.Gateway <- g
+        let! _ = pushTicket pair
+
+        let! imported =
+            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                task {
+                    let! r = g.Api.GetAsync "/api/authorizers"
+                    let! root = json r
+                    return root.GetProperty("total").GetInt32() = 2
+                })
+
+        Assert.True imported
+        let! status, _ = accessToken pair mini
+        Assert.Equal(HttpStatusCode.OK, status)
+        let! _, a = authorizer pair mini
+        Assert.Equal("Demo Shop Mini", str a.Value "nick_name")
+        let! synced = g.Api.PostAsync("/api/authorizers/sync", null)
+        let! report = json synced
+        Assert.Equal(2, report.GetProperty("total").GetInt32())
+        Assert.Equal(0, report.GetProperty("imported").GetInt32())
+    }
+
+[<Fact>]
+let ``no refresh token or access token appears in clear in the database file or the logs`` () =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+        let! _ = authorizeVia pair "shop-1" shop
+        let! _, token = accessToken pair shop
+        let! sim = simAuthorizer pair shop
+        let refresh = str sim "refresh_token"
+        let! componentResponse = pair.Gateway.Api.GetAsync "/api/component/access-token"
+        let! componentRoot = json componentResponse
+        let componentToken = str componentRoot "component_access_token"
+
+        let accessValue =
+            (Text.Json.JsonDocument.Parse token).RootElement.GetProperty("authorizer_access_token").GetString()
+
+        do! pair.Gateway.StopAsync()
+
+        let files =
+            Directory.GetFiles(pair.Gateway.DataFolder)
+            |> Array.filter (fun f -> f.Contains "wechatfs.db")
+            |> Array.map (File.ReadAllBytes >> Encoding.Latin1.GetString)
+            |> String.concat ""
+
+        Assert.Contains(shop, files)
+        let logs = pair.Gateway.Logs.All |> String.concat "\n"
+
+        for secret in [ refresh; accessValue; componentToken; appSecret; encodingAesKey ] do
+            Assert.DoesNotContain(secret, files)
+            Assert.DoesNotContain(secret, logs)
+
+        let! _ = pair.RestartGateway()
+        ()
+    }
