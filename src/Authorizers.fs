@@ -109,7 +109,7 @@ type AuthorizerService
         logger: ILogger<AuthorizerService>
     ) =
     let margin = options.TokenPolicy.RefreshMargin
-    let maxJitter = TimeSpan.FromMinutes 2.
+    let maxJitter = options.AuthorizerRefreshJitter
     let cache = ConcurrentDictionary<AuthorizerAppId, Expiring<AuthorizerAccessToken>>()
     let gates = ConcurrentDictionary<AuthorizerAppId, SemaphoreSlim>()
     let retryNotBefore = ConcurrentDictionary<AuthorizerAppId, DateTimeOffset * int>()

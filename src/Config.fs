@@ -47,6 +47,8 @@ type GatewayOptions =
         AuthorizationReturnUrl: Uri option
         /// How long an authorization link's signed state stays valid.
         AuthorizationStateLifetime: TimeSpan
+        /// Spreads authorizer refreshes over up to this much before the margin, per account.
+        AuthorizerRefreshJitter: TimeSpan
     }
 
 let private key (name: string) = "WeChatFs:" + name
@@ -227,6 +229,9 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
         and! stateLifetime =
             timeSpan cfg "Authorization:StateLifetime" (TimeSpan.FromHours 1.) (TimeSpan.FromMinutes 1.)
 
+        and! jitter =
+            timeSpan cfg "Authorizers:RefreshJitter" (TimeSpan.FromMinutes 2.) TimeSpan.Zero
+
         return
             {
                 ComponentAppId = ComponentAppId appId
@@ -256,5 +261,6 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                     |> Option.defaultValue $"{Environment.MachineName}-{Environment.ProcessId}-{Guid.NewGuid():N}"
                 AuthorizationReturnUrl = returnUrl
                 AuthorizationStateLifetime = stateLifetime
+                AuthorizerRefreshJitter = jitter
             }
     }

@@ -120,6 +120,7 @@ let permissionSets kind =
 type IssuedToken =
     {
         Value: string
+        IssuedAt: DateTimeOffset
         ExpiresAt: DateTimeOffset
         mutable ReplacedAt: DateTimeOffset option
     }
@@ -298,6 +299,7 @@ type SimState(options: SimulatorOptions) =
                     let token =
                         {
                             Value = newComponentToken ()
+                            IssuedAt = now
                             ExpiresAt = now.AddSeconds 7200.
                             ReplacedAt = None
                         }
@@ -312,6 +314,9 @@ type SimState(options: SimulatorOptions) =
             Error 41001
         else
             locked (fun () -> componentTokens |> Seq.tryFind (fun t -> t.Value = value) |> checkToken now)
+
+    member _.ComponentTokens() =
+        locked (fun () -> List.ofSeq componentTokens)
 
     member this.CurrentComponentToken() =
         locked (fun () -> componentTokens |> Seq.tryFindBack (fun t -> t.ReplacedAt.IsNone))
@@ -398,6 +403,7 @@ type SimState(options: SimulatorOptions) =
         let token =
             {
                 Value = newAuthorizerToken ()
+                IssuedAt = now
                 ExpiresAt = now.AddSeconds 7200.
                 ReplacedAt = None
             }

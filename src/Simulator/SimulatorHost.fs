@@ -184,6 +184,7 @@ let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
                              |> Seq.map (fun t ->
                                  {|
                                      value = t.Value
+                                     issued_at = t.IssuedAt
                                      expires_at = t.ExpiresAt
                                      usable = (checkToken now (Some t)).IsOk
                                  |})
@@ -222,6 +223,22 @@ let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
     app.MapPost(
         "/sim/authorizers/{appid}/expire-access-token",
         handler (fun ctx -> found ctx (state.ExpireAccessTokens(routeAppId ctx)))
+    )
+    |> ignore
+
+    app.MapGet(
+        "/sim/component-tokens",
+        handler (fun ctx ->
+            writeJson
+                ctx
+                200
+                (state.ComponentTokens()
+                 |> List.map (fun t ->
+                     {|
+                         value = t.Value
+                         issued_at = t.IssuedAt
+                         expires_at = t.ExpiresAt
+                     |})))
     )
     |> ignore
 

@@ -281,3 +281,95 @@ let componentToken (pair: Pair) =
              else
                  None)
     }
+
+// ---- gateways as separate processes ------------------------------------------------------------
+
+/// The built `wechatfs` executable next to this test build (same configuration).
+let hostDll () =
+    let baseDir =
+        DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar))
+
+    let configuration = baseDir.Parent.Name
+    let mutable dir = baseDir
+
+    while not (isNull dir)
+          && not (File.Exists(Path.Combine(dir.FullName, "WeChatFs.sln"))) do
+        dir <- dir.Parent
+
+    if isNull dir then
+        failwith "WeChatFs.sln not found above the test build"
+
+    Path.Combine(dir.FullName, "src", "Host.CSharp", "bin", configuration, "net10.0", "wechatfs.dll")
+
+type GatewayProcess =
+    {
+        Process: Diagnostics.Process
+        BaseUrl: string
+        Api: HttpClient
+        Output: ConcurrentQueue<string>
+    }
+
+    member this.Url(path: string) = this.BaseUrl + path
+
+    interface IDisposable with
+        member this.Dispose() =
+            try
+                this.Process.Kill true
+                this.Process.WaitForExit 5000 |> ignore
+            with _ ->
+                ()
+
+            this.Process.Dispose()
+
+/// `wechatfs serve` in its own process, configured through the environment as an operator would.
+let startGatewayProcess (settings: (string * string) list) =
+    task {
+        let url = $"http://127.0.0.1:{Helpers.freePort ()}"
+
+        let psi =
+            Diagnostics.ProcessStartInfo("dotnet", [ hostDll (); "serve"; "--urls"; url ])
+
+        psi.RedirectStandardOutput <- true
+        psi.RedirectStandardError <- true
+        psi.UseShellExecute <- false
+
+        for k, v in ("WeChatFs:PublicBaseUrl", url) :: settings do
+            psi.Environment[k.Replace(":", "__")] <- v
+
+        let p = Diagnostics.Process.Start psi
+        let output = ConcurrentQueue<string>()
+
+        p.OutputDataReceived.Add(fun e ->
+            if not (isNull e.Data) then
+                output.Enqueue e.Data)
+
+        p.ErrorDataReceived.Add(fun e ->
+            if not (isNull e.Data) then
+                output.Enqueue e.Data)
+
+        p.BeginOutputReadLine()
+        p.BeginErrorReadLine()
+        let api = new HttpClient(BaseAddress = Uri url)
+        api.DefaultRequestHeaders.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
+
+        let! up =
+            eventually (TimeSpan.FromSeconds 30.) (fun () ->
+                task {
+                    try
+                        let! r = api.GetAsync "/healthz"
+                        return r.IsSuccessStatusCode
+                    with _ ->
+                        return p.HasExited
+                })
+
+        if not up || p.HasExited then
+            failwith $"""gateway process did not start: {String.Join("\n", output)}"""
+
+        return
+            {
+                Process = p
+                BaseUrl = url
+                Api = api
+                Output = output
+            }
+    }
