@@ -133,6 +133,19 @@ let host command =
     build ()
     run "dotnet" ([ hostDll; command ] @ List.ofArray rest)
 
+/// Benchmarks print their figures beside a baseline measured in the same run; Release build.
+let bench () =
+    ensurePostgres ()
+    restore ()
+    build ()
+
+    run
+        "dotnet"
+        ([
+            Path.Combine(root, "bench", "WeChatFs.Bench", "bin", "Release", "net10.0", "WeChatFs.Bench.dll")
+         ]
+         @ List.ofArray rest)
+
 let targets: (string * (unit -> unit)) list =
     [
         "test", test
@@ -140,7 +153,7 @@ let targets: (string * (unit -> unit)) list =
         "run", (fun () -> host "demo")
         "serve", (fun () -> host "serve")
         "simulate", (fun () -> host "simulate")
-        "bench", (fun () -> host "bench")
+        "bench", bench
         "build",
         (fun () ->
             restore ()

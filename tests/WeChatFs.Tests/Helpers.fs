@@ -2,13 +2,11 @@
 module WeChatFs.Tests.Helpers
 
 open System
-open System.Diagnostics
 open System.IO
 open System.Net
 open System.Net.Sockets
 open FsCheck
 open FsCheck.FSharp
-open Npgsql
 
 let bytes n =
     Gen.arrayOfLength n (Gen.choose (0, 255) |> Gen.map byte)
@@ -30,107 +28,9 @@ let xmlSafeString =
              |> Gen.map char))
     |> Gen.map String
 
-let freePort () =
-    use listener = new TcpListener(IPAddress.Loopback, 0)
-    listener.Start()
-    (listener.LocalEndpoint :?> IPEndPoint).Port
+let freePort () = PostgresCluster.freePort ()
 
-let private run (file: string) (args: string list) =
-    let psi =
-        ProcessStartInfo(file, args, RedirectStandardOutput = true, RedirectStandardError = true)
-
-    use p = Process.Start psi
-    let out = p.StandardOutput.ReadToEndAsync()
-    let err = p.StandardError.ReadToEnd()
-    p.WaitForExit()
-
-    if p.ExitCode <> 0 then
-        failwith $"{file} {String.Join(' ', args)} failed ({p.ExitCode}): {err} {out.Result}"
-
-/// A PostgreSQL cluster in a temporary folder on a free loopback port, from the Debian package's
-/// binaries. PostgreSQL refuses to run as root, so as root it runs as the `postgres` user.
-type PostgresCluster() =
-    let bin =
-        if Directory.Exists "/usr/lib/postgresql" then
-            Directory.GetDirectories "/usr/lib/postgresql"
-            |> Array.map (fun d -> Path.Combine(d, "bin"))
-            |> Array.filter (fun d -> File.Exists(Path.Combine(d, "initdb")))
-            |> Array.sortDescending
-            |> Array.tryHead
-        else
-            None
-
-    let binDir =
-        match bin with
-        | Some b -> b
-        | None ->
-            failwith "PostgreSQL server binaries not found (Debian package postgresql); the test command installs them"
-
-    let root = Path.Combine(Path.GetTempPath(), $"wechatfs-pg-{Guid.NewGuid():N}")
-    let data = Path.Combine(root, "data")
-    let port = freePort ()
-    let isRoot = Environment.UserName = "root"
-
-    let asOwner (tool: string) (args: string list) =
-        let exe = Path.Combine(binDir, tool)
-
-        if isRoot then
-            run "runuser" ([ "-u"; "postgres"; "--"; exe ] @ args)
-        else
-            run exe args
-
-    do
-        Directory.CreateDirectory root |> ignore
-
-        if isRoot then
-            run "chown" [ "postgres:postgres"; root ]
-
-        asOwner "initdb" [ "-D"; data; "-U"; "postgres"; "-A"; "trust"; "-E"; "UTF8"; "--no-sync" ]
-
-        asOwner
-            "pg_ctl"
-            [
-                "-D"
-                data
-                "-l"
-                Path.Combine(root, "log")
-                "-w"
-                "-t"
-                "60"
-                "-o"
-                $"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-                "start"
-            ]
-
-    member _.ConnectionString(database: string) =
-        $"Host=127.0.0.1;Port={port};Username=postgres;Database={database};Pooling=true;Maximum Pool Size=20"
-
-    /// A new empty database, so every test starts from nothing.
-    member this.NewDatabase() =
-        let name = $"test_{Guid.NewGuid():N}"
-        use conn = new NpgsqlConnection(this.ConnectionString "postgres")
-        conn.Open()
-        use cmd = new NpgsqlCommand($"CREATE DATABASE {name}", conn)
-        cmd.ExecuteNonQuery() |> ignore
-        this.ConnectionString name
-
-    member _.Stop() =
-        try
-            asOwner "pg_ctl" [ "-D"; data; "-m"; "immediate"; "-w"; "stop" ]
-        with _ ->
-            ()
-
-        try
-            Directory.Delete(root, true)
-        with _ ->
-            ()
-
-/// One cluster for the whole run, stopped when the test process exits.
-let postgres =
-    lazy
-        (let cluster = PostgresCluster()
-         AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> cluster.Stop())
-         cluster)
+let postgres = PostgresCluster.shared
 
 let tempFolder () =
     let dir = Path.Combine(Path.GetTempPath(), $"wechatfs-test-{Guid.NewGuid():N}")

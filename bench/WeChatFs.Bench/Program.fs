@@ -1,0 +1,235 @@
+/// `dotnet fsi build.fsx bench`: every figure beside its baseline, measured in the same run on this
+/// machine, the load generator sharing it.
+module WeChatFs.Bench.Program
+
+open System
+open System.IO
+open System.Net.Http
+open System.Net.Http.Headers
+open System.Text
+open System.Text.Json
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Hosting
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.Configuration
+open Microsoft.Extensions.Logging
+open WeChatFs
+open WeChatFs.Simulator
+open WeChatFs.Simulator.SimState
+open WeChatFs.Tests
+
+let adminKey = "bench-admin-key"
+
+let private url () =
+    $"http://127.0.0.1:{PostgresCluster.freePort ()}"
+
+/// The ceiling: the same server stack answering with no work at all.
+let startBare () =
+    task {
+        let address = url ()
+        let builder = WebApplication.CreateBuilder()
+        builder.WebHost.UseUrls(address) |> ignore
+        builder.Logging.ClearProviders() |> ignore
+        let app = builder.Build()
+
+        app.MapGet("/bare", RequestDelegate(fun ctx -> ctx.Response.WriteAsync "success"))
+        |> ignore
+
+        app.MapPost(
+            "/bare",
+            RequestDelegate(fun ctx ->
+                task {
+                    use reader = new StreamReader(ctx.Request.Body)
+                    let! _ = reader.ReadToEndAsync()
+                    do! ctx.Response.WriteAsync "success"
+                })
+        )
+        |> ignore
+
+        do! app.StartAsync()
+        return app, address
+    }
+
+let startGateway
+    (sim: SimulatorHost.RunningSimulator)
+    (provider: string)
+    (connectionString: string)
+    (dataFolder: string)
+    =
+    task {
+        let address = url ()
+        let builder = WebApplication.CreateBuilder()
+        builder.WebHost.UseUrls(address) |> ignore
+        builder.Logging.ClearProviders() |> ignore
+        let o = sim.State.Options
+
+        builder.Configuration.AddInMemoryCollection(
+            [
+                "WeChatFs:Component:AppId", o.ComponentAppId
+                "WeChatFs:Component:AppSecret", o.ComponentAppSecret
+                "WeChatFs:Component:Token", o.Token
+                "WeChatFs:Component:EncodingAesKey", o.EncodingAesKey
+                "WeChatFs:WeChat:ApiBaseUrl", sim.BaseUrl
+                "WeChatFs:WeChat:MpBaseUrl", sim.BaseUrl
+                "WeChatFs:PublicBaseUrl", address
+                "WeChatFs:Storage:Provider", provider
+                "WeChatFs:Storage:ConnectionString", connectionString
+                "WeChatFs:Storage:DataFolder", dataFolder
+                "WeChatFs:Admin:ApiKey", adminKey
+            ]
+            |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v))
+        )
+        |> ignore
+
+        builder.Services.AddWeChatFs(builder.Configuration) |> ignore
+        let app = builder.Build()
+        app.MapWeChatFs() |> ignore
+        do! app.StartAsync()
+        sim.SetEventUrl(Some(address + "/wechat/component/events"))
+        return app, address
+    }
+
+let private json (r: HttpResponseMessage) =
+    task {
+        let! text = r.Content.ReadAsStringAsync()
+        return JsonDocument.Parse(text).RootElement.Clone()
+    }
+
+let totalCalls (http: HttpClient) (sim: SimulatorHost.RunningSimulator) =
+    task {
+        let! r = http.GetAsync(sim.BaseUrl + "/sim/calls")
+        let! root = json r
+        return root.EnumerateObject() |> Seq.sumBy (fun p -> p.Value.GetInt32())
+    }
+
+/// A ticket, a component token and one authorized account, as in production.
+let prepare (http: HttpClient) (sim: SimulatorHost.RunningSimulator) (gateway: string) (appid: string) =
+    task {
+        let! _ = http.PostAsync(sim.BaseUrl + "/sim/push-ticket", null)
+        use api = new HttpClient(BaseAddress = Uri gateway)
+        api.DefaultRequestHeaders.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
+
+        let post (client: HttpClient) (path: string) (body: obj) =
+            client.PostAsync(path, new StringContent(JsonSerializer.Serialize body, Encoding.UTF8, "application/json"))
+
+        let! links = post api "/api/authorization-links" {| tenant = "bench" |}
+        let! root = json links
+
+        let q =
+            Microsoft.AspNetCore.WebUtilities.QueryHelpers.ParseQuery(Uri(root.GetProperty("pc_url").GetString()).Query)
+
+        let! confirmed =
+            post
+                http
+                (sim.BaseUrl + "/sim/authorize")
+                {|
+                    pre_auth_code = string q["pre_auth_code"]
+                    redirect_uri = string q["redirect_uri"]
+                    appid = appid
+                |}
+
+        let! c = json confirmed
+        let! back = http.GetAsync(c.GetProperty("redirect").GetString())
+
+        if not back.IsSuccessStatusCode then
+            failwith "authorization did not complete"
+    }
+
+let tokenReads
+    (label: string)
+    (sim: SimulatorHost.RunningSimulator)
+    provider
+    connectionString
+    connections
+    warmup
+    duration
+    =
+    task {
+        let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
+        let! app, address = startGateway sim provider connectionString folder
+        use http = new HttpClient()
+        let appid = "wxsimoa00000000001"
+        do! prepare http sim address appid
+        let! before = totalCalls http sim
+        let path = $"{address}/api/authorizers/{appid}/access-token"
+
+        let! result =
+            Load.run label connections warmup duration (fun client _ ->
+                task {
+                    use request = new HttpRequestMessage(HttpMethod.Get, path)
+                    request.Headers.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
+                    use! response = client.SendAsync request
+                    let! _ = response.Content.ReadAsByteArrayAsync()
+                    return response.IsSuccessStatusCode
+                })
+
+        let! after = totalCalls http sim
+        do! app.StopAsync()
+        return result, after - before
+    }
+
+[<EntryPoint>]
+let main argv =
+    let arg name fallback =
+        match argv |> Array.tryFindIndex ((=) name) with
+        | Some i when i + 1 < argv.Length -> int argv[i + 1]
+        | _ -> fallback
+
+    let connections = arg "--connections" 64
+    let duration = TimeSpan.FromSeconds(float (arg "--seconds" 5))
+    let warmup = TimeSpan.FromSeconds 1.
+
+    task {
+        printfn
+            $"WeChatFs benchmarks: {connections} connections, {duration.TotalSeconds} s each after {warmup.TotalSeconds} s warm-up, {Environment.ProcessorCount} cores, load generator in the same process"
+
+        let! bareApp, bare = startBare ()
+
+        let! sim =
+            SimulatorHost.start
+                { SimulatorOptions.defaults with
+                    TicketInterval = TimeSpan.FromHours 1.
+                }
+                "http://127.0.0.1:0"
+
+        let pg = PostgresCluster.shared.Force()
+        Load.header ()
+
+        let bareRun label =
+            Load.run label connections warmup duration (fun client _ ->
+                task {
+                    use! r = client.GetAsync(bare + "/bare")
+                    let! _ = r.Content.ReadAsByteArrayAsync()
+                    return r.IsSuccessStatusCode
+                })
+
+        // The ceiling is measured before and after the others; the better run counts, so warm-up
+        // order cannot flatter the figures under test.
+        let! bareFirst = bareRun "bare GET (ceiling), first"
+        let results = Collections.Generic.List<Load.Result * int>()
+
+        for label, provider, cs in
+            [
+                "token read, SQLite",
+                "sqlite",
+                $"Data Source={Path.Combine(Path.GetTempPath(), Guid.NewGuid().ToString())}.db"
+                "token read, PostgreSQL", "postgres", pg.NewDatabase()
+            ] do
+            let! r = tokenReads label sim provider cs connections warmup duration
+            results.Add r
+
+        let! bareLast = bareRun "bare GET (ceiling), last"
+        let ceiling = max bareFirst.PerSecond bareLast.PerSecond
+        Load.print bareFirst ""
+        Load.print bareLast ""
+
+        for r, calls in results do
+            Load.print r $"{r.PerSecond / ceiling * 100.0:F0}%% of bare; WeChat calls during run: {calls}"
+
+        do! bareApp.StopAsync()
+        do! sim.StopAsync()
+        pg.Stop()
+        return 0
+    }
+    |> fun t -> t.GetAwaiter().GetResult()
