@@ -269,3 +269,30 @@ let ``the status never shows a secret`` () =
         Assert.DoesNotContain(appSecret, body)
         Assert.DoesNotContain("ticket@@@", body)
     }
+
+[<Fact>]
+let ``readiness says what is missing, then ready once a ticket and a token are there`` () =
+    task {
+        use! pair =
+            startPairPrepared (simulatorOptions ()) [] (fun sim ->
+                sim.InjectFault(
+                    "api_start_push_ticket",
+                    {
+                        Errcode = Some -1
+                        HttpStatus = None
+                        LatencyMs = 0
+                    },
+                    1
+                ))
+
+        let! notReady = pair.Http.GetAsync(pair.Gateway.Url "/readyz")
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, notReady.StatusCode)
+        let! root = json notReady
+        let checks = root.GetProperty "checks"
+        Assert.True(checks.GetProperty("store").GetProperty("ok").GetBoolean())
+        Assert.Contains("no component_verify_ticket", str (checks.GetProperty "ticket") "reason")
+        let! _ = pushTicket pair
+        let! _ = tokenValue pair
+        let! ready = pair.Http.GetAsync(pair.Gateway.Url "/readyz")
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode)
+    }
