@@ -6,10 +6,15 @@ open Microsoft.AspNetCore.Routing
 open WeChatFs.Http
 open WeChatFs.Authorizers
 
-let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerService) =
+let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerService) (inbox: Inbox.InboxService) =
     let handlers: ComponentApi.PushHandlers =
         {
-            OnAuthorization = authorizers.HandlePush
+            OnAuthorization =
+                fun push ->
+                    task {
+                        do! authorizers.HandlePush push
+                        do! MessageApi.forwardAuthorizationEvent s inbox push
+                    }
         }
 
     app.MapGet("/healthz", handler (fun ctx -> writeText ctx 200 "ok")) |> ignore
@@ -53,3 +58,9 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
 
     app.Map("/api/authorizers/{appid}/wechat/{**path}", AuthorizerApi.authorizerProxy s authorizers)
     |> ignore
+
+    app.MapPost("/wechat/authorizers/{appid}/callback", MessageApi.callback s inbox) |> ignore
+    app.MapGet("/wechat/authorizers/{appid}/callback", MessageApi.callbackCheck s) |> ignore
+    app.MapGet("/api/deliveries", MessageApi.listDeliveries s) |> ignore
+    app.MapGet("/api/deliveries/{id}", MessageApi.getDelivery s) |> ignore
+    app.MapPost("/api/deliveries/{id}/retry", MessageApi.retryDelivery s) |> ignore

@@ -18,6 +18,24 @@ type ConfigError =
 
 let describe (e: ConfigError) = $"{e.Key}: {e.Problem}. Fix: {e.Fix}"
 
+type WebhookOptions =
+    {
+        /// Where messages and events go; None = stored only.
+        Url: Uri option
+        /// A different URL for some tenants.
+        TenantUrls: Map<string, Uri>
+        /// Signs each body (X-WeChatFs-Signature); None = unsigned.
+        Secret: string option
+        /// How long WeChat's answer waits for the webhook's reply (WeChat itself waits 5 s).
+        ReplyTimeout: TimeSpan
+        /// Attempts in all before a delivery is dead-lettered.
+        MaxAttempts: int
+        /// The first retry's delay; each further one doubles it, up to ten minutes.
+        RetryBase: TimeSpan
+        /// How often each instance looks for due deliveries.
+        PollInterval: TimeSpan
+    }
+
 type GatewayOptions =
     {
         ComponentAppId: ComponentAppId
@@ -49,6 +67,9 @@ type GatewayOptions =
         AuthorizationStateLifetime: TimeSpan
         /// Spreads authorizer refreshes over up to this much before the margin, per account.
         AuthorizerRefreshJitter: TimeSpan
+        Webhooks: WebhookOptions
+        /// Answers WeChat's full-network release check for its test accounts (facts §6).
+        ReleaseResponder: bool
     }
 
 let private key (name: string) = "WeChatFs:" + name
@@ -136,6 +157,57 @@ let dataFolderOf (provider: string) (connectionString: string) =
         |> Option.defaultValue "data"
     else
         "data"
+
+let private positiveInt cfg name (fallback: int) =
+    match text cfg name with
+    | None -> Ok fallback
+    | Some v ->
+        match Int32.TryParse v with
+        | true, n when n >= 1 -> Ok n
+        | _ ->
+            Error
+                { Key = key name
+                  Problem = $"'{v}' is not a whole number of at least 1"
+                  Fix = "write a number, e.g. 10" }
+
+let private tenantUrls (cfg: IConfiguration) =
+    cfg.GetSection(key "Webhooks:Tenants").GetChildren()
+    |> Seq.map (fun child ->
+        let name = $"Webhooks:Tenants:{child.Key}:Url"
+
+        match text cfg name with
+        | Some raw -> absoluteUrl cfg name raw |> Result.map (fun u -> child.Key, u)
+        | None ->
+            Error
+                { Key = key name
+                  Problem = "is not set"
+                  Fix = "give the tenant's webhook URL, or remove the tenant's section" })
+    |> Seq.fold
+        (fun acc r ->
+            match acc, r with
+            | Ok m, Ok(k, u) -> Ok(Map.add k u m)
+            | Error e, _ -> Error e
+            | _, Error e -> Error e)
+        (Ok Map.empty)
+
+let private webhooks cfg =
+    validation {
+        let! url = optionalUrl cfg "Webhooks:Url"
+        and! tenants = tenantUrls cfg
+        and! replyTimeout = timeSpan cfg "Webhooks:ReplyTimeout" (TimeSpan.FromSeconds 3.) TimeSpan.Zero
+        and! maxAttempts = positiveInt cfg "Webhooks:MaxAttempts" 10
+        and! retryBase = timeSpan cfg "Webhooks:RetryBase" (TimeSpan.FromSeconds 2.) (TimeSpan.FromMilliseconds 10.)
+        and! poll = timeSpan cfg "Webhooks:PollInterval" (TimeSpan.FromSeconds 1.) (TimeSpan.FromMilliseconds 10.)
+
+        return
+            { Url = url
+              TenantUrls = tenants
+              Secret = text cfg "Webhooks:Secret"
+              ReplyTimeout = replyTimeout
+              MaxAttempts = maxAttempts
+              RetryBase = retryBase
+              PollInterval = poll }
+    }
 
 let private requireAesKey cfg name =
     aesKey cfg name
@@ -232,6 +304,8 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
         and! jitter =
             timeSpan cfg "Authorizers:RefreshJitter" (TimeSpan.FromMinutes 2.) TimeSpan.Zero
 
+        and! hooks = webhooks cfg
+
         return
             {
                 ComponentAppId = ComponentAppId appId
@@ -262,5 +336,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 AuthorizationReturnUrl = returnUrl
                 AuthorizationStateLifetime = stateLifetime
                 AuthorizerRefreshJitter = jitter
+                Webhooks = hooks
+                ReleaseResponder = text cfg "ReleaseTest:Enabled" |> Option.forall (fun v -> v.ToLowerInvariant() <> "false")
             }
     }

@@ -142,6 +142,8 @@ type WeChatFsExtensions =
         |> ignore
 
         services.AddHostedService<Authorizers.AuthorizerRefresher>() |> ignore
+        services.AddSingleton<Inbox.InboxService>() |> ignore
+        services.AddHostedService<Inbox.DeliveryWorker>() |> ignore
         services
 
     /// Maps the WeChat-facing endpoints and the internal API.
@@ -159,5 +161,9 @@ type WeChatFsExtensions =
                 Logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger "WeChatFs.Api"
             }
 
-        Api.map app services (sp.GetRequiredService<Authorizers.AuthorizerService>())
+        Api.map
+            app
+            services
+            (sp.GetRequiredService<Authorizers.AuthorizerService>())
+            (sp.GetRequiredService<Inbox.InboxService>())
         app

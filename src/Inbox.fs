@@ -1,0 +1,182 @@
+/// The durable inbox and the webhook deliveries: every message is stored (group commit) before WeChat
+/// hears an answer, forwarded once, retried with backoff while the webhook is down, dead-lettered
+/// when it stays down; and the full-network release check answered.
+module WeChatFs.Inbox
+
+open System
+open System.Net.Http
+open System.Security.Cryptography
+open System.Text
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.Extensions.Hosting
+open Microsoft.Extensions.Logging
+open WeChatFs.Domain
+open WeChatFs.Config
+open WeChatFs.Store
+open WeChatFs.WeChatClient
+open WeChatFs.ComponentTokens
+
+/// The n-th retry waits RetryBase × 2^(n-1), at most ten minutes; after MaxAttempts, dead.
+let retryAt (hooks: WebhookOptions) (now: DateTimeOffset) (attemptsSoFar: int) =
+    if attemptsSoFar >= hooks.MaxAttempts then
+        None
+    else
+        let factor = Math.Pow(2.0, float (max 0 (attemptsSoFar - 1)))
+        let delay = TimeSpan.FromMilliseconds(min 600_000.0 (hooks.RetryBase.TotalMilliseconds * factor))
+        Some(now + delay)
+
+let webhookUrl (hooks: WebhookOptions) (tenant: string option) =
+    tenant
+    |> Option.bind (fun t -> hooks.TenantUrls |> Map.tryFind t)
+    |> Option.orElse hooks.Url
+
+type InboxService
+    (
+        options: GatewayOptions,
+        store: IStore,
+        client: Client,
+        components: ComponentTokenService,
+        clock: TimeProvider,
+        logger: ILogger<InboxService>
+    ) =
+    let hooks = options.Webhooks
+    let batcher = new GroupCommit.Batcher<InboxItem, AppendOutcome>(store.AppendInbox, 512)
+
+    // Our own client: redirects not followed, no logging handler.
+    let http =
+        new HttpClient(
+            new SocketsHttpHandler(AllowAutoRedirect = false, PooledConnectionLifetime = TimeSpan.FromMinutes 5.),
+            Timeout = TimeSpan.FromSeconds 10.
+        )
+
+    /// How long the receiving instance keeps its first attempt to itself.
+    member _.FirstAttemptClaim = TimeSpan.FromSeconds 15.
+
+    member _.Options = options
+
+    /// Resolves once the item's batch is durable.
+    member _.Append(item: InboxItem) = batcher.Submit item
+
+    /// One POST to the webhook; Ok with its answer body on 2xx.
+    member _.Post(id: string, tenant: string option, payload: string) =
+        task {
+            match webhookUrl hooks tenant with
+            | None -> return Error "no webhook URL configured (WeChatFs:Webhooks:Url)"
+            | Some url ->
+                use request = new HttpRequestMessage(HttpMethod.Post, url)
+                request.Content <- new StringContent(payload, Encoding.UTF8, "application/json")
+                request.Headers.Add("X-WeChatFs-Delivery", id)
+
+                match hooks.Secret with
+                | Some secret -> request.Headers.Add("X-WeChatFs-Signature", Messages.signBody secret payload)
+                | None -> ()
+
+                try
+                    use! response = http.SendAsync request
+                    let! body = response.Content.ReadAsStringAsync()
+
+                    if response.IsSuccessStatusCode then
+                        return Ok body
+                    else
+                        return Error $"HTTP {int response.StatusCode}"
+                with
+                | :? HttpRequestException as ex -> return Error ex.Message
+                | :? TaskCanceledException -> return Error "timed out"
+        }
+
+    /// Delivers and records the outcome; `attemptsSoFar` counts the attempts before this one.
+    member this.Deliver(id: string, tenant: string option, payload: string, attemptsSoFar: int) =
+        task {
+            let! result = this.Post(id, tenant, payload)
+            let now = clock.GetUtcNow()
+
+            match result with
+            | Ok body ->
+                do! store.MarkDelivered(id, now)
+                return Some body
+            | Error reason ->
+                let next = retryAt hooks now (attemptsSoFar + 1)
+                do! store.MarkFailed(id, reason, next)
+
+                match next with
+                | Some at -> logger.LogWarning("delivery {Id} failed ({Reason}); retry at {At}", id, reason, at)
+                | None -> logger.LogError("delivery {Id} failed ({Reason}); dead-lettered after {Attempts} attempts", id, reason, attemptsSoFar + 1)
+
+                return None
+        }
+
+    /// The first attempt, while WeChat waits: the webhook's answer if it came within ReplyTimeout.
+    /// A slower delivery goes on in the background and records its own outcome.
+    member this.FirstAttempt(id: string, tenant: string option, payload: string) =
+        task {
+            if (webhookUrl hooks tenant).IsNone then
+                return None
+            else
+                let work = this.Deliver(id, tenant, payload, 0)
+                let! first = Task.WhenAny(work :> Task, Task.Delay hooks.ReplyTimeout)
+
+                if Object.ReferenceEquals(first, work) then
+                    return work.Result
+                else
+                    return None
+        }
+
+    /// The full-network release check's customer-service case (facts §6): api_query_auth with the code
+    /// from the text, falling back to the latest AuthorizationCode pushed for the account, then
+    /// `<code>_from_api` to the sender.
+    member _.AnswerReleaseQueryAuth(appid: AuthorizerAppId, code: string, openId: string) =
+        task {
+            let exchange c =
+                components.WithToken(fun t -> client.QueryAuth(t, AuthorizationCode c))
+
+            let! first = exchange code
+
+            let! result =
+                task {
+                    match first with
+                    | Ok r -> return Ok r
+                    | Error _ ->
+                        match! store.GetValue(Authorizers.latestCodeKey appid) with
+                        | Some pushed when pushed <> code -> return! exchange pushed
+                        | _ -> return first
+                }
+
+            match result with
+            | Ok { AccessToken = Some(token, _) } ->
+                match! client.SendCustomText(token, openId, Messages.releaseCustomText code) with
+                | Ok() -> logger.LogInformation("release check: customer-service reply sent")
+                | Error e -> logger.LogWarning("release check: custom send failed: {Error}", describeError e)
+            | Ok _ -> logger.LogWarning("release check: api_query_auth returned no authorizer token")
+            | Error _ -> logger.LogWarning("release check: api_query_auth failed for the test account")
+        }
+
+    interface IAsyncDisposable with
+        member _.DisposeAsync() = (batcher :> IAsyncDisposable).DisposeAsync()
+
+/// Delivers what is due, on every instance; a claim keeps two instances off the same delivery.
+type DeliveryWorker(inbox: InboxService, store: IStore, options: GatewayOptions, clock: TimeProvider, logger: ILogger<DeliveryWorker>) =
+    inherit BackgroundService()
+
+    override _.ExecuteAsync(stopping: CancellationToken) =
+        task {
+            while not stopping.IsCancellationRequested do
+                try
+                    if (webhookUrl options.Webhooks None).IsSome || not options.Webhooks.TenantUrls.IsEmpty then
+                        let now = clock.GetUtcNow()
+                        let! due = store.ClaimDeliveries(options.InstanceId, now, now + TimeSpan.FromSeconds 30., 32)
+
+                        let! _ =
+                            due
+                            |> List.map (fun d -> inbox.Deliver(d.Id, d.Tenant, d.Payload, d.Attempts))
+                            |> Task.WhenAll
+
+                        ()
+                with ex ->
+                    logger.LogError(ex, "delivery pass failed")
+
+                try
+                    do! Task.Delay(options.Webhooks.PollInterval, stopping)
+                with :? OperationCanceledException ->
+                    ()
+        }

@@ -1,0 +1,235 @@
+/// The message and event URL (`/wechat/authorizers/$APPID$/callback`), and the deliveries API.
+module WeChatFs.MessageApi
+
+open System
+open System.Security.Cryptography
+open System.Text.Json.Nodes
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.Logging
+open WeChatFs.Domain
+open WeChatFs.Store
+open WeChatFs.Inbox
+open WeChatFs.Http
+
+let private success (ctx: HttpContext) = writeText ctx 200 "success"
+
+/// An encrypted passive reply with the key the push was opened with (facts §2.4).
+let private writeReply (s: Services) (ctx: HttpContext) (key: Crypto.AesKey) (m: Messages.Message) (reply: Messages.Reply) =
+    let now = s.Clock.GetUtcNow().ToUnixTimeSeconds()
+    let plain = Messages.replyXml m.Header.FromUserName m.Header.ToUserName now reply
+    let nonce = string (RandomNumberGenerator.GetInt32(100_000_000, 999_999_999))
+
+    let sealedReply =
+        Crypto.sealReply
+            s.Options.Token
+            key
+            (Ids.componentAppId s.Options.ComponentAppId)
+            (RandomNumberGenerator.GetBytes 16)
+            (string now)
+            nonce
+            plain
+
+    ctx.Response.StatusCode <- 200
+    ctx.Response.ContentType <- "application/xml; charset=utf-8"
+    ctx.Response.WriteAsync(Crypto.replyXml sealedReply)
+
+/// POST: verify, decrypt, type; store before answering; the webhook's reply (if it answers in time)
+/// goes back encrypted, otherwise `success`.
+let callback (s: Services) (inbox: InboxService) =
+    handler (fun ctx ->
+        task {
+            let appid = string ctx.Request.RouteValues["appid"]
+
+            match! readEncryptedPush s ctx with
+            | Rejected(status, reason) ->
+                s.Logger.LogWarning("message push refused ({Status}): {Reason}", status, reason)
+                do! writeText ctx status reason
+            | Opened(plain, key) ->
+                match Messages.parse plain with
+                | Error e -> do! writeText ctx 400 (Wire.describe e)
+                | Ok m ->
+                    let release =
+                        if s.Options.ReleaseResponder then
+                            Messages.decideRelease appid m
+                        else
+                            Messages.NotARelease
+
+                    match release with
+                    | Messages.PassiveText text -> do! writeReply s ctx key m (Messages.TextReply text)
+                    | Messages.QueryAuthThenSend code ->
+                        // An empty answer at once; the customer-service message follows (facts §6).
+                        Task.Run(fun () ->
+                            task {
+                                try
+                                    do! inbox.AnswerReleaseQueryAuth(AuthorizerAppId appid, code, m.Header.FromUserName)
+                                with ex ->
+                                    s.Logger.LogError(ex, "release check reply failed")
+                            }
+                            :> Task)
+                        |> ignore
+
+                        do! writeText ctx 200 ""
+                    | Messages.NotARelease ->
+                        match! s.Store.GetAuthorizer(AuthorizerAppId appid) with
+                        | None ->
+                            s.Logger.LogWarning("message for unknown authorizer {AppId} recorded and answered", appid)
+
+                            do!
+                                s.Store.AppendEvent
+                                    { Kind = "unknown_authorizer_message"
+                                      Subject = appid
+                                      Detail = Messages.kind m
+                                      At = s.Clock.GetUtcNow() }
+
+                            do! success ctx
+                        | Some a ->
+                            let now = s.Clock.GetUtcNow()
+                            let id = Guid.NewGuid().ToString("N")
+                            let tenant = a.Tenant |> Option.map Ids.tenant
+                            let kind = Messages.kind m
+                            let payload = Messages.webhookPayload id kind appid tenant now (Messages.messageJson m) plain
+
+                            let! outcome =
+                                inbox.Append
+                                    { Id = id
+                                      DedupeKey = Messages.dedupeKey m
+                                      AuthorizerAppId = appid
+                                      Tenant = tenant
+                                      Kind = kind
+                                      ReceivedAt = now
+                                      Payload = payload
+                                      RawXml = plain
+                                      ClaimedBy = Some s.Options.InstanceId
+                                      ClaimedUntil = Some(now + inbox.FirstAttemptClaim) }
+
+                            match outcome with
+                            // WeChat's retry of something stored: delivered once, so just acknowledge.
+                            | Duplicate _ -> do! success ctx
+                            | Stored _ ->
+                                match! inbox.FirstAttempt(id, tenant, payload) with
+                                | None -> do! success ctx
+                                | Some answer ->
+                                    match Messages.parseReply answer with
+                                    | Ok(Some reply) -> do! writeReply s ctx key m reply
+                                    | Ok None -> do! success ctx
+                                    | Error e ->
+                                        s.Logger.LogWarning("webhook reply ignored: {Reason}", Messages.describeReplyError e)
+                                        do! success ctx
+        })
+
+/// GET: the plain-mode URL check (facts §2.7): echo `echostr` when the signature holds.
+let callbackCheck (s: Services) =
+    handler (fun ctx ->
+        let q = ctx.Request.Query
+
+        let expected =
+            Crypto.plainSignature s.Options.Token (string q["timestamp"]) (string q["nonce"])
+
+        if String.Equals(expected, string q["signature"], StringComparison.OrdinalIgnoreCase) then
+            writeText ctx 200 (string q["echostr"])
+        else
+            writeText ctx 401 "signature mismatch")
+
+/// Authorization events go to the webhook too (no codes in them), through the same inbox.
+let forwardAuthorizationEvent (s: Services) (inbox: InboxService) (push: Wire.ComponentPush) =
+    task {
+        let event =
+            match push with
+            | Wire.AuthorizedPushed p -> Some("authorized", p.AuthorizerAppId, p.CreateTime)
+            | Wire.UpdateAuthorizedPushed p -> Some("updateauthorized", p.AuthorizerAppId, p.CreateTime)
+            | Wire.UnauthorizedPushed(appid, created) -> Some("unauthorized", appid, created)
+            | Wire.TicketPushed _
+            | Wire.FastRegisterPushed _
+            | Wire.UnknownInfoType _ -> None
+
+        match event with
+        | None -> ()
+        | Some(infoType, AuthorizerAppId appid, created) ->
+            let! a = s.Store.GetAuthorizer(AuthorizerAppId appid)
+            let tenant = a |> Option.bind (fun a -> a.Tenant) |> Option.map Ids.tenant
+            let now = s.Clock.GetUtcNow()
+            let id = Guid.NewGuid().ToString("N")
+            let message = JsonObject()
+            message["info_type"] <- JsonValue.Create infoType
+            message["authorizer_appid"] <- JsonValue.Create appid
+            message["create_time"] <- JsonValue.Create created
+            let kind = "authorization." + infoType
+
+            let! _ =
+                inbox.Append
+                    { Id = id
+                      DedupeKey = $"auth:{infoType}:{created}"
+                      AuthorizerAppId = appid
+                      Tenant = tenant
+                      Kind = kind
+                      ReceivedAt = now
+                      Payload = Messages.webhookPayload id kind appid tenant now message ""
+                      RawXml = ""
+                      ClaimedBy = None
+                      ClaimedUntil = None }
+
+            ()
+    }
+
+let private deliveryView (d: Delivery) =
+    {| id = d.Id
+       kind = d.Kind
+       authorizer_appid = d.AuthorizerAppId
+       tenant = d.Tenant |> Option.toObj
+       received_at = d.ReceivedAt
+       status = DeliveryStatus.toText d.Status
+       attempts = d.Attempts
+       next_attempt_at = d.NextAttemptAt |> Option.toNullable
+       last_error = d.LastError |> Option.toObj
+       delivered_at = d.DeliveredAt |> Option.toNullable |}
+
+/// GET /api/deliveries?status=pending|delivered|dead&offset=&limit=
+let listDeliveries (s: Services) =
+    admin s (fun ctx ->
+        task {
+            let q = ctx.Request.Query
+            let statusText = string q["status"]
+
+            let intParam name fallback maxValue =
+                match Int32.TryParse(string q[name]) with
+                | true, n when n >= 0 -> min n maxValue
+                | _ -> fallback
+
+            match (if statusText = "" then Some None else DeliveryStatus.ofText statusText |> Option.map Some) with
+            | None -> do! writeProblem ctx 400 "Bad request" "status must be pending, delivered or dead" []
+            | Some status ->
+                let! page = s.Store.ListDeliveries(status, intParam "offset" 0 Int32.MaxValue, max 1 (intParam "limit" 100 500))
+
+                do!
+                    writeJson
+                        ctx
+                        200
+                        {| total = page.Total
+                           items = page.Items |> List.map deliveryView |}
+        })
+
+let getDelivery (s: Services) =
+    admin s (fun ctx ->
+        task {
+            match! s.Store.GetDelivery(string ctx.Request.RouteValues["id"]) with
+            | Some d -> do! writeJson ctx 200 (deliveryView d)
+            | None -> do! writeProblem ctx 404 "Unknown delivery" "no delivery has this id" []
+        })
+
+/// POST /api/deliveries/{id}/retry: a dead (or waiting) delivery goes back in line now.
+let retryDelivery (s: Services) =
+    admin s (fun ctx ->
+        task {
+            let id = string ctx.Request.RouteValues["id"]
+
+            match! s.Store.GetDelivery id with
+            | None -> do! writeProblem ctx 404 "Unknown delivery" "no delivery has this id" []
+            | Some _ ->
+                let! retried = s.Store.RetryDelivery(id, s.Clock.GetUtcNow())
+
+                if retried then
+                    do! writeJson ctx 202 {| id = id; retried = true |}
+                else
+                    do! writeProblem ctx 409 "Already delivered" "a delivered message is not sent again" []
+        })
