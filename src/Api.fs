@@ -59,8 +59,12 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.Map("/api/authorizers/{appid}/wechat/{**path}", AuthorizerApi.authorizerProxy s authorizers)
     |> ignore
 
-    app.MapPost("/wechat/authorizers/{appid}/callback", MessageApi.callback s inbox) |> ignore
-    app.MapGet("/wechat/authorizers/{appid}/callback", MessageApi.callbackCheck s) |> ignore
+    app.MapPost("/wechat/authorizers/{appid}/callback", MessageApi.callback s inbox)
+    |> ignore
+
+    app.MapGet("/wechat/authorizers/{appid}/callback", MessageApi.callbackCheck s)
+    |> ignore
+
     app.MapGet("/api/deliveries", MessageApi.listDeliveries s) |> ignore
     app.MapGet("/api/deliveries/{id}", MessageApi.getDelivery s) |> ignore
     app.MapPost("/api/deliveries/{id}/retry", MessageApi.retryDelivery s) |> ignore

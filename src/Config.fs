@@ -166,9 +166,11 @@ let private positiveInt cfg name (fallback: int) =
         | true, n when n >= 1 -> Ok n
         | _ ->
             Error
-                { Key = key name
-                  Problem = $"'{v}' is not a whole number of at least 1"
-                  Fix = "write a number, e.g. 10" }
+                {
+                    Key = key name
+                    Problem = $"'{v}' is not a whole number of at least 1"
+                    Fix = "write a number, e.g. 10"
+                }
 
 let private tenantUrls (cfg: IConfiguration) =
     cfg.GetSection(key "Webhooks:Tenants").GetChildren()
@@ -179,9 +181,11 @@ let private tenantUrls (cfg: IConfiguration) =
         | Some raw -> absoluteUrl cfg name raw |> Result.map (fun u -> child.Key, u)
         | None ->
             Error
-                { Key = key name
-                  Problem = "is not set"
-                  Fix = "give the tenant's webhook URL, or remove the tenant's section" })
+                {
+                    Key = key name
+                    Problem = "is not set"
+                    Fix = "give the tenant's webhook URL, or remove the tenant's section"
+                })
     |> Seq.fold
         (fun acc r ->
             match acc, r with
@@ -194,19 +198,28 @@ let private webhooks cfg =
     validation {
         let! url = optionalUrl cfg "Webhooks:Url"
         and! tenants = tenantUrls cfg
-        and! replyTimeout = timeSpan cfg "Webhooks:ReplyTimeout" (TimeSpan.FromSeconds 3.) TimeSpan.Zero
+
+        and! replyTimeout =
+            timeSpan cfg "Webhooks:ReplyTimeout" (TimeSpan.FromSeconds 3.) TimeSpan.Zero
+
         and! maxAttempts = positiveInt cfg "Webhooks:MaxAttempts" 10
-        and! retryBase = timeSpan cfg "Webhooks:RetryBase" (TimeSpan.FromSeconds 2.) (TimeSpan.FromMilliseconds 10.)
-        and! poll = timeSpan cfg "Webhooks:PollInterval" (TimeSpan.FromSeconds 1.) (TimeSpan.FromMilliseconds 10.)
+
+        and! retryBase =
+            timeSpan cfg "Webhooks:RetryBase" (TimeSpan.FromSeconds 2.) (TimeSpan.FromMilliseconds 10.)
+
+        and! poll =
+            timeSpan cfg "Webhooks:PollInterval" (TimeSpan.FromSeconds 1.) (TimeSpan.FromMilliseconds 10.)
 
         return
-            { Url = url
-              TenantUrls = tenants
-              Secret = text cfg "Webhooks:Secret"
-              ReplyTimeout = replyTimeout
-              MaxAttempts = maxAttempts
-              RetryBase = retryBase
-              PollInterval = poll }
+            {
+                Url = url
+                TenantUrls = tenants
+                Secret = text cfg "Webhooks:Secret"
+                ReplyTimeout = replyTimeout
+                MaxAttempts = maxAttempts
+                RetryBase = retryBase
+                PollInterval = poll
+            }
     }
 
 let private requireAesKey cfg name =
@@ -337,6 +350,8 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 AuthorizationStateLifetime = stateLifetime
                 AuthorizerRefreshJitter = jitter
                 Webhooks = hooks
-                ReleaseResponder = text cfg "ReleaseTest:Enabled" |> Option.forall (fun v -> v.ToLowerInvariant() <> "false")
+                ReleaseResponder =
+                    text cfg "ReleaseTest:Enabled"
+                    |> Option.forall (fun v -> v.ToLowerInvariant() <> "false")
             }
     }

@@ -166,4 +166,5 @@ type WeChatFsExtensions =
             services
             (sp.GetRequiredService<Authorizers.AuthorizerService>())
             (sp.GetRequiredService<Inbox.InboxService>())
+
         app

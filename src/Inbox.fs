@@ -23,7 +23,10 @@ let retryAt (hooks: WebhookOptions) (now: DateTimeOffset) (attemptsSoFar: int) =
         None
     else
         let factor = Math.Pow(2.0, float (max 0 (attemptsSoFar - 1)))
-        let delay = TimeSpan.FromMilliseconds(min 600_000.0 (hooks.RetryBase.TotalMilliseconds * factor))
+
+        let delay =
+            TimeSpan.FromMilliseconds(min 600_000.0 (hooks.RetryBase.TotalMilliseconds * factor))
+
         Some(now + delay)
 
 let webhookUrl (hooks: WebhookOptions) (tenant: string option) =
@@ -41,7 +44,9 @@ type InboxService
         logger: ILogger<InboxService>
     ) =
     let hooks = options.Webhooks
-    let batcher = new GroupCommit.Batcher<InboxItem, AppendOutcome>(store.AppendInbox, 512)
+
+    let batcher =
+        new GroupCommit.Batcher<InboxItem, AppendOutcome>(store.AppendInbox, 512)
 
     // Our own client: redirects not followed, no logging handler.
     let http =
@@ -101,7 +106,13 @@ type InboxService
 
                 match next with
                 | Some at -> logger.LogWarning("delivery {Id} failed ({Reason}); retry at {At}", id, reason, at)
-                | None -> logger.LogError("delivery {Id} failed ({Reason}); dead-lettered after {Attempts} attempts", id, reason, attemptsSoFar + 1)
+                | None ->
+                    logger.LogError(
+                        "delivery {Id} failed ({Reason}); dead-lettered after {Attempts} attempts",
+                        id,
+                        reason,
+                        attemptsSoFar + 1
+                    )
 
                 return None
         }
@@ -152,19 +163,27 @@ type InboxService
         }
 
     interface IAsyncDisposable with
-        member _.DisposeAsync() = (batcher :> IAsyncDisposable).DisposeAsync()
+        member _.DisposeAsync() =
+            (batcher :> IAsyncDisposable).DisposeAsync()
 
 /// Delivers what is due, on every instance; a claim keeps two instances off the same delivery.
-type DeliveryWorker(inbox: InboxService, store: IStore, options: GatewayOptions, clock: TimeProvider, logger: ILogger<DeliveryWorker>) =
+type DeliveryWorker
+    (inbox: InboxService, store: IStore, options: GatewayOptions, clock: TimeProvider, logger: ILogger<DeliveryWorker>)
+    =
     inherit BackgroundService()
 
     override _.ExecuteAsync(stopping: CancellationToken) =
         task {
             while not stopping.IsCancellationRequested do
                 try
-                    if (webhookUrl options.Webhooks None).IsSome || not options.Webhooks.TenantUrls.IsEmpty then
+                    if
+                        (webhookUrl options.Webhooks None).IsSome
+                        || not options.Webhooks.TenantUrls.IsEmpty
+                    then
                         let now = clock.GetUtcNow()
-                        let! due = store.ClaimDeliveries(options.InstanceId, now, now + TimeSpan.FromSeconds 30., 32)
+
+                        let! due =
+                            store.ClaimDeliveries(options.InstanceId, now, now + TimeSpan.FromSeconds 30., 32)
 
                         let! _ =
                             due

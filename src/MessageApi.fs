@@ -15,7 +15,13 @@ open WeChatFs.Http
 let private success (ctx: HttpContext) = writeText ctx 200 "success"
 
 /// An encrypted passive reply with the key the push was opened with (facts §2.4).
-let private writeReply (s: Services) (ctx: HttpContext) (key: Crypto.AesKey) (m: Messages.Message) (reply: Messages.Reply) =
+let private writeReply
+    (s: Services)
+    (ctx: HttpContext)
+    (key: Crypto.AesKey)
+    (m: Messages.Message)
+    (reply: Messages.Reply)
+    =
     let now = s.Clock.GetUtcNow().ToUnixTimeSeconds()
     let plain = Messages.replyXml m.Header.FromUserName m.Header.ToUserName now reply
     let nonce = string (RandomNumberGenerator.GetInt32(100_000_000, 999_999_999))
@@ -62,7 +68,12 @@ let callback (s: Services) (inbox: InboxService) =
                         Task.Run(fun () ->
                             task {
                                 try
-                                    do! inbox.AnswerReleaseQueryAuth(AuthorizerAppId appid, code, m.Header.FromUserName)
+                                    do!
+                                        inbox.AnswerReleaseQueryAuth(
+                                            AuthorizerAppId appid,
+                                            code,
+                                            m.Header.FromUserName
+                                        )
                                 with ex ->
                                     s.Logger.LogError(ex, "release check reply failed")
                             }
@@ -77,10 +88,12 @@ let callback (s: Services) (inbox: InboxService) =
 
                             do!
                                 s.Store.AppendEvent
-                                    { Kind = "unknown_authorizer_message"
-                                      Subject = appid
-                                      Detail = Messages.kind m
-                                      At = s.Clock.GetUtcNow() }
+                                    {
+                                        Kind = "unknown_authorizer_message"
+                                        Subject = appid
+                                        Detail = Messages.kind m
+                                        At = s.Clock.GetUtcNow()
+                                    }
 
                             do! success ctx
                         | Some a ->
@@ -88,20 +101,24 @@ let callback (s: Services) (inbox: InboxService) =
                             let id = Guid.NewGuid().ToString("N")
                             let tenant = a.Tenant |> Option.map Ids.tenant
                             let kind = Messages.kind m
-                            let payload = Messages.webhookPayload id kind appid tenant now (Messages.messageJson m) plain
+
+                            let payload =
+                                Messages.webhookPayload id kind appid tenant now (Messages.messageJson m) plain
 
                             let! outcome =
                                 inbox.Append
-                                    { Id = id
-                                      DedupeKey = Messages.dedupeKey m
-                                      AuthorizerAppId = appid
-                                      Tenant = tenant
-                                      Kind = kind
-                                      ReceivedAt = now
-                                      Payload = payload
-                                      RawXml = plain
-                                      ClaimedBy = Some s.Options.InstanceId
-                                      ClaimedUntil = Some(now + inbox.FirstAttemptClaim) }
+                                    {
+                                        Id = id
+                                        DedupeKey = Messages.dedupeKey m
+                                        AuthorizerAppId = appid
+                                        Tenant = tenant
+                                        Kind = kind
+                                        ReceivedAt = now
+                                        Payload = payload
+                                        RawXml = plain
+                                        ClaimedBy = Some s.Options.InstanceId
+                                        ClaimedUntil = Some(now + inbox.FirstAttemptClaim)
+                                    }
 
                             match outcome with
                             // WeChat's retry of something stored: delivered once, so just acknowledge.
@@ -114,7 +131,11 @@ let callback (s: Services) (inbox: InboxService) =
                                     | Ok(Some reply) -> do! writeReply s ctx key m reply
                                     | Ok None -> do! success ctx
                                     | Error e ->
-                                        s.Logger.LogWarning("webhook reply ignored: {Reason}", Messages.describeReplyError e)
+                                        s.Logger.LogWarning(
+                                            "webhook reply ignored: {Reason}",
+                                            Messages.describeReplyError e
+                                        )
+
                                         do! success ctx
         })
 
@@ -158,31 +179,35 @@ let forwardAuthorizationEvent (s: Services) (inbox: InboxService) (push: Wire.Co
 
             let! _ =
                 inbox.Append
-                    { Id = id
-                      DedupeKey = $"auth:{infoType}:{created}"
-                      AuthorizerAppId = appid
-                      Tenant = tenant
-                      Kind = kind
-                      ReceivedAt = now
-                      Payload = Messages.webhookPayload id kind appid tenant now message ""
-                      RawXml = ""
-                      ClaimedBy = None
-                      ClaimedUntil = None }
+                    {
+                        Id = id
+                        DedupeKey = $"auth:{infoType}:{created}"
+                        AuthorizerAppId = appid
+                        Tenant = tenant
+                        Kind = kind
+                        ReceivedAt = now
+                        Payload = Messages.webhookPayload id kind appid tenant now message ""
+                        RawXml = ""
+                        ClaimedBy = None
+                        ClaimedUntil = None
+                    }
 
             ()
     }
 
 let private deliveryView (d: Delivery) =
-    {| id = d.Id
-       kind = d.Kind
-       authorizer_appid = d.AuthorizerAppId
-       tenant = d.Tenant |> Option.toObj
-       received_at = d.ReceivedAt
-       status = DeliveryStatus.toText d.Status
-       attempts = d.Attempts
-       next_attempt_at = d.NextAttemptAt |> Option.toNullable
-       last_error = d.LastError |> Option.toObj
-       delivered_at = d.DeliveredAt |> Option.toNullable |}
+    {|
+        id = d.Id
+        kind = d.Kind
+        authorizer_appid = d.AuthorizerAppId
+        tenant = d.Tenant |> Option.toObj
+        received_at = d.ReceivedAt
+        status = DeliveryStatus.toText d.Status
+        attempts = d.Attempts
+        next_attempt_at = d.NextAttemptAt |> Option.toNullable
+        last_error = d.LastError |> Option.toObj
+        delivered_at = d.DeliveredAt |> Option.toNullable
+    |}
 
 /// GET /api/deliveries?status=pending|delivered|dead&offset=&limit=
 let listDeliveries (s: Services) =
@@ -196,17 +221,29 @@ let listDeliveries (s: Services) =
                 | true, n when n >= 0 -> min n maxValue
                 | _ -> fallback
 
-            match (if statusText = "" then Some None else DeliveryStatus.ofText statusText |> Option.map Some) with
+            match
+                (if statusText = "" then
+                     Some None
+                 else
+                     DeliveryStatus.ofText statusText |> Option.map Some)
+            with
             | None -> do! writeProblem ctx 400 "Bad request" "status must be pending, delivered or dead" []
             | Some status ->
-                let! page = s.Store.ListDeliveries(status, intParam "offset" 0 Int32.MaxValue, max 1 (intParam "limit" 100 500))
+                let! page =
+                    s.Store.ListDeliveries(
+                        status,
+                        intParam "offset" 0 Int32.MaxValue,
+                        max 1 (intParam "limit" 100 500)
+                    )
 
                 do!
                     writeJson
                         ctx
                         200
-                        {| total = page.Total
-                           items = page.Items |> List.map deliveryView |}
+                        {|
+                            total = page.Total
+                            items = page.Items |> List.map deliveryView
+                        |}
         })
 
 let getDelivery (s: Services) =

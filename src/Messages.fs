@@ -12,11 +12,13 @@ open System.Text.Json.Nodes
 open WeChatFs.Wire
 
 type Header =
-    { ToUserName: string
-      FromUserName: string
-      CreateTime: int64
-      MsgType: string
-      MsgId: string option }
+    {
+        ToUserName: string
+        FromUserName: string
+        CreateTime: int64
+        MsgType: string
+        MsgId: string option
+    }
 
 /// What a push says. A push that cannot be typed is never refused: it is kept as Unknown, raw XML with it.
 type Body =
@@ -42,7 +44,12 @@ type Body =
     /// Another MsgType or Event (or one whose fields did not parse): forwarded as it came.
     | Unknown of msgType: string * event: string option
 
-type Message = { Header: Header; Body: Body; Fields: XmlFields }
+type Message =
+    {
+        Header: Header
+        Body: Body
+        Fields: XmlFields
+    }
 
 let private text name fields =
     optionalField name fields |> Option.defaultValue ""
@@ -87,7 +94,9 @@ let private eventBody (fields: XmlFields) (event: string) =
     | "weapp_audit_fail" ->
         integer "FailTime" fields
         |> Option.map (fun t -> WeappAuditFail(text "Reason" fields, t, optionalField "ScreenShot" fields))
-    | "weapp_audit_delay" -> integer "DelayTime" fields |> Option.map (fun t -> WeappAuditDelay(text "Reason" fields, t))
+    | "weapp_audit_delay" ->
+        integer "DelayTime" fields
+        |> Option.map (fun t -> WeappAuditDelay(text "Reason" fields, t))
     | _ -> None
 
 let private messageBody (fields: XmlFields) (msgType: string) =
@@ -113,11 +122,13 @@ let parse (plainXml: string) : Result<Message, WireError> =
         let event = optionalField "Event" fields
 
         let header =
-            { ToUserName = text "ToUserName" fields
-              FromUserName = text "FromUserName" fields
-              CreateTime = integer "CreateTime" fields |> Option.defaultValue 0L
-              MsgType = msgType
-              MsgId = optionalField "MsgId" fields }
+            {
+                ToUserName = text "ToUserName" fields
+                FromUserName = text "FromUserName" fields
+                CreateTime = integer "CreateTime" fields |> Option.defaultValue 0L
+                MsgType = msgType
+                MsgId = optionalField "MsgId" fields
+            }
 
         let body =
             match msgType, event with
@@ -126,9 +137,11 @@ let parse (plainXml: string) : Result<Message, WireError> =
             | t, _ -> messageBody fields t
             |> Option.defaultValue (Unknown(msgType, event))
 
-        { Header = header
-          Body = body
-          Fields = fields })
+        {
+            Header = header
+            Body = body
+            Fields = fields
+        })
 
 /// The webhook's `kind`: the MsgType for messages, `event.<Event>` for events (Event as WeChat
 /// spells it), `unknown.<MsgType>` for what could not be typed.
@@ -233,7 +246,15 @@ let messageJson (m: Message) =
     o
 
 /// `{id, kind, authorizer_appid, tenant, received_at, message, raw_xml}`: the webhook body.
-let webhookPayload (id: string) (kind: string) (authorizerAppId: string) (tenant: string option) (receivedAt: DateTimeOffset) (message: JsonNode) (rawXml: string) =
+let webhookPayload
+    (id: string)
+    (kind: string)
+    (authorizerAppId: string)
+    (tenant: string option)
+    (receivedAt: DateTimeOffset)
+    (message: JsonNode)
+    (rawXml: string)
+    =
     let o = JsonObject()
     o["id"] <- JsonValue.Create id
     o["kind"] <- JsonValue.Create kind
@@ -253,10 +274,12 @@ let signBody (secret: string) (body: string) =
 // ---- replies ------------------------------------------------------------------------------------
 
 type Article =
-    { Title: string
-      Description: string
-      PicUrl: string
-      Url: string }
+    {
+        Title: string
+        Description: string
+        PicUrl: string
+        Url: string
+    }
 
 /// A passive reply (facts §5.3).
 type Reply =
@@ -294,7 +317,8 @@ let parseReply (answer: string) : Result<Reply option, ReplyError> =
                     | Some v -> Ok v
                     | None -> Error(MissingReplyField name)
 
-                let maybe name = stringProp name r |> Option.defaultValue ""
+                let maybe name =
+                    stringProp name r |> Option.defaultValue ""
 
                 match stringProp "msg_type" r with
                 | None -> Error(MissingReplyField "msg_type")
@@ -307,15 +331,25 @@ let parseReply (answer: string) : Result<Reply option, ReplyError> =
                 | Some "music" ->
                     need "thumb_media_id"
                     |> Result.map (fun thumb ->
-                        Some(MusicReply(maybe "title", maybe "description", maybe "music_url", maybe "hq_music_url", thumb)))
+                        Some(
+                            MusicReply(
+                                maybe "title",
+                                maybe "description",
+                                maybe "music_url",
+                                maybe "hq_music_url",
+                                thumb
+                            )
+                        ))
                 | Some "news" ->
                     let articles =
                         arrayProp "articles" r
                         |> List.map (fun a ->
-                            { Title = stringProp "title" a |> Option.defaultValue ""
-                              Description = stringProp "description" a |> Option.defaultValue ""
-                              PicUrl = stringProp "pic_url" a |> Option.defaultValue ""
-                              Url = stringProp "url" a |> Option.defaultValue "" })
+                            {
+                                Title = stringProp "title" a |> Option.defaultValue ""
+                                Description = stringProp "description" a |> Option.defaultValue ""
+                                PicUrl = stringProp "pic_url" a |> Option.defaultValue ""
+                                Url = stringProp "url" a |> Option.defaultValue ""
+                            })
 
                     if articles.IsEmpty then
                         Error(MissingReplyField "articles")
@@ -327,7 +361,9 @@ let parseReply (answer: string) : Result<Reply option, ReplyError> =
 
 /// CDATA that survives any text: a `]]>` inside is split across two sections.
 let cdata (s: string) =
-    "<![CDATA[" + (if isNull s then "" else s.Replace("]]>", "]]]]><![CDATA[>")) + "]]>"
+    "<![CDATA["
+    + (if isNull s then "" else s.Replace("]]>", "]]]]><![CDATA[>"))
+    + "]]>"
 
 /// The plain reply XML: ToUserName is the sender (the user), FromUserName the account (facts §5.3).
 let replyXml (toUser: string) (fromUser: string) (createTime: int64) (reply: Reply) =
@@ -337,7 +373,8 @@ let replyXml (toUser: string) (fromUser: string) (createTime: int64) (reply: Rep
         | ImageReply m -> "image", $"<Image><MediaId>{cdata m}</MediaId></Image>"
         | VoiceReply m -> "voice", $"<Voice><MediaId>{cdata m}</MediaId></Voice>"
         | VideoReply(m, t, d) ->
-            "video", $"<Video><MediaId>{cdata m}</MediaId><Title>{cdata t}</Title><Description>{cdata d}</Description></Video>"
+            "video",
+            $"<Video><MediaId>{cdata m}</MediaId><Title>{cdata t}</Title><Description>{cdata d}</Description></Video>"
         | MusicReply(t, d, url, hq, thumb) ->
             "music",
             $"<Music><Title>{cdata t}</Title><Description>{cdata d}</Description><MusicUrl>{cdata url}</MusicUrl><HQMusicUrl>{cdata hq}</HQMusicUrl><ThumbMediaId>{cdata thumb}</ThumbMediaId></Music>"
@@ -357,11 +394,18 @@ let replyXml (toUser: string) (fromUser: string) (createTime: int64) (reply: Rep
 /// WeChat's five test groups: official account and mini program appids.
 let releaseTestAppIds =
     set
-        [ "wx570bc396a51b8ff8"; "wxd101a85aa106f53e"
-          "wx9252c5e0bb1836fc"; "wxc39235c15087f6f3"
-          "wx8e1097c5bc82cde9"; "wx7720d01d4b2a4500"
-          "wx14550af28c71a144"; "wx05d483572dcd5d8b"
-          "wxa35b9c23cfe664eb"; "wx5910277cae6fd970" ]
+        [
+            "wx570bc396a51b8ff8"
+            "wxd101a85aa106f53e"
+            "wx9252c5e0bb1836fc"
+            "wxc39235c15087f6f3"
+            "wx8e1097c5bc82cde9"
+            "wx7720d01d4b2a4500"
+            "wx14550af28c71a144"
+            "wx05d483572dcd5d8b"
+            "wxa35b9c23cfe664eb"
+            "wx5910277cae6fd970"
+        ]
 
 let isReleaseTestAccount (appid: string) = releaseTestAppIds.Contains appid
 

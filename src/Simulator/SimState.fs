@@ -393,6 +393,25 @@ type SimState(options: SimulatorOptions) =
                     authCodes[code.Code] <- code
                     Ok(code, update))
 
+    /// A new authorization code for an account that is already authorized (the release check's
+    /// `QUERY_AUTH_CODE:$query_auth_code$`, facts §6).
+    member this.NewAuthCode(appid: string) =
+        let now = this.Now()
+
+        locked (fun () ->
+            match authorizations.TryGetValue appid with
+            | true, a when a.Authorized ->
+                let code =
+                    {
+                        Code = newAuthCode ()
+                        AppId = appid
+                        ExpiresAt = now + options.AuthCodeLifetime
+                    }
+
+                authCodes[code.Code] <- code
+                Some code
+            | _ -> None)
+
     member private this.IssueAuthorizerToken(a: Authorization) =
         let now = this.Now()
 

@@ -242,6 +242,107 @@ let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
     )
     |> ignore
 
+    // {appid, msg_type, fields: {Name: value, ...}, from_user?, create_time?, tries?}: one message or
+    // event as WeChat sends it; answers with what the gateway replied, checked and decrypted.
+    app.MapPost(
+        "/sim/messages",
+        handler (fun ctx ->
+            task {
+                match! readJson ctx with
+                | None -> do! writeJson ctx 400 {| error = "JSON body required" |}
+                | Some body ->
+                    let appid = prop "appid" body
+
+                    match catalog |> List.tryFind (fun a -> a.AppId = appid) with
+                    | None -> do! writeJson ctx 404 {| error = "unknown account" |}
+                    | Some account ->
+                        let fields =
+                            match body.TryGetProperty "fields" with
+                            | true, f when f.ValueKind = Text.Json.JsonValueKind.Object ->
+                                [
+                                    for p in f.EnumerateObject() ->
+                                        p.Name,
+                                        (if p.Value.ValueKind = Text.Json.JsonValueKind.String then
+                                             p.Value.GetString()
+                                         else
+                                             p.Value.GetRawText())
+                                ]
+                            | _ -> []
+
+                        let createTime =
+                            match Int64.TryParse(prop "create_time" body) with
+                            | true, t -> t
+                            | _ -> state.Now().ToUnixTimeSeconds()
+
+                        let fromUser =
+                            match prop "from_user" body with
+                            | "" -> "oSIM_USER_0001"
+                            | u -> u
+
+                        let xml =
+                            SimMessages.messageXml account.UserName fromUser createTime (prop "msg_type" body) fields
+
+                        match! SimMessages.send state appid xml (intProp "tries" 3 body) with
+                        | Error e -> do! writeJson ctx 504 {| error = e |}
+                        | Ok r ->
+                            let reply, replyError =
+                                match r.Reply with
+                                | SimMessages.NoReply -> null, null
+                                | SimMessages.Reply plain -> plain, null
+                                | SimMessages.InvalidReply reason -> null, reason
+
+                            do!
+                                writeJson
+                                    ctx
+                                    200
+                                    {|
+                                        attempts = r.Attempts
+                                        status = r.Status
+                                        body = r.Body
+                                        reply = reply
+                                        reply_error = replyError
+                                        elapsed_ms = r.Elapsed.TotalMilliseconds
+                                    |}
+            })
+    )
+    |> ignore
+
+    // {group?: 1..5}: the full-network release check against that test group; a pass/fail report.
+    app.MapPost(
+        "/sim/release-test",
+        handler (fun ctx ->
+            task {
+                let! body = readJson ctx
+
+                let group =
+                    body
+                    |> Option.map (intProp "group" 1)
+                    |> Option.defaultValue 1
+                    |> max 1
+                    |> min 5
+
+                let! cases = SimMessages.releaseTest state group
+
+                do!
+                    writeJson
+                        ctx
+                        200
+                        {|
+                            group = group
+                            passed = cases |> List.forall (fun c -> c.Passed)
+                            cases =
+                                cases
+                                |> List.map (fun c ->
+                                    {|
+                                        name = c.Name
+                                        passed = c.Passed
+                                        detail = c.Detail
+                                    |})
+                        |}
+            })
+    )
+    |> ignore
+
     app.MapGet("/sim/custom-messages", handler (fun ctx -> writeJson ctx 200 (state.CustomMessages())))
     |> ignore
 

@@ -18,6 +18,7 @@ open Microsoft.AspNetCore.Hosting.Server.Features
 open Microsoft.Extensions.Configuration
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
+open Xunit
 open WeChatFs
 open WeChatFs.Simulator
 open WeChatFs.Simulator.SimState
@@ -372,4 +373,98 @@ let startGatewayProcess (settings: (string * string) list) =
                 Api = api
                 Output = output
             }
+    }
+
+// ---- a webhook receiver --------------------------------------------------------------------------
+
+type Received =
+    {
+        Body: string
+        Signature: string
+        Delivery: string
+    }
+
+/// A business system's webhook: records what arrives and answers as `Respond` says.
+type WebhookListener(app: WebApplication, received: ConcurrentQueue<Received>) =
+    member val Respond: Received -> int * string = (fun _ -> 200, "") with get, set
+    member _.Received = received |> List.ofSeq
+    member _.Url = addressOf app + "/hook"
+
+    member this.Payloads =
+        this.Received
+        |> List.map (fun r -> JsonDocument.Parse(r.Body).RootElement.Clone())
+
+    interface IAsyncDisposable with
+        member _.DisposeAsync() =
+            ValueTask(
+                task {
+                    do! app.StopAsync()
+                    do! app.DisposeAsync()
+                }
+                :> Task
+            )
+
+let startWebhook () =
+    task {
+        let builder = WebApplication.CreateBuilder()
+        builder.WebHost.UseUrls($"http://127.0.0.1:{Helpers.freePort ()}") |> ignore
+        builder.Logging.ClearProviders() |> ignore
+        let app = builder.Build()
+        let received = ConcurrentQueue<Received>()
+        let listener = new WebhookListener(app, received)
+
+        app.MapPost(
+            "/hook",
+            Microsoft.AspNetCore.Http.RequestDelegate(fun ctx ->
+                task {
+                    use reader = new StreamReader(ctx.Request.Body)
+                    let! body = reader.ReadToEndAsync()
+
+                    let r =
+                        {
+                            Body = body
+                            Signature = string ctx.Request.Headers["X-WeChatFs-Signature"]
+                            Delivery = string ctx.Request.Headers["X-WeChatFs-Delivery"]
+                        }
+
+                    let status, answer = listener.Respond r
+
+                    if status < 300 then
+                        received.Enqueue r
+
+                    ctx.Response.StatusCode <- status
+                    ctx.Response.ContentType <- "application/json"
+                    do! Microsoft.AspNetCore.Http.HttpResponseWritingExtensions.WriteAsync(ctx.Response, answer)
+                })
+        )
+        |> ignore
+
+        do! app.StartAsync()
+        return listener
+    }
+
+let webhookSettings (hook: WebhookListener) =
+    [
+        "WeChatFs:Webhooks:Url", hook.Url
+        "WeChatFs:Webhooks:Secret", "hook-secret"
+        "WeChatFs:Webhooks:RetryBase", "00:00:00.100"
+        "WeChatFs:Webhooks:PollInterval", "00:00:00.100"
+    ]
+
+/// One message from the simulated WeChat; the gateway's answer as the simulator saw it.
+let sendMessage (pair: Pair) (appid: string) (msgType: string) (fields: (string * string) list) =
+    task {
+        let! r =
+            postJson
+                pair.Http
+                (pair.SimUrl "/sim/messages")
+                {|
+                    appid = appid
+                    msg_type = msgType
+                    fields = dict fields
+                |}
+
+        let! root = json r
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode)
+        return root
     }

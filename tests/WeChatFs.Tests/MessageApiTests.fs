@@ -1,0 +1,369 @@
+/// Messages and events end to end: the simulated WeChat sends, the gateway stores and answers, a real
+/// webhook receives (or is down), and replies travel back encrypted.
+module WeChatFs.Tests.MessageApiTests
+
+open System
+open System.Net
+open System.Net.Http
+open System.Text.Json
+open System.Threading.Tasks
+open Xunit
+open WeChatFs
+open WeChatFs.Tests.Harness
+open WeChatFs.Tests.AuthorizerApiTests
+
+let private shop = "wxsimoa00000000001"
+let private mini = "wxsimmp00000000001"
+
+let private startWithWebhook (extra: (string * string) list) =
+    task {
+        let! hook = startWebhook ()
+        let! pair = startPairWith (simulatorOptions ()) (webhookSettings hook @ extra)
+        let! _ = pushTicket pair
+
+        let! _ =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task {
+                    let! r = pair.Gateway.Api.GetAsync "/api/component/access-token" in return r.IsSuccessStatusCode
+                })
+
+        return pair, hook
+    }
+
+let private messagesOf (hook: WebhookListener) =
+    hook.Payloads
+    |> List.filter (fun p -> not ((str p "kind").StartsWith "authorization."))
+
+let private waitFor (hook: WebhookListener) (count: int) =
+    eventually (TimeSpan.FromSeconds 10.) (fun () -> task { return (messagesOf hook).Length >= count })
+
+[<Fact>]
+let ``every message and event type reaches the webhook once, typed and signed`` () =
+    task {
+        let! pair, hook = startWithWebhook []
+        use _ = pair
+        use _ = hook
+        let! _ = authorizeVia pair "shop-7" shop
+        let! _ = authorizeVia pair "shop-7" mini
+
+        let cases =
+            [
+                shop, "text", [ "Content", "hello"; "MsgId", "1001" ], "text", "content", "hello"
+                shop, "image", [ "PicUrl", "http://pic"; "MediaId", "m1"; "MsgId", "1002" ], "image", "media_id", "m1"
+                shop,
+                "voice",
+                [ "MediaId", "m2"; "Format", "amr"; "Recognition", "hi"; "MsgId", "1003" ],
+                "voice",
+                "format",
+                "amr"
+                shop,
+                "video",
+                [ "MediaId", "m3"; "ThumbMediaId", "t3"; "MsgId", "1004" ],
+                "video",
+                "thumb_media_id",
+                "t3"
+                shop,
+                "shortvideo",
+                [ "MediaId", "m4"; "ThumbMediaId", "t4"; "MsgId", "1005" ],
+                "shortvideo",
+                "media_id",
+                "m4"
+                shop,
+                "location",
+                [
+                    "Location_X", "23.134521"
+                    "Location_Y", "113.358803"
+                    "Scale", "20"
+                    "Label", "Here"
+                    "MsgId", "1006"
+                ],
+                "location",
+                "label",
+                "Here"
+                shop,
+                "link",
+                [ "Title", "T"; "Description", "D"; "Url", "http://u"; "MsgId", "1007" ],
+                "link",
+                "url",
+                "http://u"
+                shop,
+                "event",
+                [ "Event", "subscribe"; "EventKey", "qrscene_42"; "Ticket", "tk" ],
+                "event.subscribe",
+                "scene",
+                "42"
+                shop, "event", [ "Event", "unsubscribe" ], "event.unsubscribe", "event", "unsubscribe"
+                shop, "event", [ "Event", "SCAN"; "EventKey", "42"; "Ticket", "tk" ], "event.SCAN", "event_key", "42"
+                shop,
+                "event",
+                [
+                    "Event", "LOCATION"
+                    "Latitude", "23.137466"
+                    "Longitude", "113.352425"
+                    "Precision", "119.385040"
+                ],
+                "event.LOCATION",
+                "latitude",
+                "23.137466"
+                shop, "event", [ "Event", "CLICK"; "EventKey", "menu_1" ], "event.CLICK", "event_key", "menu_1"
+                shop, "event", [ "Event", "VIEW"; "EventKey", "http://v"; "MenuId", "9" ], "event.VIEW", "menu_id", "9"
+                shop,
+                "event",
+                [ "Event", "TEMPLATESENDJOBFINISH"; "MsgID", "200"; "Status", "success" ],
+                "event.TEMPLATESENDJOBFINISH",
+                "status",
+                "success"
+                mini,
+                "event",
+                [ "Event", "weapp_audit_success"; "SuccTime", "1700000500" ],
+                "event.weapp_audit_success",
+                "succ_time",
+                "1700000500"
+                mini,
+                "event",
+                [
+                    "Event", "weapp_audit_fail"
+                    "Reason", "r"
+                    "FailTime", "1700000500"
+                    "ScreenShot", "a|b"
+                ],
+                "event.weapp_audit_fail",
+                "screenshot",
+                "a|b"
+                mini,
+                "event",
+                [ "Event", "weapp_audit_delay"; "Reason", "later"; "DelayTime", "1700000600" ],
+                "event.weapp_audit_delay",
+                "reason",
+                "later"
+                shop,
+                "miniprogrampage",
+                [ "Title", "new kind"; "MsgId", "1008" ],
+                "unknown.miniprogrampage",
+                "msg_type",
+                "miniprogrampage"
+            ]
+
+        for i, (appid, msgType, fields, _, _, _) in List.indexed cases do
+            // Distinct senders keep events (keyed by sender and time) distinct.
+            let! r =
+                postJson
+                    pair.Http
+                    (pair.SimUrl "/sim/messages")
+                    {|
+                        appid = appid
+                        msg_type = msgType
+                        fields = dict fields
+                        from_user = $"oUSER{i}"
+                    |}
+
+            let! root = json r
+            Assert.Equal("success", str root "body")
+
+        let! all = waitFor hook cases.Length
+        Assert.True all
+        do! Task.Delay 300
+        let received = messagesOf hook
+        Assert.Equal(cases.Length, received.Length)
+
+        for r in hook.Received do
+            Assert.Equal(Messages.signBody "hook-secret" r.Body, r.Signature)
+            Assert.False(String.IsNullOrEmpty r.Delivery)
+
+        for appid, _, _, kind, field, value in cases do
+            let p = received |> List.find (fun p -> str p "kind" = kind)
+            Assert.Equal(appid, str p "authorizer_appid")
+            Assert.Equal("shop-7", str p "tenant")
+            Assert.Equal(value, str (p.GetProperty "message") field)
+            Assert.Contains("<xml>", str p "raw_xml")
+
+        // Authorization events are forwarded the same way.
+        Assert.Contains(hook.Payloads, fun p -> str p "kind" = "authorization.authorized")
+    }
+
+[<Fact>]
+let ``WeChat's retries are delivered once`` () =
+    task {
+        let! pair, hook = startWithWebhook []
+        use _ = pair
+        use _ = hook
+        let! _ = authorizeVia pair "shop-1" shop
+
+        for _ in 1..3 do
+            let! _ = sendMessage pair shop "text" [ "Content", "again"; "MsgId", "777" ]
+            ()
+
+        for _ in 1..2 do
+            let! _ =
+                postJson
+                    pair.Http
+                    (pair.SimUrl "/sim/messages")
+                    {|
+                        appid = shop
+                        msg_type = "event"
+                        fields = dict [ "Event", "CLICK"; "EventKey", "k" ]
+                        create_time = 1700000000
+                    |}
+
+            ()
+
+        let! _ = waitFor hook 2
+        do! Task.Delay 500
+        Assert.Equal(2, (messagesOf hook).Length)
+    }
+
+[<Fact>]
+let ``a webhook that is down gets the message later; after the last attempt it is dead and can be retried`` () =
+    task {
+        let! pair, hook = startWithWebhook [ "WeChatFs:Webhooks:MaxAttempts", "3" ]
+        use _ = pair
+        use _ = hook
+        let! _ = authorizeVia pair "shop-1" shop
+
+        let! _ =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task {
+                    return
+                        hook.Payloads
+                        |> List.exists (fun p -> str p "kind" = "authorization.authorized")
+                })
+
+        hook.Respond <- fun _ -> 503, ""
+
+        let! answer =
+            sendMessage pair shop "text" [ "Content", "while down"; "MsgId", "900" ]
+
+        Assert.Equal("success", str answer "body")
+
+        let! dead =
+            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                task {
+                    let! r = pair.Gateway.Api.GetAsync "/api/deliveries?status=dead"
+                    let! root = json r
+                    return root.GetProperty("total").GetInt32() = 1
+                })
+
+        Assert.True dead
+        let! r = pair.Gateway.Api.GetAsync "/api/deliveries?status=dead"
+        let! root = json r
+        let item = root.GetProperty("items")[0]
+        Assert.Equal(3, item.GetProperty("attempts").GetInt32())
+        Assert.Equal("HTTP 503", str item "last_error")
+        hook.Respond <- fun _ -> 200, ""
+
+        let! retried =
+            pair.Gateway.Api.PostAsync($"""/api/deliveries/{str item "id"}/retry""", null)
+
+        Assert.Equal(HttpStatusCode.Accepted, retried.StatusCode)
+        let! delivered = waitFor hook 1
+        Assert.True delivered
+
+        let! again =
+            pair.Gateway.Api.PostAsync($"""/api/deliveries/{str item "id"}/retry""", null)
+
+        Assert.Equal(HttpStatusCode.Conflict, again.StatusCode)
+    }
+
+[<Fact>]
+let ``undelivered messages are delivered after a restart`` () =
+    task {
+        let! pair, hook = startWithWebhook []
+        use _ = pair
+        use _ = hook
+        let! _ = authorizeVia pair "shop-1" shop
+        hook.Respond <- fun _ -> 500, ""
+
+        for i in 1..3 do
+            let! _ = sendMessage pair shop "text" [ "Content", $"m{i}"; "MsgId", $"50{i}" ]
+            ()
+
+        // Stopped with three messages undelivered; the webhook recovers while the gateway is down.
+        do! pair.Gateway.StopAsync()
+        hook.Respond <- fun _ -> 200, ""
+
+        let! g =
+            startGatewayWith pair.Sim.BaseUrl pair.Gateway.DataFolder pair.Gateway.Clock (webhookSettings hook)
+
+        pair.Gateway <- g
+        let! all = waitFor hook 3
+        Assert.True all
+        do! Task.Delay 500
+
+        let contents =
+            messagesOf hook
+            |> List.map (fun p -> str (p.GetProperty "message") "content")
+            |> List.sort
+
+        Assert.Equal<string list>([ "m1"; "m2"; "m3" ], contents)
+    }
+
+[<Fact>]
+let ``a webhook's reply goes back to WeChat as an encrypted passive reply`` () =
+    task {
+        let! pair, hook = startWithWebhook []
+        use _ = pair
+        use _ = hook
+        let! _ = authorizeVia pair "shop-1" shop
+
+        hook.Respond <-
+            fun r ->
+                if r.Body.Contains "news please" then
+                    200,
+                    """{"reply":{"msg_type":"news","articles":[{"title":"T","description":"D","pic_url":"http://p","url":"http://u"}]}}"""
+                else
+                    200, """{"reply":{"msg_type":"text","content":"hi ]]> there"}}"""
+
+        let! answer = sendMessage pair shop "text" [ "Content", "hello"; "MsgId", "31" ]
+        let reply = str answer "reply"
+        Assert.Equal(JsonValueKind.Null, answer.GetProperty("reply_error").ValueKind)
+        let fields = Wire.parseXml reply |> Result.defaultValue Map.empty
+        Assert.Equal(Some "hi ]]> there", fields |> Map.tryFind "Content")
+        Assert.Equal(Some "oSIM_USER_0001", fields |> Map.tryFind "ToUserName")
+        Assert.Equal(Some "gh_5a1c0ffee0001", fields |> Map.tryFind "FromUserName")
+        let! news = sendMessage pair shop "text" [ "Content", "news please"; "MsgId", "32" ]
+        Assert.Contains("<ArticleCount>1</ArticleCount>", str news "reply")
+    }
+
+[<Fact>]
+let ``the full-network release cases pass for every test group`` () =
+    task {
+        use! pair = startPair ()
+        let! _ = pushTicket pair
+
+        for group in 1..5 do
+            let! r = postJson pair.Http (pair.SimUrl "/sim/release-test") {| group = group |}
+            let! report = json r
+            Assert.True(report.GetProperty("passed").GetBoolean(), report.GetRawText())
+    }
+
+[<Fact>]
+let ``forged pushes are refused and unknown accounts are answered without a delivery`` () =
+    task {
+        let! pair, hook = startWithWebhook []
+        use _ = pair
+        use _ = hook
+
+        let! forged =
+            pair.Http.PostAsync(
+                pair.Gateway.Url $"/wechat/authorizers/{shop}/callback?timestamp=1&nonce=2&msg_signature=bad",
+                new StringContent("<xml><ToUserName>x</ToUserName><Encrypt>AAAA</Encrypt></xml>")
+            )
+
+        Assert.Equal(HttpStatusCode.Unauthorized, forged.StatusCode)
+
+        let! unknown =
+            sendMessage pair "wxsimoa00000000003" "text" [ "Content", "who?"; "MsgId", "1" ]
+
+        Assert.Equal("success", str unknown "body")
+        do! Task.Delay 300
+        Assert.Empty(messagesOf hook)
+        let! deliveries = pair.Gateway.Api.GetAsync "/api/deliveries"
+        let! root = json deliveries
+
+        Assert.Equal(
+            0,
+            root.GetProperty("items").EnumerateArray()
+            |> Seq.filter (fun d -> not ((str d "kind").StartsWith "authorization."))
+            |> Seq.length
+        )
+    }
