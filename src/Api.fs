@@ -59,7 +59,7 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.Map("/api/authorizers/{appid}/wechat/{**path}", AuthorizerApi.authorizerProxy s authorizers)
     |> ignore
 
-    app.MapPost("/wechat/authorizers/{appid}/callback", MessageApi.callback s inbox)
+    app.MapPost("/wechat/authorizers/{appid}/callback", MessageApi.callback s authorizers inbox)
     |> ignore
 
     app.MapGet("/wechat/authorizers/{appid}/callback", MessageApi.callbackCheck s)

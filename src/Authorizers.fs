@@ -114,6 +114,11 @@ type AuthorizerService
     let gates = ConcurrentDictionary<AuthorizerAppId, SemaphoreSlim>()
     let retryNotBefore = ConcurrentDictionary<AuthorizerAppId, DateTimeOffset * int>()
     let completion = new SemaphoreSlim(1, 1)
+    // appid → (when read, tenant if the account is known): the message path asks on every push.
+    let directory =
+        ConcurrentDictionary<AuthorizerAppId, DateTimeOffset * TenantId option option>()
+
+    let directoryTtl = TimeSpan.FromSeconds 10.
     let marginFor appid = margin + jitterFor maxJitter appid
 
     let event kind (AuthorizerAppId subject) detail =
@@ -361,6 +366,24 @@ type AuthorizerService
 
     member _.StateKey = stateKey
 
+    /// Whether the account is known here and its tenant: read from the store at most every 10 s per
+    /// account, so a burst of messages does not become a burst of store reads.
+    member _.Lookup(appid: AuthorizerAppId) : Task<TenantId option option> =
+        let now = clock.GetUtcNow()
+
+        match directory.TryGetValue appid with
+        | true, (at, known) when now - at < directoryTtl -> Task.FromResult known
+        | _ ->
+            task {
+                let! a = store.GetAuthorizer appid
+                let known = a |> Option.map (fun a -> a.Tenant)
+                directory[appid] <- (now, known)
+                return known
+            }
+
+    /// Forget what Lookup remembered after a change here (other instances catch up within the TTL).
+    member _.Forget(appid: AuthorizerAppId) = directory.TryRemove appid |> ignore
+
     /// A fresh pre_auth_code and the two links; the tenant travels in the signed state and is also
     /// remembered under the pre_auth_code, so an `authorized` push alone binds the right tenant.
     member _.CreateLinks(tenant: TenantId, authType: int option, bizAppId: string option, stateLifetime: TimeSpan) =
@@ -423,6 +446,7 @@ type AuthorizerService
                             }
 
                         do! store.SaveAuthorizer bound
+                        directory.TryRemove bound.AppId |> ignore
                         return Ok(bound, false)
                     | _ -> return Ok(a, false)
                 | None ->
@@ -459,6 +483,7 @@ type AuthorizerService
                             }
 
                         do! store.SaveAuthorizer record
+                        directory.TryRemove record.AppId |> ignore
                         do! store.PutValue(exchangedCodeKey code, Ids.authorizerAppId r.AuthorizerAppId, false)
 
                         match record.AccessToken with
@@ -598,6 +623,8 @@ type AuthorizerService
                         cache.TryRemove l.AppId |> ignore
                         updated <- updated + 1
                     | Some _, _ -> ()
+
+                directory.Clear()
 
                 do!
                     store.AppendEvent

@@ -31,19 +31,19 @@ type Batcher<'item, 'result>(writeBatch: 'item list -> Task<'result list>, maxBa
 
         List.ofSeq batch
 
+    /// The writer runs on a thread of its own: store calls may block (SQLite's commit does), and a
+    /// blocked thread-pool thread would hold up the very requests that are waiting for it.
     let loop =
-        Task.Run(fun () ->
-            task {
+        Task.Factory.StartNew(
+            (fun () ->
                 let mutable running = true
 
                 while running do
-                    let! more =
-                        task {
-                            try
-                                return! queue.Reader.WaitToReadAsync(stopping.Token)
-                            with :? OperationCanceledException ->
-                                return false
-                        }
+                    let more =
+                        try
+                            queue.Reader.WaitToReadAsync(stopping.Token).AsTask().GetAwaiter().GetResult()
+                        with :? OperationCanceledException ->
+                            false
 
                     if not more then
                         running <- false
@@ -52,7 +52,8 @@ type Batcher<'item, 'result>(writeBatch: 'item list -> Task<'result list>, maxBa
 
                         if not batch.IsEmpty then
                             try
-                                let! results = writeBatch (batch |> List.map (fun p -> p.Item))
+                                let results =
+                                    (writeBatch (batch |> List.map (fun p -> p.Item))).GetAwaiter().GetResult()
 
                                 if results.Length <> batch.Length then
                                     raise (InvalidOperationException "a batch write must answer every item")
@@ -60,9 +61,11 @@ type Batcher<'item, 'result>(writeBatch: 'item list -> Task<'result list>, maxBa
                                 List.iter2 (fun p r -> p.Done.TrySetResult r |> ignore) batch results
                             with ex ->
                                 for p in batch do
-                                    p.Done.TrySetException ex |> ignore
-            }
-            :> Task)
+                                    p.Done.TrySetException ex |> ignore),
+            CancellationToken.None,
+            TaskCreationOptions.LongRunning,
+            TaskScheduler.Default
+        )
 
     /// Resolves once the item's batch is durable.
     member _.Submit(item: 'item) : Task<'result> =

@@ -42,7 +42,7 @@ let private writeReply
 
 /// POST: verify, decrypt, type; store before answering; the webhook's reply (if it answers in time)
 /// goes back encrypted, otherwise `success`.
-let callback (s: Services) (inbox: InboxService) =
+let callback (s: Services) (authorizers: Authorizers.AuthorizerService) (inbox: InboxService) =
     handler (fun ctx ->
         task {
             let appid = string ctx.Request.RouteValues["appid"]
@@ -82,7 +82,7 @@ let callback (s: Services) (inbox: InboxService) =
 
                         do! writeText ctx 200 ""
                     | Messages.NotARelease ->
-                        match! s.Store.GetAuthorizer(AuthorizerAppId appid) with
+                        match! authorizers.Lookup(AuthorizerAppId appid) with
                         | None ->
                             s.Logger.LogWarning("message for unknown authorizer {AppId} recorded and answered", appid)
 
@@ -96,10 +96,10 @@ let callback (s: Services) (inbox: InboxService) =
                                     }
 
                             do! success ctx
-                        | Some a ->
+                        | Some boundTenant ->
                             let now = s.Clock.GetUtcNow()
                             let id = Guid.NewGuid().ToString("N")
-                            let tenant = a.Tenant |> Option.map Ids.tenant
+                            let tenant = boundTenant |> Option.map Ids.tenant
                             let kind = Messages.kind m
 
                             let payload =

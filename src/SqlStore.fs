@@ -673,47 +673,81 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         member _.AppendInbox(items) =
             inTransaction (fun conn tx ->
                 task {
-                    let seen = Dictionary<string * string, string>()
-                    let outcomes = ResizeArray<AppendOutcome>()
+                    // Retries within the batch point at the first of them.
+                    let firstOf = Dictionary<string * string, string>()
 
-                    for item in items do
-                        match seen.TryGetValue((item.AuthorizerAppId, item.DedupeKey)) with
-                        | true, id -> outcomes.Add(Duplicate id)
-                        | _ ->
-                            let! inserted =
-                                exec
+                    let unique =
+                        [
+                            for item in items do
+                                let key = (item.AuthorizerAppId, item.DedupeKey)
+
+                                if not (firstOf.ContainsKey key) then
+                                    firstOf[key] <- item.Id
+                                    yield item
+                        ]
+
+                    // One prepared statement, bound again for each item: binding stays cheap however
+                    // large the batch, and the whole batch is one commit.
+                    let inserted = HashSet<string>()
+                    use insert = conn.CreateCommand()
+                    insert.Transaction <- tx
+
+                    insert.CommandText <-
+                        "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, raw_xml, status, attempts, next_attempt_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, @raw, 'pending', 0, @at, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
+
+                    let parameter name =
+                        let p = insert.CreateParameter()
+                        p.ParameterName <- name
+                        insert.Parameters.Add p |> ignore
+                        p
+
+                    let pId, pA, pK, pT, pKind =
+                        parameter "@id", parameter "@a", parameter "@k", parameter "@t", parameter "@kind"
+
+                    let pAt, pP, pRaw, pBy, pUntil =
+                        parameter "@at", parameter "@p", parameter "@raw", parameter "@by", parameter "@until"
+
+                    for item in unique do
+                        pId.Value <- item.Id
+                        pA.Value <- item.AuthorizerAppId
+                        pK.Value <- item.DedupeKey
+                        pT.Value <- dbValue (item.Tenant |> Option.map box |> Option.toObj)
+                        pKind.Value <- item.Kind
+                        pAt.Value <- ms item.ReceivedAt
+                        pP.Value <- item.Payload
+                        pRaw.Value <- item.RawXml
+                        pBy.Value <- dbValue (item.ClaimedBy |> Option.map box |> Option.toObj)
+                        pUntil.Value <- dbValue (optionalMs item.ClaimedUntil)
+                        let! n = insert.ExecuteNonQueryAsync()
+
+                        if n > 0 then
+                            inserted.Add item.Id |> ignore
+
+                    // Retries of something stored earlier: find what it was stored under.
+                    let earlier = Dictionary<string * string, string>()
+
+                    for item in unique do
+                        if not (inserted.Contains item.Id) then
+                            let! existing =
+                                scalar
                                     conn
                                     tx
-                                    "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, raw_xml, status, attempts, next_attempt_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, @raw, 'pending', 0, @at, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
-                                    [
-                                        "@id", box item.Id
-                                        "@a", box item.AuthorizerAppId
-                                        "@k", box item.DedupeKey
-                                        "@t", item.Tenant |> Option.map box |> Option.toObj
-                                        "@kind", box item.Kind
-                                        "@at", box (ms item.ReceivedAt)
-                                        "@p", box item.Payload
-                                        "@raw", box item.RawXml
-                                        "@by", item.ClaimedBy |> Option.map box |> Option.toObj
-                                        "@until", optionalMs item.ClaimedUntil
-                                    ]
+                                    "SELECT id FROM inbox WHERE authorizer_appid = @a AND dedupe_key = @k"
+                                    [ "@a", box item.AuthorizerAppId; "@k", box item.DedupeKey ]
 
-                            if inserted > 0 then
-                                seen[(item.AuthorizerAppId, item.DedupeKey)] <- item.Id
-                                outcomes.Add(Stored item.Id)
-                            else
-                                let! existing =
-                                    scalar
-                                        conn
-                                        tx
-                                        "SELECT id FROM inbox WHERE authorizer_appid = @a AND dedupe_key = @k"
-                                        [ "@a", box item.AuthorizerAppId; "@k", box item.DedupeKey ]
+                            earlier[(item.AuthorizerAppId, item.DedupeKey)] <- string existing
 
-                                let id = string existing
-                                seen[(item.AuthorizerAppId, item.DedupeKey)] <- id
-                                outcomes.Add(Duplicate id)
+                    return
+                        [
+                            for item in items do
+                                let key = (item.AuthorizerAppId, item.DedupeKey)
 
-                    return List.ofSeq outcomes
+                                match earlier.TryGetValue key with
+                                | true, id -> Duplicate id
+                                | _ ->
+                                    let first = firstOf[key]
+                                    if first = item.Id then Stored item.Id else Duplicate first
+                        ]
                 })
 
         member _.ClaimDeliveries(holder, now, until, max) =
