@@ -234,6 +234,11 @@ let main argv =
     let duration = TimeSpan.FromSeconds(float (arg "--seconds" 5))
     let warmup = TimeSpan.FromSeconds 1.
 
+    let only =
+        argv
+        |> Array.tryFindIndex ((=) "--only")
+        |> Option.bind (fun i -> Array.tryItem (i + 1) argv)
+
     task {
         printfn
             $"WeChatFs benchmarks: {connections} connections, {duration.TotalSeconds} s each after {warmup.TotalSeconds} s warm-up, {Environment.ProcessorCount} cores, load generator in the same process"
@@ -260,45 +265,48 @@ let main argv =
 
         // The ceiling is measured before and after the others; the better run counts, so warm-up
         // order cannot flatter the figures under test.
-        let! bareFirst = bareRun "bare GET (ceiling), first"
         let results = Collections.Generic.List<Load.Result * int>()
 
-        for label, provider, cs in
-            [
-                "token read, SQLite",
-                "sqlite",
-                $"Data Source={Path.Combine(Path.GetTempPath(), Guid.NewGuid().ToString())}.db"
-                "token read, PostgreSQL", "postgres", pg.NewDatabase()
-            ] do
-            let! r = tokenReads label sim provider cs connections warmup duration
-            results.Add r
+        if only <> Some "callback" then
+            let! bareFirst = bareRun "bare GET (ceiling), first"
 
-        let! bareLast = bareRun "bare GET (ceiling), last"
-        let ceiling = max bareFirst.PerSecond bareLast.PerSecond
-        Load.print bareFirst ""
-        Load.print bareLast ""
+            for label, provider, cs in
+                [
+                    "token read, SQLite",
+                    "sqlite",
+                    $"Data Source={Path.Combine(Path.GetTempPath(), Guid.NewGuid().ToString())}.db"
+                    "token read, PostgreSQL", "postgres", pg.NewDatabase()
+                ] do
+                let! r = tokenReads label sim provider cs connections warmup duration
+                results.Add r
 
-        for r, calls in results do
-            Load.print r $"{r.PerSecond / ceiling * 100.0:F0}%% of bare; WeChat calls during run: {calls}"
+            let! bareLast = bareRun "bare GET (ceiling), last"
+            let ceiling = max bareFirst.PerSecond bareLast.PerSecond
+            Load.print bareFirst ""
+            Load.print bareLast ""
 
-        let! barePost, full, barePostAgain = callbacks sim bare connections warmup duration
-        let postCeiling = max barePost.PerSecond barePostAgain.PerSecond
-        Load.print barePost ""
-        Load.print barePostAgain ""
+            for r, calls in results do
+                Load.print r $"{r.PerSecond / ceiling * 100.0:F0}%% of bare; WeChat calls during run: {calls}"
 
-        let verdict =
-            if
-                full.PerSecond >= 0.5 * postCeiling
-                && full.Percentile 99.0 <= 5.0
-                && full.Errors = 0
-            then
-                "meets"
-            else
-                "MISSES"
+        if only <> Some "token" then
+            let! barePost, full, barePostAgain = callbacks sim bare connections warmup duration
+            let postCeiling = max barePost.PerSecond barePostAgain.PerSecond
+            Load.print barePost ""
+            Load.print barePostAgain ""
 
-        Load.print
-            full
-            $"{full.PerSecond / postCeiling * 100.0:F0}%% of bare; {verdict} the target (>= 50%%, p99 <= 5 ms, no errors)"
+            let verdict =
+                if
+                    full.PerSecond >= 0.5 * postCeiling
+                    && full.Percentile 99.0 <= 5.0
+                    && full.Errors = 0
+                then
+                    "meets"
+                else
+                    "MISSES"
+
+            Load.print
+                full
+                $"{full.PerSecond / postCeiling * 100.0:F0}%% of bare; {verdict} the target (>= 50%%, p99 <= 5 ms, no errors)"
 
         do! bareApp.StopAsync()
         do! sim.StopAsync()
