@@ -77,6 +77,9 @@ public static class Demo
               curl -H "Authorization: Bearer {AdminKey}" {gatewayUrl}/api/component/access-token
               open {gatewayUrl}/wechat/component/authorize?tenant=demo-shop in a browser, authorize an account,
               then: curl -H "Authorization: Bearer {AdminKey}" {gatewayUrl}/api/authorizers
+              send it a message as WeChat would:
+                curl -X POST {simulatorUrl}/sim/messages -d '{{"appid":"wxsimoa00000000001","msg_type":"text","fields":{{"Content":"hello","MsgId":"1"}}}}'
+              run WeChat's full-network release check: curl -X POST {simulatorUrl}/sim/release-test
 
             Ctrl+C stops both.
             """);
