@@ -63,6 +63,7 @@ public static class Demo
         http.DefaultRequestHeaders.Authorization = new("Bearer", AdminKey);
         var token = await WaitForTokenAsync(http, gatewayUrl, TimeSpan.FromSeconds(20));
 
+        const string messageExample = """{"appid":"wxsimoa00000000001","msg_type":"text","fields":{"Content":"hello","MsgId":"1"}}""";
         Console.WriteLine($"""
 
             WeChatFs demo: the gateway and a simulated WeChat, on this machine only.
@@ -78,7 +79,7 @@ public static class Demo
               open {gatewayUrl}/wechat/component/authorize?tenant=demo-shop in a browser, authorize an account,
               then: curl -H "Authorization: Bearer {AdminKey}" {gatewayUrl}/api/authorizers
               send it a message as WeChat would:
-                curl -X POST {simulatorUrl}/sim/messages -d '{{"appid":"wxsimoa00000000001","msg_type":"text","fields":{{"Content":"hello","MsgId":"1"}}}}'
+                curl -X POST {simulatorUrl}/sim/messages -d '{messageExample}'
               run WeChat's full-network release check: curl -X POST {simulatorUrl}/sim/release-test
 
             Ctrl+C stops both.
