@@ -232,7 +232,8 @@ let main argv =
 
     let connections = arg "--connections" 64
     let duration = TimeSpan.FromSeconds(float (arg "--seconds" 5))
-    let warmup = TimeSpan.FromSeconds 1.
+    // Long enough for tiered compilation to settle on the hot paths.
+    let warmup = TimeSpan.FromSeconds 3.
 
     let only =
         argv

@@ -296,3 +296,28 @@ let ``readiness says what is missing, then ready once a ticket and a token are t
         let! ready = pair.Http.GetAsync(pair.Gateway.Url "/readyz")
         Assert.Equal(HttpStatusCode.OK, ready.StatusCode)
     }
+
+[<Fact>]
+let ``a 5xx from WeChat is retried after a backoff`` () =
+    task {
+        use! pair = startPair ()
+
+        do!
+            inject
+                pair
+                {|
+                    api = "api_component_token"
+                    http_status = 502
+                    times = 1
+                |}
+
+        let! _ = pushTicket pair
+
+        let! recovered =
+            eventually (TimeSpan.FromSeconds 8.) (fun () ->
+                task { let! s, _ = getToken pair in return s = HttpStatusCode.OK })
+
+        Assert.True recovered
+        let! fetched = calls pair "api_component_token"
+        Assert.Equal(2, fetched)
+    }
