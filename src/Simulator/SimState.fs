@@ -136,6 +136,23 @@ let checkToken (now: DateTimeOffset) (token: IssuedToken option) =
     | Some { ReplacedAt = Some r } when now >= r + overlap -> Error 40001
     | Some _ -> Ok()
 
+/// A new 7200 s token; the ones it replaces start their five-minute overlap now (facts §13).
+let issueReplacing (tokens: List<IssuedToken>) (now: DateTimeOffset) (value: string) =
+    for t in tokens do
+        if t.ReplacedAt.IsNone then
+            t.ReplacedAt <- Some now
+
+    let token =
+        {
+            Value = value
+            IssuedAt = now
+            ExpiresAt = now.AddSeconds 7200.
+            ReplacedAt = None
+        }
+
+    tokens.Add token
+    token
+
 type Authorization =
     {
         Account: Account
@@ -291,21 +308,7 @@ type SimState(options: SimulatorOptions) =
                 match tickets.TryGetValue ticket with
                 | false, _ -> Error 61006
                 | true, issued when now - issued >= TimeSpan.FromHours 12. -> Error 61005
-                | true, _ ->
-                    for t in componentTokens do
-                        if t.ReplacedAt.IsNone then
-                            t.ReplacedAt <- Some now
-
-                    let token =
-                        {
-                            Value = newComponentToken ()
-                            IssuedAt = now
-                            ExpiresAt = now.AddSeconds 7200.
-                            ReplacedAt = None
-                        }
-
-                    componentTokens.Add token
-                    Ok token)
+                | true, _ -> Ok(issueReplacing componentTokens now (newComponentToken ())))
 
     member this.CheckComponentToken(value: string) =
         let now = this.Now()
@@ -413,22 +416,7 @@ type SimState(options: SimulatorOptions) =
             | _ -> None)
 
     member private this.IssueAuthorizerToken(a: Authorization) =
-        let now = this.Now()
-
-        for t in a.Tokens do
-            if t.ReplacedAt.IsNone then
-                t.ReplacedAt <- Some now
-
-        let token =
-            {
-                Value = newAuthorizerToken ()
-                IssuedAt = now
-                ExpiresAt = now.AddSeconds 7200.
-                ReplacedAt = None
-            }
-
-        a.Tokens.Add token
-        token
+        issueReplacing a.Tokens (this.Now()) (newAuthorizerToken ())
 
     /// api_query_auth (facts §3.3): 61009 unknown code, 61010 expired. The same code may be exchanged
     /// again within its lifetime (it arrives on the redirect and in the push); each exchange issues a

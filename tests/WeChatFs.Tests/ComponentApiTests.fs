@@ -65,17 +65,7 @@ let ``a pushed ticket becomes a component token`` () =
 let ``before any ticket the token endpoint answers 503 problem json`` () =
     task {
         // WeChat is busy when asked to start pushing, so no ticket arrives during this test.
-        use! pair =
-            startPairPrepared (simulatorOptions ()) [] (fun sim ->
-                sim.InjectFault(
-                    "api_start_push_ticket",
-                    {
-                        Errcode = Some -1
-                        HttpStatus = None
-                        LatencyMs = 0
-                    },
-                    1
-                ))
+        use! pair = startPairWithoutTicketPush ()
 
         let! response = pair.Gateway.Api.GetAsync "/api/component/access-token"
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode)
@@ -273,17 +263,7 @@ let ``the status never shows a secret`` () =
 [<Fact>]
 let ``readiness says what is missing, then ready once a ticket and a token are there`` () =
     task {
-        use! pair =
-            startPairPrepared (simulatorOptions ()) [] (fun sim ->
-                sim.InjectFault(
-                    "api_start_push_ticket",
-                    {
-                        Errcode = Some -1
-                        HttpStatus = None
-                        LatencyMs = 0
-                    },
-                    1
-                ))
+        use! pair = startPairWithoutTicketPush ()
 
         let! notReady = pair.Http.GetAsync(pair.Gateway.Url "/readyz")
         Assert.Equal(HttpStatusCode.ServiceUnavailable, notReady.StatusCode)

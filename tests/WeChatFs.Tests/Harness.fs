@@ -210,6 +210,19 @@ let startPairWith simOptions extra =
 
 let startPair () = startPairWith (simulatorOptions ()) []
 
+/// WeChat is busy when the gateway asks it to start pushing tickets: no ticket arrives by itself.
+let startPairWithoutTicketPush () =
+    startPairPrepared (simulatorOptions ()) [] (fun sim ->
+        sim.InjectFault(
+            "api_start_push_ticket",
+            {
+                Errcode = Some -1
+                HttpStatus = None
+                LatencyMs = 0
+            },
+            1
+        ))
+
 // ---- HTTP helpers ------------------------------------------------------------------------------
 
 let json (response: HttpResponseMessage) =
