@@ -250,6 +250,7 @@ let main argv =
             SimulatorHost.start
                 { SimulatorOptions.defaults with
                     TicketInterval = TimeSpan.FromHours 1.
+                    AutoPushTickets = false
                 }
                 "http://127.0.0.1:0"
 

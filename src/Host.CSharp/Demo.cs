@@ -29,7 +29,8 @@ public static class Demo
             ticketInterval,
             d.PreAuthCodeLifetime,
             d.AuthCodeLifetime,
-            d.RequireReferer);
+            d.RequireReferer,
+            true);
     }
 
     public static async Task<int> RunAsync(string[] args)

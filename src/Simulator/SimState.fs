@@ -24,6 +24,8 @@ type SimulatorOptions =
         AuthCodeLifetime: TimeSpan
         /// WeChat refuses the authorization page unless opened from the registered domain (facts §4.1).
         RequireReferer: bool
+        /// Push tickets by itself (at start, then every TicketInterval); tests may push only on demand.
+        AutoPushTickets: bool
     }
 
 module SimulatorOptions =
@@ -39,6 +41,7 @@ module SimulatorOptions =
             PreAuthCodeLifetime = TimeSpan.FromSeconds 600.
             AuthCodeLifetime = TimeSpan.FromSeconds 600.
             RequireReferer = true
+            AutoPushTickets = true
         }
 
 type AccountKind =

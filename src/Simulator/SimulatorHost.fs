@@ -445,6 +445,12 @@ let start (options: SimulatorOptions) (url: string) =
         map app state
         do! app.StartAsync()
         let stopping = new CancellationTokenSource()
-        let pusher = runPusher state stopping.Token
+
+        let pusher =
+            if options.AutoPushTickets then
+                runPusher state stopping.Token :> Task
+            else
+                Task.CompletedTask
+
         return new RunningSimulator(app, state, stopping, pusher)
     }

@@ -153,6 +153,7 @@ let simulatorOptions () =
         EventUrl = None
         // Tests push tickets themselves, so every push is deliberate.
         TicketInterval = TimeSpan.FromHours 1.
+        AutoPushTickets = false
     }
 
 /// A simulator and a gateway wired to each other, the way the demo wires them.
