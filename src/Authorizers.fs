@@ -581,8 +581,8 @@ type AuthorizerService
 
                     match existing, l.RefreshToken with
                     | None, _ ->
-                        do!
-                            store.SaveAuthorizer
+                        let! added =
+                            store.AddAuthorizerIfAbsent
                                 {
                                     AppId = l.AppId
                                     Tenant = None
@@ -608,8 +608,10 @@ type AuthorizerService
                                     UpdatedAt = now
                                 }
 
-                        imported <- imported + 1
-                        do! fetchProfile l.AppId
+                        // An authorization stored meanwhile (here or on another instance) wins.
+                        if added then
+                            imported <- imported + 1
+                            do! fetchProfile l.AppId
                     | Some a, Some r when a.RefreshToken <> Some r || a.Status <> Authorized ->
                         do!
                             store.SaveAuthorizer

@@ -270,6 +270,39 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
             UpdatedAt = ofMs (r.GetInt64 10)
         }
 
+    /// Upsert (`replace`) or insert-if-absent; the number of rows written.
+    let writeAuthorizer (a: Authorizer) (replace: bool) =
+        let conflict =
+            if replace then
+                "DO UPDATE SET tenant = excluded.tenant, status = excluded.status, status_reason = excluded.status_reason, func_ids = excluded.func_ids, profile = excluded.profile, refresh_token = excluded.refresh_token, access_token = excluded.access_token, access_expires_at = excluded.access_expires_at, authorized_at = excluded.authorized_at, updated_at = excluded.updated_at, access_token_hash = excluded.access_token_hash"
+            else
+                "DO NOTHING"
+
+        let access = a.AccessToken |> Option.map (fun t -> Ids.authorizerToken t.Token)
+
+        run (fun conn ->
+            exec
+                conn
+                null
+                $"INSERT INTO authorizers ({authorizerColumns}, access_token_hash) VALUES (@appid, @tenant, @status, @reason, @funcs, @profile, @refresh, @access, @exp, @authorized, @updated, @hash) ON CONFLICT (appid) {conflict}"
+                [
+                    "@appid", box (Ids.authorizerAppId a.AppId)
+                    "@tenant", a.Tenant |> Option.map (Ids.tenant >> box) |> Option.toObj
+                    "@status", box (AuthorizerStatus.toText a.Status)
+                    "@reason", a.StatusReason |> Option.map box |> Option.toObj
+                    "@funcs", box (a.FuncIds |> List.map string |> String.concat ",")
+                    "@profile", a.Profile |> Option.map (profileJson >> box) |> Option.toObj
+                    "@refresh",
+                    a.RefreshToken
+                    |> Option.map (Ids.refreshToken >> sealer.Seal >> box)
+                    |> Option.toObj
+                    "@access", access |> Option.map (sealer.Seal >> box) |> Option.toObj
+                    "@exp", a.AccessToken |> Option.map (fun t -> t.ExpiresAt) |> optionalMs
+                    "@authorized", box (ms a.AuthorizedAt)
+                    "@updated", box (ms a.UpdatedAt)
+                    "@hash", access |> Option.map (hashOf >> box) |> Option.toObj
+                ])
+
     let deliveryColumns =
         "id, authorizer_appid, tenant, kind, received_at, payload, status, attempts, next_attempt_at, last_error, delivered_at"
 
@@ -465,32 +498,13 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                 return List.tryHead rows
             }
 
-        member _.SaveAuthorizer(a) =
-            let access = a.AccessToken |> Option.map (fun t -> Ids.authorizerToken t.Token)
+        member _.SaveAuthorizer(a) = writeAuthorizer a true :> Task
 
-            run (fun conn ->
-                exec
-                    conn
-                    null
-                    $"INSERT INTO authorizers ({authorizerColumns}, access_token_hash) VALUES (@appid, @tenant, @status, @reason, @funcs, @profile, @refresh, @access, @exp, @authorized, @updated, @hash) ON CONFLICT (appid) DO UPDATE SET tenant = excluded.tenant, status = excluded.status, status_reason = excluded.status_reason, func_ids = excluded.func_ids, profile = excluded.profile, refresh_token = excluded.refresh_token, access_token = excluded.access_token, access_expires_at = excluded.access_expires_at, authorized_at = excluded.authorized_at, updated_at = excluded.updated_at, access_token_hash = excluded.access_token_hash"
-                    [
-                        "@appid", box (Ids.authorizerAppId a.AppId)
-                        "@tenant", a.Tenant |> Option.map (Ids.tenant >> box) |> Option.toObj
-                        "@status", box (AuthorizerStatus.toText a.Status)
-                        "@reason", a.StatusReason |> Option.map box |> Option.toObj
-                        "@funcs", box (a.FuncIds |> List.map string |> String.concat ",")
-                        "@profile", a.Profile |> Option.map (profileJson >> box) |> Option.toObj
-                        "@refresh",
-                        a.RefreshToken
-                        |> Option.map (Ids.refreshToken >> sealer.Seal >> box)
-                        |> Option.toObj
-                        "@access", access |> Option.map (sealer.Seal >> box) |> Option.toObj
-                        "@exp", a.AccessToken |> Option.map (fun t -> t.ExpiresAt) |> optionalMs
-                        "@authorized", box (ms a.AuthorizedAt)
-                        "@updated", box (ms a.UpdatedAt)
-                        "@hash", access |> Option.map (hashOf >> box) |> Option.toObj
-                    ])
-            :> Task
+        member _.AddAuthorizerIfAbsent(a) =
+            task {
+                let! n = writeAuthorizer a false
+                return n > 0
+            }
 
         member _.ListAuthorizers(q) =
             task {

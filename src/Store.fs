@@ -38,6 +38,9 @@ type IAuthorizerStore =
     abstract GetAuthorizer: AuthorizerAppId -> Task<Authorizer option>
     /// Inserts or replaces the whole record.
     abstract SaveAuthorizer: Authorizer -> Task
+    /// Inserts the record only if the appid is unknown; true when it did. An import must never
+    /// overwrite what an authorization running at the same moment (maybe on another instance) stored.
+    abstract AddAuthorizerIfAbsent: Authorizer -> Task<bool>
     abstract ListAuthorizers: AuthorizerQuery -> Task<Page<Authorizer>>
 
     /// After api_authorizer_token: the access token and the (possibly rotated) refresh token, in one write.

@@ -81,6 +81,28 @@ type Cluster() =
                 "start"
             ]
 
+    // The test host is often ended without ProcessExit running: a detached watcher stops the cluster
+    // and removes its folder once this process is gone.
+    do
+        let stop =
+            let ctl = Path.Combine(binDir, "pg_ctl")
+            let asPostgres = if isRoot then $"runuser -u postgres -- {ctl}" else ctl
+            $"{asPostgres} -D {data} -m immediate -w stop; rm -rf {root}"
+
+        let watcher =
+            ProcessStartInfo(
+                "setsid",
+                [
+                    "sh"
+                    "-c"
+                    // Its own output goes nowhere, so nothing is printed after the test run's last line.
+                    $"exec </dev/null >/dev/null 2>&1; while kill -0 {Environment.ProcessId}; do sleep 1; done; {stop}"
+                ],
+                UseShellExecute = false
+            )
+
+        Process.Start watcher |> ignore
+
     member _.ConnectionString(database: string) =
         $"Host=127.0.0.1;Port={port};Username=postgres;Database={database};Pooling=true;Maximum Pool Size=20"
 

@@ -508,3 +508,18 @@ let ``no secret is in clear in the PostgreSQL tables`` () =
         for secret in secrets do
             Assert.DoesNotContain(secret, contents)
     }
+
+[<Theory; InlineData("sqlite"); InlineData("postgres")>]
+let ``an import never overwrites an authorizer stored meanwhile`` (provider: string) =
+    task {
+        let! store, _, _ = openFresh provider
+        use store = store
+        let stored = authorizer "wx1" (Some "shop")
+        do! store.SaveAuthorizer stored
+        let! added = store.AddAuthorizerIfAbsent { stored with Tenant = None; AccessToken = None }
+        Assert.False added
+        let! back = store.GetAuthorizer(AuthorizerAppId "wx1")
+        Assert.Equal(Some stored, back)
+        let! addedNew = store.AddAuthorizerIfAbsent(authorizer "wx2" None)
+        Assert.True addedNew
+    }
