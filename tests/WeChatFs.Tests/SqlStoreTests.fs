@@ -516,7 +516,14 @@ let ``an import never overwrites an authorizer stored meanwhile`` (provider: str
         use store = store
         let stored = authorizer "wx1" (Some "shop")
         do! store.SaveAuthorizer stored
-        let! added = store.AddAuthorizerIfAbsent { stored with Tenant = None; AccessToken = None }
+
+        let! added =
+            store.AddAuthorizerIfAbsent
+                { stored with
+                    Tenant = None
+                    AccessToken = None
+                }
+
         Assert.False added
         let! back = store.GetAuthorizer(AuthorizerAppId "wx1")
         Assert.Equal(Some stored, back)
