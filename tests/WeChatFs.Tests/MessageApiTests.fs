@@ -367,3 +367,84 @@ let ``forged pushes are refused and unknown accounts are answered without a deli
             |> Seq.length
         )
     }
+
+[<Fact>]
+let ``after a key rotation pushes under the previous key still open, and the URL check echoes`` () =
+    task {
+        // The simulator (WeChat) still encrypts with the old key; the gateway has a new current one.
+        let! hook = startWebhook ()
+        use _ = hook
+
+        let! pair =
+            startPairWith
+                (simulatorOptions ())
+                (webhookSettings hook
+                 @ [
+                     "WeChatFs:Component:EncodingAesKey", String('B', 43)
+                     "WeChatFs:Component:PreviousEncodingAesKey", encodingAesKey
+                 ])
+
+        use _ = pair
+        let! _ = pushTicket pair
+        let! _ = authorizeVia pair "shop-1" shop
+        hook.Respond <- fun _ -> 200, """{"reply":{"msg_type":"text","content":"rotated"}}"""
+        let! answer = sendMessage pair shop "text" [ "Content", "hi"; "MsgId", "4242" ]
+        // The reply is sealed with the key that opened the push, so WeChat can read it.
+        Assert.Contains("rotated", str answer "reply")
+        let signature = Crypto.plainSignature token "1700000000" "42"
+
+        let! check =
+            pair.Http.GetStringAsync(
+                pair.Gateway.Url
+                    $"/wechat/authorizers/{shop}/callback?signature={signature}&timestamp=1700000000&nonce=42&echostr=hello"
+            )
+
+        Assert.Equal("hello", check)
+
+        let! bad =
+            pair.Http.GetAsync(
+                pair.Gateway.Url $"/wechat/authorizers/{shop}/callback?signature=x&timestamp=1&nonce=2&echostr=hello"
+            )
+
+        Assert.Equal(HttpStatusCode.Unauthorized, bad.StatusCode)
+    }
+
+[<Fact>]
+let ``a tenant with its own webhook gets its messages there`` () =
+    task {
+        let! shared = startWebhook ()
+        use _ = shared
+        let! own = startWebhook ()
+        use _ = own
+
+        let! pair =
+            startPairWith
+                (simulatorOptions ())
+                (webhookSettings shared @ [ "WeChatFs:Webhooks:Tenants:vip:Url", own.Url ])
+
+        use _ = pair
+        let! _ = pushTicket pair
+
+        let! _ =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task {
+                    let! r = pair.Gateway.Api.GetAsync "/api/component/access-token" in return r.IsSuccessStatusCode
+                })
+
+        let! _ = authorizeVia pair "vip" shop
+        let! _ = authorizeVia pair "plain" mini
+        let! _ = sendMessage pair shop "text" [ "Content", "to vip"; "MsgId", "61" ]
+        let! _ = sendMessage pair mini "text" [ "Content", "to shared"; "MsgId", "62" ]
+        let! _ = waitFor own 1
+        let! _ = waitFor shared 1
+
+        Assert.Equal<string list>(
+            [ "to vip" ],
+            messagesOf own |> List.map (fun p -> str (p.GetProperty "message") "content")
+        )
+
+        Assert.Equal<string list>(
+            [ "to shared" ],
+            messagesOf shared |> List.map (fun p -> str (p.GetProperty "message") "content")
+        )
+    }
