@@ -118,7 +118,7 @@ let ``three instances fetch each token once per due time and serve the same toke
 
         // Hammer all three instances for a few due times, while their schedulers tick too.
         let served = Collections.Concurrent.ConcurrentBag<string * string>()
-        use stop = new CancellationTokenSource(TimeSpan.FromSeconds 9.)
+        use stop = new CancellationTokenSource(TimeSpan.FromSeconds 10.)
 
         let worker (n: int) =
             task {
