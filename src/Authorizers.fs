@@ -381,9 +381,6 @@ type AuthorizerService
                 return known
             }
 
-    /// Forget what Lookup remembered after a change here (other instances catch up within the TTL).
-    member _.Forget(appid: AuthorizerAppId) = directory.TryRemove appid |> ignore
-
     /// A fresh pre_auth_code and the two links; the tenant travels in the signed state and is also
     /// remembered under the pre_auth_code, so an `authorized` push alone binds the right tenant.
     member _.CreateLinks(tenant: TenantId, authType: int option, bizAppId: string option, stateLifetime: TimeSpan) =

@@ -1,6 +1,6 @@
 /// The HTTP edge's shared pieces: responses (JSON, problem details), the admin key check, bounded
 /// body reads, the encrypted-push reader and the token-retrying proxy. HttpContext stays in the edge
-/// files (Http, ComponentApi, AuthorizerApi, Api).
+/// files (Http, ComponentApi, AuthorizerApi, MessageApi, Api).
 module WeChatFs.Http
 
 open System
@@ -179,7 +179,7 @@ let readEncryptedPush (s: Services) (ctx: HttpContext) =
                 match opened with
                 | Ok(plain, key) -> return Opened(plain, key)
                 | Error Crypto.SignatureMismatch -> return Rejected(401, Crypto.describe Crypto.SignatureMismatch)
-                | Error e -> return Rejected(400, Crypto.describe e)
+                | Error e -> return Rejected(400, $"{Crypto.describe e} ({Crypto.errorCode e})")
     }
 
 // ---- proxies -------------------------------------------------------------------------------------
