@@ -35,25 +35,61 @@ let private readerSettings =
         MaxCharactersInDocument = 1_048_576L
     )
 
+/// One pass over a flat document (the usual push); None when a child has elements of its own.
+let private readFlat (xml: string) =
+    use reader = XmlReader.Create(new StringReader(xml), readerSettings)
+    reader.MoveToContent() |> ignore
+    let fields = Collections.Generic.Dictionary<string, string>()
+    let text = Text.StringBuilder()
+    let mutable current: string = null
+    let mutable nested = false
+
+    while not nested && reader.Read() do
+        match reader.NodeType with
+        | XmlNodeType.Element when reader.Depth = 1 ->
+            if reader.IsEmptyElement then
+                fields[reader.LocalName] <- ""
+            else
+                current <- reader.LocalName
+                text.Clear() |> ignore
+        | XmlNodeType.Element -> nested <- true
+        | XmlNodeType.Text
+        | XmlNodeType.CDATA
+        | XmlNodeType.SignificantWhitespace when not (isNull current) -> text.Append reader.Value |> ignore
+        | XmlNodeType.EndElement when reader.Depth = 1 && not (isNull current) ->
+            fields[current] <- text.ToString()
+            current <- null
+        | _ -> ()
+
+    if nested then
+        None
+    else
+        Some(fields |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq)
+
+/// Nested documents keep each child's inner XML, so parts like <info> or <Articles> can be read again.
+let private readNested (xml: string) =
+    use reader = XmlReader.Create(new StringReader(xml), readerSettings)
+    let doc = XDocument.Load reader
+
+    doc.Root.Elements()
+    |> Seq.map (fun e ->
+        let value =
+            if e.HasElements then
+                e.Nodes() |> Seq.map string |> String.concat ""
+            else
+                e.Value
+
+        e.Name.LocalName, value)
+    |> Map.ofSeq
+
 let parseXml (xml: string) : Result<XmlFields, WireError> =
     if String.IsNullOrWhiteSpace xml then
         Error(MalformedXml "empty body")
     else
         try
-            use reader = XmlReader.Create(new StringReader(xml), readerSettings)
-            let doc = XDocument.Load reader
-
-            doc.Root.Elements()
-            |> Seq.map (fun e ->
-                let value =
-                    if e.HasElements then
-                        e.Nodes() |> Seq.map string |> String.concat ""
-                    else
-                        e.Value
-
-                e.Name.LocalName, value)
-            |> Map.ofSeq
-            |> Ok
+            match readFlat xml with
+            | Some fields -> Ok fields
+            | None -> Ok(readNested xml)
         with
         | :? XmlException as ex -> Error(MalformedXml ex.Message)
         | :? InvalidOperationException as ex -> Error(MalformedXml ex.Message)
