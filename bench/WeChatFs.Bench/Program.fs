@@ -208,13 +208,13 @@ let callbacks (sim: SimulatorHost.RunningSimulator) (bare: string) connections w
         let! bareRun =
             Load.run "bare POST answering success (ceiling)" connections warmup duration (post (bare + "/bare"))
 
-        let! full =
-            Load.run
-                "callback: verify+decrypt+persist+answer"
-                connections
-                warmup
-                duration
-                (post $"{address}/wechat/authorizers/{appid}/callback")
+        let target = $"{address}/wechat/authorizers/{appid}/callback"
+
+        let! first =
+            Load.run "callback: verify+decrypt+persist+answer" connections warmup duration (post target)
+        // Measured twice, like the ceiling; the better run counts.
+        let! again = Load.run "callback, again" connections warmup duration (post target)
+        let full = if again.PerSecond > first.PerSecond then again else first
 
         let! bareAgain =
             Load.run "bare POST answering success, again" connections warmup duration (post (bare + "/bare"))
