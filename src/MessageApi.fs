@@ -98,7 +98,7 @@ let callback (s: Services) (authorizers: Authorizers.AuthorizerService) (inbox: 
                             do! success ctx
                         | Some boundTenant ->
                             let now = s.Clock.GetUtcNow()
-                            let id = Guid.NewGuid().ToString("N")
+                            let id = Guid.CreateVersion7().ToString("N")
                             let tenant = boundTenant |> Option.map Ids.tenant
                             let kind = Messages.kind m
 
@@ -170,7 +170,7 @@ let forwardAuthorizationEvent (s: Services) (inbox: InboxService) (push: Wire.Co
             let! a = s.Store.GetAuthorizer(AuthorizerAppId appid)
             let tenant = a |> Option.bind (fun a -> a.Tenant) |> Option.map Ids.tenant
             let now = s.Clock.GetUtcNow()
-            let id = Guid.NewGuid().ToString("N")
+            let id = Guid.CreateVersion7().ToString("N")
             let message = JsonObject()
             message["info_type"] <- JsonValue.Create infoType
             message["authorizer_appid"] <- JsonValue.Create appid
