@@ -324,9 +324,6 @@ type SimState(options: SimulatorOptions) =
     member _.ComponentTokens() =
         locked (fun () -> List.ofSeq componentTokens)
 
-    member this.CurrentComponentToken() =
-        locked (fun () -> componentTokens |> Seq.tryFindBack (fun t -> t.ReplacedAt.IsNone))
-
     // ---- authorization ----
 
     member this.CreatePreAuthCode() =
