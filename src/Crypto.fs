@@ -77,33 +77,52 @@ module AesKey =
 
     let bytes (AesKey k) = Array.copy k
 
-let private sha1Hex (text: string) =
-    SHA1.HashData(Encoding.UTF8.GetBytes text) |> Convert.ToHexStringLower
+/// sha1 over the parts sorted ordinally and joined, lower-case hex; encoded into one pooled buffer.
+let private sortedSha1Hex (parts: string[]) =
+    let parts = parts |> Array.map (fun s -> if isNull s then "" else s)
+    Array.sortInPlaceWith (fun a b -> String.CompareOrdinal(a, b)) parts
+
+    let buffer =
+        Buffers.ArrayPool<byte>.Shared.Rent(parts |> Array.sumBy Encoding.UTF8.GetByteCount)
+
+    try
+        let mutable length = 0
+
+        for p in parts do
+            length <- length + Encoding.UTF8.GetBytes(p, 0, p.Length, buffer, length)
+
+        SHA1.HashData(ReadOnlySpan(buffer, 0, length)) |> Convert.ToHexStringLower
+    finally
+        Buffers.ArrayPool<byte>.Shared.Return buffer
 
 /// msg_signature = sha1 over the sorted token, timestamp, nonce and Encrypt, lower-case hex.
 let msgSignature (token: string) (timestamp: string) (nonce: string) (encrypted: string) =
-    [| token; timestamp; nonce; encrypted |]
-    |> Array.map (fun s -> if isNull s then "" else s)
-    |> Array.sortWith (fun a b -> String.CompareOrdinal(a, b))
-    |> String.concat ""
-    |> sha1Hex
+    sortedSha1Hex [| token; timestamp; nonce; encrypted |]
 
 /// The plain-mode signature (token, timestamp, nonce), used by the URL verification handshake.
 let plainSignature (token: string) (timestamp: string) (nonce: string) =
-    [| token; timestamp; nonce |]
-    |> Array.map (fun s -> if isNull s then "" else s)
-    |> Array.sortWith (fun a b -> String.CompareOrdinal(a, b))
-    |> String.concat ""
-    |> sha1Hex
+    sortedSha1Hex [| token; timestamp; nonce |]
 
 /// Compares in constant time so the check leaks nothing about how much of a forgery was right.
+/// Hex digits compare case-insensitively.
 let private sameHex (a: string) (b: string) =
-    not (isNull a)
-    && not (isNull b)
-    && CryptographicOperations.FixedTimeEquals(
-        ReadOnlySpan(Encoding.ASCII.GetBytes(a.ToLowerInvariant())),
-        ReadOnlySpan(Encoding.ASCII.GetBytes(b.ToLowerInvariant()))
-    )
+    if isNull a || isNull b || a.Length <> b.Length then
+        false
+    else
+        // Anything outside ASCII becomes 0, which no hex digit equals.
+        let lower (c: char) =
+            if c > '\u007F' then 0uy
+            elif c >= 'A' && c <= 'Z' then byte c ||| 0x20uy
+            else byte c
+
+        let x = Span<byte>(Array.zeroCreate<byte> a.Length)
+        let y = Span<byte>(Array.zeroCreate<byte> b.Length)
+
+        for i in 0 .. a.Length - 1 do
+            x[i] <- lower a[i]
+            y[i] <- lower b[i]
+
+        CryptographicOperations.FixedTimeEquals(Span.op_Implicit x, Span.op_Implicit y)
 
 let verifySignature token timestamp nonce encrypted (signature: string) =
     if sameHex (msgSignature token timestamp nonce encrypted) signature then
@@ -117,6 +136,7 @@ let private pad (data: byte[]) =
     let n = blockSize - data.Length % blockSize
     Array.append data (Array.create n (byte n))
 
+/// The plaintext and its length without the padding (no copy).
 let private unpad (data: byte[]) =
     if data.Length = 0 then
         Error InvalidPadding
@@ -126,7 +146,7 @@ let private unpad (data: byte[]) =
         if n < 1 || n > blockSize || n > data.Length then
             Error InvalidPadding
         else
-            Ok data[.. data.Length - n - 1]
+            Ok(data, data.Length - n)
 
 let private aes (AesKey key) =
     let a = Aes.Create()
@@ -161,29 +181,31 @@ let private fromBase64 (s: string) =
         let mutable written = 0
 
         if Convert.TryFromBase64String(s, Span buffer, &written) then
-            Ok buffer[.. written - 1]
+            Ok(ArraySegment(buffer, 0, written))
         else
             Error InvalidBase64
 
-let private decryptBlocks (key: AesKey) (cipher: byte[]) =
-    if cipher.Length = 0 || cipher.Length % 16 <> 0 then
+let private decryptBlocks (key: AesKey) (cipher: ArraySegment<byte>) =
+    if cipher.Count = 0 || cipher.Count % 16 <> 0 then
         Error AesDecryptFailed
     else
         use a = aes key
-        Ok(a.DecryptCbc(ReadOnlySpan cipher, ReadOnlySpan(iv key), PaddingMode.None))
+
+        Ok(
+            a.DecryptCbc(
+                ReadOnlySpan(cipher.Array, cipher.Offset, cipher.Count),
+                ReadOnlySpan(iv key),
+                PaddingMode.None
+            )
+        )
 
 let private strictUtf8 = UTF8Encoding(false, true)
 
-let private utf8 (bytes: byte[]) =
-    try
-        Ok(strictUtf8.GetString bytes)
-    with :? ArgumentException ->
-        Error InvalidUtf8
-
-/// Splits `random | length | message | appid`, checking that the message fits and the appid matches.
-let private unframe (expectedAppId: string) (plain: byte[]) =
-    if plain.Length < 20 then
-        Error(InvalidLength(0, max 0 (plain.Length - 20)))
+/// Splits `random | length | message | appid` of the first `length` bytes, checking that the
+/// message fits and the appid matches.
+let private unframe (expectedAppId: string) (plain: byte[], length: int) =
+    if length < 20 then
+        Error(InvalidLength(0, max 0 (length - 20)))
     else
         let declared =
             (int plain[16] <<< 24)
@@ -191,7 +213,7 @@ let private unframe (expectedAppId: string) (plain: byte[]) =
             ||| (int plain[18] <<< 8)
             ||| int plain[19]
 
-        let available = plain.Length - 20
+        let available = length - 20
 
         if declared < 0 || declared > available then
             Error(InvalidLength(declared, available))
@@ -202,7 +224,10 @@ let private unframe (expectedAppId: string) (plain: byte[]) =
             if actualAppId <> expectedAppId then
                 Error(AppIdMismatch actualAppId)
             else
-                utf8 plain[20 .. 20 + declared - 1]
+                try
+                    Ok(strictUtf8.GetString(plain, 20, declared))
+                with :? ArgumentException ->
+                    Error InvalidUtf8
 
 /// Base64 → AES-CBC → strip padding → unframe, for one key.
 let decrypt (key: AesKey) (appId: string) (encrypted: string) : Result<string, CryptoError> =

@@ -127,6 +127,18 @@ let readLimited (ctx: HttpContext) (limit: int) =
 
         if declared.HasValue && declared.Value > int64 limit then
             return TooLarge
+        elif declared.HasValue then
+            // The usual case: the declared length, read into one array of that size.
+            let body = Array.zeroCreate<byte>(int declared.Value)
+            let mutable total = 0
+            let mutable reading = true
+
+            while reading && total < body.Length do
+                let! n = ctx.Request.Body.ReadAsync(body, total, body.Length - total)
+
+                if n = 0 then reading <- false else total <- total + n
+
+            return Body(if total = body.Length then body else body[.. total - 1])
         else
             use buffer = new MemoryStream()
             let chunk = Array.zeroCreate<byte> 8192

@@ -246,6 +246,10 @@ let messageJson (m: Message) =
     o
 
 /// `{id, kind, authorizer_appid, tenant, received_at, message, raw_xml}`: the webhook body.
+/// JSON for programs, not pages: `<` and non-ASCII text are written as they are, not as \u escapes.
+let private payloadWriting =
+    JsonWriterOptions(Encoder = Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
+
 let webhookPayload
     (id: string)
     (kind: string)
@@ -255,15 +259,30 @@ let webhookPayload
     (message: JsonNode)
     (rawXml: string)
     =
-    let o = JsonObject()
-    o["id"] <- JsonValue.Create id
-    o["kind"] <- JsonValue.Create kind
-    o["authorizer_appid"] <- JsonValue.Create authorizerAppId
-    o["tenant"] <- tenant |> Option.map (fun t -> JsonValue.Create t :> JsonNode) |> Option.toObj
-    o["received_at"] <- JsonValue.Create(receivedAt.ToString("O", CultureInfo.InvariantCulture))
-    o["message"] <- message
-    o["raw_xml"] <- JsonValue.Create rawXml
-    o.ToJsonString()
+    // Written straight to UTF-8: no intermediate tree for the envelope, one buffer per payload.
+    let buffer = Buffers.ArrayBufferWriter<byte>(512 + 3 * rawXml.Length)
+    use w = new Utf8JsonWriter(buffer, payloadWriting)
+    w.WriteStartObject()
+    w.WriteString("id", id)
+    w.WriteString("kind", kind)
+    w.WriteString("authorizer_appid", authorizerAppId)
+
+    match tenant with
+    | Some t -> w.WriteString("tenant", t)
+    | None -> w.WriteNull "tenant"
+
+    w.WriteString("received_at", receivedAt.ToString("O", CultureInfo.InvariantCulture))
+    w.WritePropertyName "message"
+
+    if isNull message then
+        w.WriteNullValue()
+    else
+        message.WriteTo w
+
+    w.WriteString("raw_xml", rawXml)
+    w.WriteEndObject()
+    w.Flush()
+    Encoding.UTF8.GetString buffer.WrittenSpan
 
 /// `X-WeChatFs-Signature`: `sha256=` + hex HMAC-SHA256 of the exact body under the webhook secret.
 let signBody (secret: string) (body: string) =

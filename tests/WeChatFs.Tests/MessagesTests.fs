@@ -98,6 +98,22 @@ let ``the webhook body has the documented fields`` () =
     Assert.Equal("<xml/>", root.GetProperty("raw_xml").GetString())
 
 [<Fact>]
+let ``the webhook body keeps Chinese text and markup readable, not escaped`` () =
+    let raw = "<xml><Content><![CDATA[你好 <b> & 'x']]></Content></xml>"
+
+    let m =
+        parsed (xml "text" "<Content><![CDATA[你好 <b> & 'x']]></Content><MsgId>9</MsgId>")
+
+    let body =
+        webhookPayload "d1" (kind m) "wxa" None DateTimeOffset.UnixEpoch (messageJson m) raw
+
+    Assert.Contains("你好 <b> & 'x'", body)
+    let root = JsonDocument.Parse(body).RootElement
+    Assert.Equal(raw, root.GetProperty("raw_xml").GetString())
+    Assert.Equal("你好 <b> & 'x'", root.GetProperty("message").GetProperty("content").GetString())
+    Assert.Equal(JsonValueKind.Null, root.GetProperty("tenant").ValueKind)
+
+[<Fact>]
 let ``the signature is HMAC-SHA256 of the exact body, and any change to the body changes it`` () =
     let expected =
         "sha256="

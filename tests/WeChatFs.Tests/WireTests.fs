@@ -70,14 +70,13 @@ let ``no string makes the XML reader throw`` () =
 [<Fact>]
 let ``any text survives CDATA and plain element content`` () =
     Prop.forAll (Arb.fromGen xmlSafeString) (fun s ->
-        let escaped = System.Security.SecurityElement.Escape s
+        let read (doc: string) =
+            parseXml doc |> Result.map (Map.tryFind "A")
 
-        parseXml $"<xml><A>{escaped}</A></xml>"
-        |> Result.bind (field "A")
-        |> Result.defaultValue ""
-            =
-            (if s.Trim() = "" then "" else s)
-        || s.Trim() = "")
+        let escaped = System.Security.SecurityElement.Escape s
+        // The reader drops whitespace-only text, but never inside CDATA.
+        read $"<xml><A>{escaped}</A></xml>" = Ok(Some(if s.Trim() = "" then "" else s))
+        && (s.Contains "]]>" || read $"<xml><A><![CDATA[{s}]]></A></xml>" = Ok(Some s)))
     |> Check.QuickThrowOnFailure
 
 [<Fact>]
@@ -97,3 +96,73 @@ let ``func_info becomes permission set ids`` () =
             .RootElement
 
     Assert.Equal<int list>([ 1; 15 ], funcIds info)
+
+/// Documents near WeChat's shape, and near misses: what the fast path answers, the reader must agree with.
+let private nearWeChatXml =
+    let name = Gen.elements [ "A"; "B"; "ToUserName"; "a1"; "_x"; "A-B"; "a:b"; "xml" ]
+
+    let anyText =
+        ArbMap.defaults
+        |> ArbMap.generate<string>
+        |> Gen.map (fun s -> if isNull s then "" else s)
+
+    let content =
+        Gen.oneof
+            [
+                Gen.map (fun s -> $"<![CDATA[{s}]]>") anyText
+                Gen.map (fun s -> $"<![CDATA[{s}]]>") xmlSafeString
+                Gen.map System.Security.SecurityElement.Escape xmlSafeString
+                anyText
+                Gen.constant ""
+                Gen.constant "  \n "
+                Gen.constant "<B>nested</B>"
+                Gen.constant "<!-- note -->x"
+                Gen.constant "<![CDATA[a]]> "
+            ]
+
+    let child =
+        Gen.map3
+            (fun (n: string) (c: string) (shape: int) ->
+                match shape with
+                | 0 -> $"<{n}/>"
+                | 1 -> $"<{n} />"
+                | 2 -> $"<{n}>{c}</{n}x>"
+                | 3 -> $" <{n}>{c}</{n}>\n"
+                | _ -> $"<{n}>{c}</{n}>")
+            name
+            content
+            (Gen.frequency
+                [
+                    1, Gen.constant 0
+                    1, Gen.constant 1
+                    1, Gen.constant 2
+                    2, Gen.constant 3
+                    8, Gen.constant 4
+                ])
+
+    Gen.map4
+        (fun (prefix: string) (children: string list) (close: string) (suffix: string) ->
+            prefix + "<xml>" + String.concat "" children + close + suffix)
+        (Gen.elements [ ""; ""; " \n"; "<?xml version=\"1.0\"?>"; "\uFEFF"; "\r\n" ])
+        (Gen.listOf child)
+        (Gen.elements [ "</xml>"; "</xml>"; "</xml>"; "</xm>"; "" ])
+        (Gen.elements [ ""; ""; "\n"; "x"; "<!-- after -->" ])
+
+[<Fact>]
+let ``wherever the fast path answers, the XML reader gives the same fields`` () =
+    Prop.forAll (Arb.fromGen nearWeChatXml) (fun doc ->
+        match scanFlat doc with
+        | Some fields -> readXml doc = Ok fields
+        | None -> true)
+    |> Check.QuickThrowOnFailure
+
+[<Fact>]
+let ``pushes shaped as WeChat sends them take the fast path`` () =
+    Prop.forAll (Arb.fromGen (Gen.zip xmlSafeString xmlSafeString)) (fun (content: string, sender: string) ->
+        let doc =
+            $"<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[{sender}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content><MsgId>1</MsgId></xml>"
+
+        match scanFlat doc with
+        | Some fields -> Ok fields = readXml doc && fields["Content"] = content
+        | None -> false)
+    |> Check.QuickThrowOnFailure
