@@ -46,7 +46,9 @@ type InboxService
     let hooks = options.Webhooks
 
     let batcher =
-        new GroupCommit.Batcher<InboxItem, AppendOutcome>(store.AppendInbox, 512)
+        // Up to two transactions at once: one being made durable, the next taking the pushes that
+        // arrive meanwhile.
+        new GroupCommit.Batcher<InboxItem, AppendOutcome>(store.AppendInbox, 512, 2)
 
     // Our own client: redirects not followed, no logging handler.
     let http =
@@ -59,6 +61,9 @@ type InboxService
     member _.FirstAttemptClaim = TimeSpan.FromSeconds 15.
 
     member _.Options = options
+
+    /// Group-commit batches written so far, and the items in them.
+    member _.CommitCounts = batcher.Counts
 
     /// Resolves once the item's batch is durable.
     member _.Append(item: InboxItem) = batcher.Submit item

@@ -115,7 +115,6 @@ let callback (s: Services) (authorizers: Authorizers.AuthorizerService) (inbox: 
                                         Kind = kind
                                         ReceivedAt = now
                                         Payload = payload
-                                        RawXml = plain
                                         ClaimedBy = Some s.Options.InstanceId
                                         ClaimedUntil = Some(now + inbox.FirstAttemptClaim)
                                     }
@@ -187,7 +186,6 @@ let forwardAuthorizationEvent (s: Services) (inbox: InboxService) (push: Wire.Co
                         Kind = kind
                         ReceivedAt = now
                         Payload = Messages.webhookPayload id kind appid tenant now message ""
-                        RawXml = ""
                         ClaimedBy = None
                         ClaimedUntil = None
                     }

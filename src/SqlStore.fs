@@ -16,6 +16,7 @@ open Microsoft.Data.Sqlite
 open Npgsql
 open WeChatFs.Domain
 open WeChatFs.Store
+open WeChatFs.StoreConnections
 
 type Dialect =
     {
@@ -58,6 +59,9 @@ let migrations (d: Dialect) =
             "CREATE UNIQUE INDEX inbox_dedupe ON inbox (authorizer_appid, dedupe_key)"
             "CREATE INDEX inbox_due ON inbox (status, next_attempt_at)"
         ]
+        // The webhook payload already carries the raw XML; storing it twice only doubled the bytes
+        // written per push.
+        2, [ "ALTER TABLE inbox DROP COLUMN raw_xml" ]
     ]
 
 // ---- small ADO.NET helpers ---------------------------------------------------------------------
@@ -164,67 +168,18 @@ module private Task =
                 return Some ex
         }
 
-/// How calls get a connection: SQLite one at a time on a shared connection, PostgreSQL from the pool.
-type private Connections =
-    abstract Run: (DbConnection -> Task<'a>) -> Task<'a>
-    abstract Dispose: unit -> unit
-
-type private SqliteConnections(connectionString: string) =
-    let gate = new SemaphoreSlim(1, 1)
-    let conn = new SqliteConnection(connectionString)
-
-    do
-        conn.Open()
-
-        for pragma in
-            [
-                "PRAGMA journal_mode=WAL"
-                // Durable before acknowledged: every commit reaches the disk.
-                "PRAGMA synchronous=FULL"
-                "PRAGMA busy_timeout=5000"
-            ] do
-            use c = conn.CreateCommand()
-            c.CommandText <- pragma
-            c.ExecuteNonQuery() |> ignore
-
-    interface Connections with
-        member _.Run(work) =
-            task {
-                do! gate.WaitAsync()
-
-                try
-                    return! work (conn :> DbConnection)
-                finally
-                    gate.Release() |> ignore
-            }
-
-        member _.Dispose() =
-            conn.Dispose()
-            gate.Dispose()
-
-type private PostgresConnections(connectionString: string) =
-    let source = NpgsqlDataSource.Create connectionString
-
-    interface Connections with
-        member _.Run(work) =
-            task {
-                use! conn = source.OpenConnectionAsync()
-                return! work (conn :> DbConnection)
-            }
-
-        member _.Dispose() = source.Dispose()
-
 type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secrets.Sealer) =
     let run work = connections.Run work
 
-    let inTransaction (work: DbConnection -> DbTransaction -> Task<'a>) =
-        run (fun conn ->
-            task {
-                use! tx = conn.BeginTransactionAsync()
-                let! result = work conn tx
-                do! tx.CommitAsync()
-                return result
-            })
+    let transaction (work: DbConnection -> DbTransaction -> Task<'a>) (conn: DbConnection) =
+        task {
+            use! tx = conn.BeginTransactionAsync()
+            let! result = work conn tx
+            do! tx.CommitAsync()
+            return result
+        }
+
+    let inTransaction work = run (transaction work)
 
     let unseal (what: string) (value: string) =
         match sealer.Unseal value with
@@ -684,85 +639,82 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
 
         // ---- inbox and deliveries ----
 
-        member _.AppendInbox(items) =
-            inTransaction (fun conn tx ->
-                task {
-                    // Retries within the batch point at the first of them.
-                    let firstOf = Dictionary<string * string, string>()
+        // The inbox's batches sync outside the connection (RunThenSync): the next batch writes
+        // while this one waits for the disk, and still nobody is answered before it is durable.
+        member _.AppendInbox(feed) =
+            connections.RunThenSync(
+                transaction (fun conn tx ->
+                    task {
+                        // One prepared statement, bound again for each item: binding stays cheap
+                        // however large the batch, and the whole batch is one commit.
+                        use insert = conn.CreateCommand()
+                        insert.Transaction <- tx
 
-                    let unique =
-                        [
-                            for item in items do
+                        insert.CommandText <-
+                            "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, status, attempts, next_attempt_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, 'pending', 0, @at, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
+
+                        let parameter name =
+                            let p = insert.CreateParameter()
+                            p.ParameterName <- name
+                            insert.Parameters.Add p |> ignore
+                            p
+
+                        let pId, pA, pK, pT, pKind =
+                            parameter "@id", parameter "@a", parameter "@k", parameter "@t", parameter "@kind"
+
+                        let pAt, pP, pBy, pUntil =
+                            parameter "@at", parameter "@p", parameter "@by", parameter "@until"
+
+                        // What each key is stored under, as far as this batch knows: a retry within
+                        // the batch points at the first of them.
+                        let storedAs = Dictionary<string * string, string>()
+                        let outcomes = ResizeArray<AppendOutcome>()
+
+                        let append (item: InboxItem) =
+                            task {
                                 let key = (item.AuthorizerAppId, item.DedupeKey)
 
-                                if not (firstOf.ContainsKey key) then
-                                    firstOf[key] <- item.Id
-                                    yield item
-                        ]
-
-                    // One prepared statement, bound again for each item: binding stays cheap however
-                    // large the batch, and the whole batch is one commit.
-                    let inserted = HashSet<string>()
-                    use insert = conn.CreateCommand()
-                    insert.Transaction <- tx
-
-                    insert.CommandText <-
-                        "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, raw_xml, status, attempts, next_attempt_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, @raw, 'pending', 0, @at, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
-
-                    let parameter name =
-                        let p = insert.CreateParameter()
-                        p.ParameterName <- name
-                        insert.Parameters.Add p |> ignore
-                        p
-
-                    let pId, pA, pK, pT, pKind =
-                        parameter "@id", parameter "@a", parameter "@k", parameter "@t", parameter "@kind"
-
-                    let pAt, pP, pRaw, pBy, pUntil =
-                        parameter "@at", parameter "@p", parameter "@raw", parameter "@by", parameter "@until"
-
-                    for item in unique do
-                        pId.Value <- item.Id
-                        pA.Value <- item.AuthorizerAppId
-                        pK.Value <- item.DedupeKey
-                        pT.Value <- dbValue (item.Tenant |> Option.map box |> Option.toObj)
-                        pKind.Value <- item.Kind
-                        pAt.Value <- ms item.ReceivedAt
-                        pP.Value <- item.Payload
-                        pRaw.Value <- item.RawXml
-                        pBy.Value <- dbValue (item.ClaimedBy |> Option.map box |> Option.toObj)
-                        pUntil.Value <- dbValue (optionalMs item.ClaimedUntil)
-                        let! n = insert.ExecuteNonQueryAsync()
-
-                        if n > 0 then
-                            inserted.Add item.Id |> ignore
-
-                    // Retries of something stored earlier: find what it was stored under.
-                    let earlier = Dictionary<string * string, string>()
-
-                    for item in unique do
-                        if not (inserted.Contains item.Id) then
-                            let! existing =
-                                scalar
-                                    conn
-                                    tx
-                                    "SELECT id FROM inbox WHERE authorizer_appid = @a AND dedupe_key = @k"
-                                    [ "@a", box item.AuthorizerAppId; "@k", box item.DedupeKey ]
-
-                            earlier[(item.AuthorizerAppId, item.DedupeKey)] <- string existing
-
-                    return
-                        [
-                            for item in items do
-                                let key = (item.AuthorizerAppId, item.DedupeKey)
-
-                                match earlier.TryGetValue key with
-                                | true, id -> Duplicate id
+                                match storedAs.TryGetValue key with
+                                | true, id -> outcomes.Add(Duplicate id)
                                 | _ ->
-                                    let first = firstOf[key]
-                                    if first = item.Id then Stored item.Id else Duplicate first
-                        ]
-                })
+                                    pId.Value <- item.Id
+                                    pA.Value <- item.AuthorizerAppId
+                                    pK.Value <- item.DedupeKey
+                                    pT.Value <- dbValue (item.Tenant |> Option.map box |> Option.toObj)
+                                    pKind.Value <- item.Kind
+                                    pAt.Value <- ms item.ReceivedAt
+                                    pP.Value <- item.Payload
+                                    pBy.Value <- dbValue (item.ClaimedBy |> Option.map box |> Option.toObj)
+                                    pUntil.Value <- dbValue (optionalMs item.ClaimedUntil)
+                                    let! n = insert.ExecuteNonQueryAsync()
+
+                                    if n > 0 then
+                                        storedAs[key] <- item.Id
+                                        outcomes.Add(Stored item.Id)
+                                    else
+                                        // A retry of something stored earlier: find what it was stored under.
+                                        let! existing =
+                                            scalar
+                                                conn
+                                                tx
+                                                "SELECT id FROM inbox WHERE authorizer_appid = @a AND dedupe_key = @k"
+                                                [ "@a", box item.AuthorizerAppId; "@k", box item.DedupeKey ]
+
+                                        storedAs[key] <- string existing
+                                        outcomes.Add(Duplicate(string existing))
+                            }
+
+                        let mutable next = feed.First
+
+                        while not next.IsEmpty do
+                            for item in next do
+                                do! append item
+
+                            next <- feed.More()
+
+                        return List.ofSeq outcomes
+                    })
+            )
 
         member _.ClaimDeliveries(holder, now, until, max) =
             run (fun conn ->

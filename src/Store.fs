@@ -107,9 +107,8 @@ type InboxItem =
         Tenant: string option
         Kind: string
         ReceivedAt: DateTimeOffset
-        /// The webhook body, ready to send.
+        /// The webhook body, ready to send (it carries the raw XML).
         Payload: string
-        RawXml: string
         /// The receiving instance claims the first attempt while WeChat waits.
         ClaimedBy: string option
         ClaimedUntil: DateTimeOffset option
@@ -137,8 +136,9 @@ type AppendOutcome =
     | Duplicate of id: string
 
 type IInboxStore =
-    /// Stores the whole batch in one transaction (group commit); one outcome per item, in order.
-    abstract AppendInbox: InboxItem list -> Task<AppendOutcome list>
+    /// Stores the feed's items in one transaction (group commit), taking more while the feed gives
+    /// them; resolves once they are durable, with one outcome per item in the order they were taken.
+    abstract AppendInbox: GroupCommit.Feed<InboxItem> -> Task<AppendOutcome list>
 
     /// Claims up to `max` pending deliveries that are due at `now` and not claimed by a live holder
     /// (PostgreSQL: FOR UPDATE SKIP LOCKED), until `until`.

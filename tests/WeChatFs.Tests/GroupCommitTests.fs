@@ -53,3 +53,84 @@ let ``a failed batch fails every writer in it and the next batch still works`` (
         Assert.Equal(2, ok)
         do! (batcher :> IAsyncDisposable).DisposeAsync()
     }
+
+/// A store like SQLite's: writes under a lock, then waits for a slow "fsync" outside it.
+let private syncingStore (syncDelay: int) =
+    let gate = new SemaphoreSlim(1, 1)
+    let fromMore = ref 0
+
+    let write (feed: Feed<int>) =
+        task {
+            do! gate.WaitAsync()
+            let results = ResizeArray<int>()
+
+            try
+                let mutable next = feed.First
+
+                while not next.IsEmpty do
+                    for i in next do
+                        results.Add(i * 10)
+
+                    next <- feed.More()
+
+                    Interlocked.Add(fromMore, next.Length) |> ignore
+            finally
+                gate.Release() |> ignore
+
+            do! Task.Delay syncDelay
+            return List.ofSeq results
+        }
+
+    write, fromMore
+
+[<Fact>]
+let ``items arriving while a batch syncs join the open batch, and every writer gets its own answer`` () =
+    task {
+        let write, fromMore = syncingStore 2
+        let batcher = new Batcher<int, int>(write, 512, 2)
+
+        let worker (w: int) =
+            task {
+                for i in 0..199 do
+                    let item = w * 1000 + i
+                    let! r = batcher.Submit item
+                    Assert.Equal(item * 10, r)
+            }
+
+        let! _ = Array.init 32 (fun w -> Task.Run<unit>(fun () -> worker w)) |> Task.WhenAll
+        let batches, items = batcher.Counts
+        Assert.Equal(32L * 200L, items)
+        Assert.True(batches < items / 4L, $"{batches} batches for {items} items")
+        Assert.True(fromMore.Value > 0, "no item joined a batch that was already open")
+        do! (batcher :> IAsyncDisposable).DisposeAsync()
+    }
+
+[<Fact>]
+let ``a batch write that answers too few items fails its writers instead of leaving them waiting`` () =
+    task {
+        let batcher =
+            new Batcher<int, int>((fun (_: Feed<int>) -> Task.FromResult []), 512, 2)
+
+        for i in 1..3 do
+            let! ex =
+                Assert.ThrowsAsync<InvalidOperationException>(fun () -> batcher.Submit i :> Task)
+
+            Assert.Contains("every item", ex.Message)
+
+        do! (batcher :> IAsyncDisposable).DisposeAsync()
+    }
+
+[<Fact>]
+let ``after disposal nothing is accepted and nothing is left waiting`` () =
+    task {
+        let write, _ = syncingStore 1
+        let batcher = new Batcher<int, int>(write, 512, 2)
+        let! r = batcher.Submit 4
+        Assert.Equal(40, r)
+        do! (batcher :> IAsyncDisposable).DisposeAsync()
+
+        let! ex =
+            Assert.ThrowsAsync<ObjectDisposedException>(fun () -> batcher.Submit 5 :> Task)
+
+        Assert.NotNull ex
+    }

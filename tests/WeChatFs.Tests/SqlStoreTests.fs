@@ -73,7 +73,6 @@ let private item (appid: string) (key: string) (id: string) =
         Kind = "text"
         ReceivedAt = t0
         Payload = "{}"
-        RawXml = "<xml/>"
         ClaimedBy = None
         ClaimedUntil = None
     }
@@ -293,6 +292,9 @@ let ``values, secret or not, and events round-trip`` (provider: string) =
         Assert.Equal(2, all.Length)
     }
 
+let private append (store: IStore) items =
+    store.AppendInbox(GroupCommit.Feed.ofList items)
+
 [<Theory; InlineData("sqlite"); InlineData("postgres")>]
 let ``the inbox stores a batch at once and recognises retries, also within the batch`` (provider: string) =
     task {
@@ -300,10 +302,10 @@ let ``the inbox stores a batch at once and recognises retries, also within the b
         use store = store
 
         let! first =
-            store.AppendInbox [ item "wxa" "m1" "id1"; item "wxa" "m2" "id2"; item "wxa" "m1" "id3" ]
+            append store [ item "wxa" "m1" "id1"; item "wxa" "m2" "id2"; item "wxa" "m1" "id3" ]
 
         Assert.Equal<AppendOutcome list>([ Stored "id1"; Stored "id2"; Duplicate "id1" ], first)
-        let! again = store.AppendInbox [ item "wxa" "m2" "id4"; item "wxb" "m2" "id5" ]
+        let! again = append store [ item "wxa" "m2" "id4"; item "wxb" "m2" "id5" ]
         Assert.Equal<AppendOutcome list>([ Duplicate "id2"; Stored "id5" ], again)
         let! page = store.ListDeliveries(Some Pending, 0, 10)
         Assert.Equal(3, page.Total)
@@ -316,7 +318,8 @@ let ``deliveries are claimed once, retried with backoff, dead-lettered and retri
         use store = store
 
         let! _ =
-            store.AppendInbox
+            append
+                store
                 [
                     item "wxa" "m1" "id1"
                     { item "wxa" "m2" "id2" with
@@ -362,6 +365,57 @@ let ``migrating twice is harmless`` (provider: string) =
         Assert.Equal(Ok(), ping)
     }
 
+[<Theory; InlineData("sqlite"); InlineData("postgres")>]
+let ``a version 1 inbox keeps its messages through the later migrations`` (provider: string) =
+    task {
+        let connectionString =
+            match provider with
+            | "sqlite" ->
+                let file = Path.Combine(tempFolder (), "v1.db")
+                $"Data Source={file}"
+            | _ -> postgres.Force().NewDatabase()
+
+        use conn: Data.Common.DbConnection =
+            match provider with
+            | "sqlite" -> new Microsoft.Data.Sqlite.SqliteConnection(connectionString)
+            | _ -> new Npgsql.NpgsqlConnection(connectionString)
+
+        do! conn.OpenAsync()
+
+        let exec (sql: string) =
+            task {
+                use c = conn.CreateCommand()
+                c.CommandText <- sql
+                let! _ = c.ExecuteNonQueryAsync()
+                ()
+            }
+
+        let dialect =
+            if provider = "sqlite" then
+                SqlStore.sqlite
+            else
+                SqlStore.postgres
+
+        do! exec "CREATE TABLE schema_version (version INTEGER NOT NULL)"
+
+        for statement in SqlStore.migrations dialect |> List.find (fst >> (=) 1) |> snd do
+            do! exec statement
+
+        do! exec "INSERT INTO schema_version (version) VALUES (1)"
+
+        do!
+            exec
+                "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, raw_xml, status, attempts, next_attempt_at) VALUES ('old1', 'wxa', 'msg:1', 'shop', 'text', 0, '{}', '<xml/>', 'pending', 0, 0)"
+
+        do! conn.CloseAsync()
+        use store = SqlStore.openStore provider connectionString (sealer ())
+        do! store.Migrate()
+        let! page = store.ListDeliveries(Some Pending, 0, 10)
+        Assert.Equal<string list>([ "old1" ], page.Items |> List.map (fun d -> d.Id))
+        let! again = append store [ item "wxa" "msg:1" "new1" ]
+        Assert.Equal<AppendOutcome list>([ Duplicate "old1" ], again)
+    }
+
 [<Fact>]
 let ``several instances may migrate one PostgreSQL database at once`` () =
     task {
@@ -400,7 +454,7 @@ let ``on PostgreSQL concurrent claimers never claim the same delivery`` () =
         let cs = postgres.Force().NewDatabase()
         let stores = List.init 3 (fun _ -> SqlStore.openStore "postgres" cs (sealer ()))
         do! stores.Head.Migrate()
-        let! _ = stores.Head.AppendInbox [ for i in 1..30 -> item "wxa" $"m{i}" $"id{i}" ]
+        let! _ = append stores.Head [ for i in 1..30 -> item "wxa" $"m{i}" $"id{i}" ]
 
         let! claimed =
             stores
