@@ -15,6 +15,11 @@ type Result =
         Errors: int
         Seconds: float
         Latencies: float[]
+        /// Bytes allocated in the whole process (server and load generator) per request.
+        AllocatedPerRequest: float
+        /// Garbage collections during the measured part, and their total pause.
+        Collections: int
+        PauseMs: float
     }
 
     member this.PerSecond = float this.Requests / this.Seconds
@@ -27,13 +32,17 @@ type Result =
                                (this.Latencies.Length - 1)
                                (int (ceil (p / 100.0 * float this.Latencies.Length)) - 1 |> max 0)]
 
-/// Runs `send` from `connections` loops for `warmup` (not counted), then for `duration`.
-let run
+/// Runs `send` from `connections` loops for `warmup` (not counted), then for `duration`. Each request
+/// is built by `prepare` before its clock starts, so the figures are the server's, not the client's.
+/// Also answers how much `counts` (two counters of the server under test) grew while measuring.
+let runCounting
     (name: string)
     (connections: int)
     (warmup: TimeSpan)
     (duration: TimeSpan)
-    (send: HttpClient -> int -> Task<bool>)
+    (prepare: int -> 'request)
+    (send: HttpClient -> 'request -> Task<bool>)
+    (counts: unit -> int64 * int64)
     =
     task {
         use handler =
@@ -53,13 +62,13 @@ let run
                 let mutable errors = 0
 
                 while not (Volatile.Read &stopping) do
-                    let n = Interlocked.Increment counter
+                    let request = prepare (Interlocked.Increment counter)
                     let started = Stopwatch.GetTimestamp()
 
                     let! ok =
                         task {
                             try
-                                return! send client n
+                                return! send client request
                             with _ ->
                                 return false
                         }
@@ -76,10 +85,18 @@ let run
         let workers = [| for w in 1..connections -> loop w |]
         do! Task.Delay warmup
         Volatile.Write(&measuring, true)
+        let countsBefore = counts ()
+        let allocatedBefore = GC.GetTotalAllocatedBytes false
+        let collectionsBefore = GC.CollectionCount 0
+        let pauseBefore = GC.GetTotalPauseDuration()
         let clock = Stopwatch.StartNew()
         do! Task.Delay duration
         Volatile.Write(&measuring, false)
         let seconds = clock.Elapsed.TotalSeconds
+        let countsAfter = counts ()
+        let allocated = GC.GetTotalAllocatedBytes false - allocatedBefore
+        let collections = GC.CollectionCount 0 - collectionsBefore
+        let pause = GC.GetTotalPauseDuration() - pauseBefore
         Volatile.Write(&stopping, true)
         let! results = Task.WhenAll workers
         let latencies = results |> Array.collect (fun (l, _) -> l.ToArray()) |> Array.sort
@@ -91,19 +108,48 @@ let run
                 Errors = results |> Array.sumBy snd
                 Seconds = seconds
                 Latencies = latencies
-            }
+                AllocatedPerRequest = float allocated / float (max 1 latencies.Length)
+                Collections = collections
+                PauseMs = pause.TotalMilliseconds
+            },
+            (fst countsAfter - fst countsBefore, snd countsAfter - snd countsBefore)
     }
 
+let runPrepared name connections warmup duration (prepare: int -> 'request) send =
+    task {
+        let! result, _ =
+            runCounting name connections warmup duration prepare send (fun () -> 0L, 0L)
+
+        return result
+    }
+
+let run name connections warmup duration (send: HttpClient -> int -> Task<bool>) =
+    runPrepared name connections warmup duration id send
+
 let header () =
-    printfn "%-44s %10s %8s %8s %8s %7s  %s" "benchmark" "req/s" "p50 ms" "p99 ms" "p99.9 ms" "errors" "notes"
+    printfn
+        "%-44s %8s %7s %7s %8s %6s %8s %6s %8s  %s"
+        "benchmark"
+        "req/s"
+        "p50 ms"
+        "p99 ms"
+        "p99.9 ms"
+        "errors"
+        "KB/req"
+        "GCs"
+        "GC ms"
+        "notes"
 
 let print (r: Result) (notes: string) =
     printfn
-        "%-44s %10.0f %8.2f %8.2f %8.2f %7d  %s"
+        "%-44s %8.0f %7.2f %7.2f %8.2f %6d %8.1f %6d %8.0f  %s"
         r.Name
         r.PerSecond
         (r.Percentile 50.0)
         (r.Percentile 99.0)
         (r.Percentile 99.9)
         r.Errors
+        (r.AllocatedPerRequest / 1024.0)
+        r.Collections
+        r.PauseMs
         notes

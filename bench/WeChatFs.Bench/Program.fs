@@ -13,13 +13,22 @@ open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Hosting
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.Configuration
+open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
 open WeChatFs
+open WeChatFs.Store
 open WeChatFs.Simulator
 open WeChatFs.Simulator.SimState
 open WeChatFs.Tests
 
 let adminKey = "bench-admin-key"
+
+/// A run writes hundreds of megabytes of inbox; none of it is kept.
+let removeFolder (folder: string) =
+    try
+        Directory.Delete(folder, true)
+    with _ ->
+        ()
 
 let private url () =
     $"http://127.0.0.1:{PostgresCluster.freePort ()}"
@@ -166,6 +175,9 @@ let tokenReads
 
         let! after = totalCalls http sim
         do! app.StopAsync()
+        // Disposing the services closes the store, so its files can go.
+        do! app.DisposeAsync()
+        removeFolder folder
         return result, after - before
     }
 
@@ -196,31 +208,123 @@ let callbacks (sim: SimulatorHost.RunningSimulator) (bare: string) connections w
             | Ok k -> k
             | Error e -> failwith $"{e}"
 
-        let post (target: string) (client: HttpClient) (n: int) =
+        let push = encryptedPush o key
+
+        let post (target: string) (client: HttpClient) (query: string, body: string) =
             task {
-                let query, body = encryptedPush o key n
                 use content = new StringContent(body, Encoding.UTF8, "text/xml")
                 use! r = client.PostAsync(target + query, content)
                 let! answer = r.Content.ReadAsStringAsync()
                 return r.IsSuccessStatusCode && answer = "success"
             }
 
-        let! bareRun =
-            Load.run "bare POST answering success (ceiling)" connections warmup duration (post (bare + "/bare"))
+        let measure label target =
+            Load.runPrepared label connections warmup duration push (post target)
 
+        let! bareRun = measure "bare POST answering success (ceiling)" (bare + "/bare")
         let target = $"{address}/wechat/authorizers/{appid}/callback"
+        let inbox = app.Services.GetRequiredService<Inbox.InboxService>()
 
-        let! first =
-            Load.run "callback: verify+decrypt+persist+answer" connections warmup duration (post target)
+        // With the mean group-commit batch (pushes per transaction) of the measured part.
+        let measureCallback label =
+            task {
+                let! result, (batches, items) =
+                    Load.runCounting label connections warmup duration push (post target) (fun () -> inbox.CommitCounts)
+
+                return result, float items / float (max 1L batches)
+            }
+
+        let! first = measureCallback "callback: verify+decrypt+persist+answer"
         // Measured twice, like the ceiling; the better run counts.
-        let! again = Load.run "callback, again" connections warmup duration (post target)
-        let full = if again.PerSecond > first.PerSecond then again else first
-
-        let! bareAgain =
-            Load.run "bare POST answering success, again" connections warmup duration (post (bare + "/bare"))
-
+        let! again = measureCallback "callback, again"
+        let! bareAgain = measure "bare POST answering success, again" (bare + "/bare")
         do! app.StopAsync()
-        return bareRun, full, bareAgain
+        // Disposing the services closes the store, so its files can go.
+        do! app.DisposeAsync()
+        removeFolder folder
+        return bareRun, first, again, bareAgain
+    }
+
+/// The inbox store alone, no HTTP: pushes appended in batches of 1 (a commit per push, the baseline)
+/// and of the sizes group commit forms under load, on SQLite with synchronous=FULL.
+let storeAppends (seconds: float) =
+    task {
+        let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
+
+        let sealer =
+            match Secrets.MasterKey.ofBytes (Array.create 32 7uy) with
+            | Ok k -> Secrets.Sealer k
+            | Error e -> failwith $"{e}"
+
+        let store =
+            SqlStore.openStore "sqlite" ("Data Source=" + Path.Combine(folder, "wechatfs.db")) sealer
+
+        do! store.Migrate()
+        let o = SimulatorOptions.defaults
+
+        let key =
+            match Crypto.AesKey.create o.EncodingAesKey with
+            | Ok k -> k
+            | Error e -> failwith $"{e}"
+
+        let mutable n = 0
+
+        let item () =
+            n <- n + 1
+            let _, body = encryptedPush o key n
+            let id = Guid.CreateVersion7().ToString("N")
+
+            let plain =
+                Crypto.decrypt key o.ComponentAppId ((Wire.encryptedPart body) |> Result.defaultValue "")
+                |> Result.defaultValue ""
+
+            let m = Messages.parse plain |> Result.defaultWith (fun e -> failwith $"{e}")
+            let now = DateTimeOffset.UtcNow
+            let kind = Messages.kind m
+
+            {
+                Id = id
+                DedupeKey = Messages.dedupeKey m
+                AuthorizerAppId = "wxsimoa00000000001"
+                Tenant = Some "bench"
+                Kind = kind
+                ReceivedAt = now
+                Payload =
+                    Messages.webhookPayload
+                        id
+                        kind
+                        "wxsimoa00000000001"
+                        (Some "bench")
+                        now
+                        (Messages.messageJson m)
+                        plain
+                ClaimedBy = Some "bench"
+                ClaimedUntil = Some(now.AddSeconds 15.)
+            }
+
+        let rows = Collections.Generic.List<string * float * float>()
+
+        for batch in [ 1; 8; 32 ] do
+            let batches = Collections.Generic.List<InboxItem list>()
+            // Built beforehand, so only the store's work is timed.
+            let total = max 2000 (int (seconds * 25_000.0))
+
+            for _ in 1 .. total / batch do
+                batches.Add(List.init batch (fun _ -> item ()))
+
+            let clock = Diagnostics.Stopwatch.StartNew()
+
+            for b in batches do
+                let! _ = store.AppendInbox(GroupCommit.Feed.ofList b)
+                ()
+
+            let elapsed = clock.Elapsed.TotalSeconds
+            let pushes = float (batches.Count * batch)
+            rows.Add(($"inbox append, SQLite, {batch} per commit", pushes / elapsed, elapsed / pushes * 1e6))
+
+        (store :> IDisposable).Dispose()
+        removeFolder folder
+        return rows
     }
 
 [<EntryPoint>]
@@ -232,8 +336,9 @@ let main argv =
 
     let connections = arg "--connections" 64
     let duration = TimeSpan.FromSeconds(float (arg "--seconds" 5))
-    // Long enough for tiered compilation to settle on the hot paths.
-    let warmup = TimeSpan.FromSeconds 3.
+    // Long enough for tiered compilation (whose background compiles share the two cores with the
+    // load) to settle on the hot paths, and for the store's files to reach their working size.
+    let warmup = TimeSpan.FromSeconds(float (arg "--warmup" 5))
 
     let only =
         argv
@@ -269,18 +374,19 @@ let main argv =
         // order cannot flatter the figures under test.
         let results = Collections.Generic.List<Load.Result * int>()
 
-        if only <> Some "callback" then
+        if only = None || only = Some "token" then
             let! bareFirst = bareRun "bare GET (ceiling), first"
+            let tokenDb = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
 
             for label, provider, cs in
                 [
-                    "token read, SQLite",
-                    "sqlite",
-                    $"Data Source={Path.Combine(Path.GetTempPath(), Guid.NewGuid().ToString())}.db"
+                    "token read, SQLite", "sqlite", "Data Source=" + Path.Combine(tokenDb, "wechatfs.db")
                     "token read, PostgreSQL", "postgres", pg.NewDatabase()
                 ] do
                 let! r = tokenReads label sim provider cs connections warmup duration
                 results.Add r
+
+            removeFolder tokenDb
 
             let! bareLast = bareRun "bare GET (ceiling), last"
             let ceiling = max bareFirst.PerSecond bareLast.PerSecond
@@ -290,11 +396,27 @@ let main argv =
             for r, calls in results do
                 Load.print r $"{r.PerSecond / ceiling * 100.0:F0}%% of bare; WeChat calls during run: {calls}"
 
-        if only <> Some "token" then
-            let! barePost, full, barePostAgain = callbacks sim bare connections warmup duration
+        if only = None || only = Some "store" then
+            let! rows = storeAppends duration.TotalSeconds
+
+            for name, perSecond, micros in rows do
+                printfn "%-44s %8.0f %s" name perSecond $"  {micros:F1} µs per push"
+
+        if only = None || only = Some "callback" then
+            let! barePost, first, again, barePostAgain =
+                callbacks sim bare connections warmup duration
+
             let postCeiling = max barePost.PerSecond barePostAgain.PerSecond
             Load.print barePost ""
             Load.print barePostAgain ""
+
+            let (full, fullBatch), (other, otherBatch) =
+                if (fst again).PerSecond > (fst first).PerSecond then
+                    again, first
+                else
+                    first, again
+
+            Load.print other $"{other.PerSecond / postCeiling * 100.0:F0}%% of bare; {otherBatch:F1} pushes per commit"
 
             let verdict =
                 if
@@ -308,7 +430,7 @@ let main argv =
 
             Load.print
                 full
-                $"{full.PerSecond / postCeiling * 100.0:F0}%% of bare; {verdict} the target (>= 50%%, p99 <= 5 ms, no errors)"
+                $"{full.PerSecond / postCeiling * 100.0:F0}%% of bare; {fullBatch:F1} pushes per commit; {verdict} the target (>= 50%%, p99 <= 5 ms, no errors)"
 
         do! bareApp.StopAsync()
         do! sim.StopAsync()
