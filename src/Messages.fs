@@ -260,7 +260,9 @@ let webhookPayload
     (rawXml: string)
     =
     // Written straight to UTF-8: no intermediate tree for the envelope, one buffer per payload.
-    let buffer = Buffers.ArrayBufferWriter<byte>(512 + 3 * rawXml.Length)
+    let buffer =
+        Buffers.ArrayBufferWriter<byte>(512 + 3 * (if isNull rawXml then 0 else rawXml.Length))
+
     use w = new Utf8JsonWriter(buffer, payloadWriting)
     w.WriteStartObject()
     w.WriteString("id", id)
