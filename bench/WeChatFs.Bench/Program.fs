@@ -37,7 +37,10 @@ let private url () =
 let startBare () =
     task {
         let address = url ()
-        let builder = WebApplication.CreateBuilder()
+        // As the wechatfs host: no configuration reload watcher (see Gateway.cs).
+        let builder =
+            WebApplication.CreateBuilder [| "--hostBuilder:reloadConfigOnChange=false" |]
+
         builder.WebHost.UseUrls(address) |> ignore
         builder.Logging.ClearProviders() |> ignore
         let app = builder.Build()
@@ -68,7 +71,10 @@ let startGateway
     =
     task {
         let address = url ()
-        let builder = WebApplication.CreateBuilder()
+        // As the wechatfs host: no configuration reload watcher (see Gateway.cs).
+        let builder =
+            WebApplication.CreateBuilder [| "--hostBuilder:reloadConfigOnChange=false" |]
+
         builder.WebHost.UseUrls(address) |> ignore
         builder.Logging.ClearProviders() |> ignore
         let o = sim.State.Options

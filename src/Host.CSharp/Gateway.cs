@@ -7,7 +7,10 @@ public static class Gateway
     /// the demo keeps readable console lines.</param>
     public static WebApplication Build(string[] args, IDictionary<string, string?>? overrides = null, bool jsonLogs = true)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        // Configuration is read and validated once, at start; a reload watcher would add nothing but
+        // cost: it watches the content root recursively, where the SQLite store usually lives, and
+        // wakes on every write to it.
+        var builder = WebApplication.CreateBuilder([.. args, "--hostBuilder:reloadConfigOnChange=false"]);
         if (overrides is not null)
         {
             builder.Configuration.AddInMemoryCollection(overrides);

@@ -437,7 +437,11 @@ type RunningSimulator(app: WebApplication, state: SimState, stopping: Cancellati
 /// Starts the simulator on `url` ("http://127.0.0.1:0" for a free port).
 let start (options: SimulatorOptions) (url: string) =
     task {
-        let builder = WebApplication.CreateBuilder()
+        // No configuration reload watcher: it would watch the working folder recursively, where the
+        // demo keeps its store, and wake on every write.
+        let builder =
+            WebApplication.CreateBuilder [| "--hostBuilder:reloadConfigOnChange=false" |]
+
         builder.WebHost.UseUrls(url) |> ignore
         builder.Logging.ClearProviders() |> ignore
         let app = builder.Build()
