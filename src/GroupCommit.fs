@@ -107,31 +107,24 @@ type Batcher<'item, 'result>(writeBatch: Feed<'item> -> Task<'result list>, maxB
         previous.ContinueWith((fun (_: Task) -> rouse ()), TaskContinuationOptions.ExecuteSynchronously)
         |> ignore
 
+        let closing () =
+            previous.IsCompleted || batch.Count >= maxBatch
+
         /// Items that arrived since the last call, waiting for some while the previous batch is
         /// not yet durable; once it is, what is at hand comes along and the batch closes.
         let more () =
-            let mutable result = []
-            let mutable waiting = not closed.IsSet
-
-            while waiting do
+            if closed.IsSet then
+                []
+            else
+                sleepUntil (fun () -> not queue.IsEmpty || closing ())
                 // Read before taking: what is at hand when the previous batch is done still comes along.
-                let last = previous.IsCompleted || batch.Count >= maxBatch
-                result <- take (maxBatch - batch.Count) batch
+                let last = closing ()
+                let taken = take (maxBatch - batch.Count) batch
 
                 if last then
                     closed.Set()
-                    waiting <- false
-                elif not result.IsEmpty then
-                    waiting <- false
-                else
-                    Volatile.Write(&sleeping, 1)
 
-                    if queue.IsEmpty && not previous.IsCompleted then
-                        wake.WaitOne() |> ignore
-
-                    Volatile.Write(&sleeping, 0)
-
-            result
+                taken
 
         Interlocked.Increment &batches |> ignore
 
@@ -181,9 +174,6 @@ type Batcher<'item, 'result>(writeBatch: Feed<'item> -> Task<'result list>, maxB
             TaskCreationOptions.LongRunning,
             TaskScheduler.Default
         )
-
-    new(writeBatch: 'item list -> Task<'result list>, maxBatch) =
-        new Batcher<'item, 'result>((fun (feed: Feed<'item>) -> writeBatch feed.First), maxBatch, 1)
 
     /// Batches written and items in them so far: items / batches is the commits saved per item.
     member _.Counts = Interlocked.Read &batches, Interlocked.Read &items

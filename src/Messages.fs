@@ -245,11 +245,11 @@ let messageJson (m: Message) =
 
     o
 
-/// `{id, kind, authorizer_appid, tenant, received_at, message, raw_xml}`: the webhook body.
 /// JSON for programs, not pages: `<` and non-ASCII text are written as they are, not as \u escapes.
 let private payloadWriting =
     JsonWriterOptions(Encoder = Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
 
+/// `{id, kind, authorizer_appid, tenant, received_at, message, raw_xml}`: the webhook body.
 let webhookPayload
     (id: string)
     (kind: string)

@@ -187,10 +187,13 @@ let tokenReads
         return result, after - before
     }
 
-/// A push as WeChat sends it, each with a fresh MsgId so deduplication cannot flatter the figure.
+/// A text message, each with a fresh MsgId so deduplication cannot flatter the figure.
+let plainPush (n: int) =
+    $"<xml><ToUserName><![CDATA[gh_5a1c0ffee0001]]></ToUserName><FromUserName><![CDATA[oBENCH{n % 1000}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[benchmark message {n}]]></Content><MsgId>{9_000_000_000L + int64 n}</MsgId></xml>"
+
+/// The push as WeChat sends it: encrypted, signed, in its outer XML.
 let encryptedPush (o: SimulatorOptions) (key: Crypto.AesKey) (n: int) =
-    let plain =
-        $"<xml><ToUserName><![CDATA[gh_5a1c0ffee0001]]></ToUserName><FromUserName><![CDATA[oBENCH{n % 1000}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[benchmark message {n}]]></Content><MsgId>{9_000_000_000L + int64 n}</MsgId></xml>"
+    let plain = plainPush n
 
     let encrypted = Crypto.encrypt key o.ComponentAppId (Array.zeroCreate 16) plain
     let timestamp, nonce = "1700000000", string n
@@ -266,24 +269,12 @@ let storeAppends (seconds: float) =
             SqlStore.openStore "sqlite" ("Data Source=" + Path.Combine(folder, "wechatfs.db")) sealer
 
         do! store.Migrate()
-        let o = SimulatorOptions.defaults
-
-        let key =
-            match Crypto.AesKey.create o.EncodingAesKey with
-            | Ok k -> k
-            | Error e -> failwith $"{e}"
-
         let mutable n = 0
 
         let item () =
             n <- n + 1
-            let _, body = encryptedPush o key n
             let id = Guid.CreateVersion7().ToString("N")
-
-            let plain =
-                Crypto.decrypt key o.ComponentAppId ((Wire.encryptedPart body) |> Result.defaultValue "")
-                |> Result.defaultValue ""
-
+            let plain = plainPush n
             let m = Messages.parse plain |> Result.defaultWith (fun e -> failwith $"{e}")
             let now = DateTimeOffset.UtcNow
             let kind = Messages.kind m

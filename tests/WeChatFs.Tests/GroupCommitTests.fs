@@ -18,7 +18,7 @@ let ``concurrent writers are answered with their own results, in fewer batches t
                 return items |> List.map (fun i -> i * 10)
             }
 
-        let batcher = new Batcher<int, int>(write, 100)
+        let batcher = new Batcher<int, int>((fun feed -> write feed.First), 100, 1)
 
         let! results =
             Array.init 200 (fun i -> Task.Run<int>(Func<Task<int>>(fun () -> batcher.Submit i)))
@@ -43,7 +43,7 @@ let ``a failed batch fails every writer in it and the next batch still works`` (
                     return items
             }
 
-        let batcher = new Batcher<int, int>(write, 100)
+        let batcher = new Batcher<int, int>((fun feed -> write feed.First), 100, 1)
 
         let! ex =
             Assert.ThrowsAsync<InvalidOperationException>(fun () -> batcher.Submit 1 :> Task)
