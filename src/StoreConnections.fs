@@ -17,6 +17,8 @@ type internal Connections =
     /// Like Run, and resolves only once what `work` committed is durable. SQLite commits without
     /// its own fsync and syncs the log after releasing the connection, so the next caller can
     /// write while this one waits for the disk; one fsync then serves every commit made before it.
+    /// With SQLite the task completes on the log's sync thread, so what a caller does right after
+    /// it must be brief and must not block (group commit only hands each writer its result).
     abstract RunThenSync: (DbConnection -> Task<'a>) -> Task<'a>
 
     abstract Dispose: unit -> unit
@@ -67,9 +69,11 @@ type internal LogSync(walPath: string) =
     member _.Sync() : Task =
         lock sync (fun () ->
             if isNull waiting then
-                // Continuations run on the thread pool, never on the sync thread: whatever a caller
-                // does next (even disposing the store) must not hold up or join the sync thread.
-                waiting <- TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+                // Continuations run on the sync thread itself. Under load the thread pool is busy
+                // with requests, and a hop through its queue would delay the news that a batch is
+                // durable, which is what lets the next batch commit. What runs here is short:
+                // group commit answers its writers, whose own continuations go to the pool.
+                waiting <- TaskCompletionSource()
                 signal.Set() |> ignore
 
             waiting.Task)
