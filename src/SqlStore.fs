@@ -754,7 +754,9 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                 exec
                     conn
                     null
-                    "UPDATE inbox SET status = @s, attempts = attempts + 1, last_error = @e, next_attempt_at = @next, claimed_by = NULL, claimed_until = NULL WHERE id = @id"
+                    // Only a pending delivery: if this attempt's claim ran out and another instance
+                    // delivered meanwhile, a late failure must not put it back in line.
+                    "UPDATE inbox SET status = @s, attempts = attempts + 1, last_error = @e, next_attempt_at = @next, claimed_by = NULL, claimed_until = NULL WHERE id = @id AND status = 'pending'"
                     [
                         "@s", box status
                         "@e", box error

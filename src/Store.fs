@@ -146,7 +146,8 @@ type IInboxStore =
         holder: string * now: DateTimeOffset * until: DateTimeOffset * max: int -> Task<Delivery list>
 
     abstract MarkDelivered: id: string * at: DateTimeOffset -> Task
-    /// Counts the attempt; `retryAt = None` dead-letters the delivery.
+    /// Counts the attempt; `retryAt = None` dead-letters the delivery. A delivery that is no longer
+    /// pending (delivered meanwhile, or already dead) stays as it is.
     abstract MarkFailed: id: string * error: string * retryAt: DateTimeOffset option -> Task
     abstract GetDelivery: id: string -> Task<Delivery option>
     abstract ListDeliveries: status: DeliveryStatus option * offset: int * limit: int -> Task<Page<Delivery>>

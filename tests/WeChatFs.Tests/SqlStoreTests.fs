@@ -345,8 +345,11 @@ let ``deliveries are claimed once, retried with backoff, dead-lettered and retri
         let! dead = store.ListDeliveries(Some Dead, 0, 10)
         Assert.Equal<string list>([ "id1" ], dead.Items |> List.map (fun d -> d.Id))
         Assert.Equal(Some "HTTP 500", dead.Items.Head.LastError)
+        // A late failure from the instance whose claim on id2 ran out does not undo the delivery.
+        do! store.MarkFailed("id2", "timed out", Some(t0.AddSeconds 60.))
         let! delivered = store.GetDelivery "id2"
         Assert.Equal(Delivered, delivered.Value.Status)
+        Assert.Equal(1, delivered.Value.Attempts)
         let! retried = store.RetryDelivery("id1", t0.AddSeconds 100.)
         let! notRetried = store.RetryDelivery("id2", t0.AddSeconds 100.)
         Assert.True retried
