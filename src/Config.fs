@@ -34,6 +34,9 @@ type WebhookOptions =
         RetryBase: TimeSpan
         /// How often each instance looks for due deliveries.
         PollInterval: TimeSpan
+        /// How long a delivered message stays in the inbox (and in `GET /api/deliveries`) before it
+        /// is deleted. At least an hour, so that WeChat's retries of it are still recognised.
+        DeliveredRetention: TimeSpan
     }
 
 type GatewayOptions =
@@ -210,6 +213,9 @@ let private webhooks cfg =
         and! poll =
             timeSpan cfg "Webhooks:PollInterval" (TimeSpan.FromSeconds 1.) (TimeSpan.FromMilliseconds 10.)
 
+        and! retention =
+            timeSpan cfg "Webhooks:DeliveredRetention" (TimeSpan.FromDays 7.) (TimeSpan.FromHours 1.)
+
         return
             {
                 Url = url
@@ -219,6 +225,7 @@ let private webhooks cfg =
                 MaxAttempts = maxAttempts
                 RetryBase = retryBase
                 PollInterval = poll
+                DeliveredRetention = retention
             }
     }
 

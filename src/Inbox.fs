@@ -177,9 +177,39 @@ type DeliveryWorker
     =
     inherit BackgroundService()
 
+    // Delivered rows past their retention go now and then, a chunk per statement so that no
+    // transaction holds the store for long.
+    let purgeEvery = TimeSpan.FromMinutes 10.
+    let purgeChunk = 1000
+    let mutable lastPurge = DateTimeOffset.MinValue
+
+    let purge (now: DateTimeOffset) =
+        task {
+            let before = now - options.Webhooks.DeliveredRetention
+            let mutable deleted = purgeChunk
+            let mutable total = 0
+
+            while deleted = purgeChunk do
+                let! n = store.PurgeDelivered(before, purgeChunk)
+                deleted <- n
+                total <- total + n
+
+            if total > 0 then
+                logger.LogInformation("deleted {Count} deliveries delivered before {Before}", total, before)
+        }
+
     override _.ExecuteAsync(stopping: CancellationToken) =
         task {
             while not stopping.IsCancellationRequested do
+                try
+                    let now = clock.GetUtcNow()
+
+                    if now - lastPurge >= purgeEvery then
+                        lastPurge <- now
+                        do! purge now
+                with ex ->
+                    logger.LogError(ex, "purging delivered messages failed")
+
                 try
                     if
                         (webhookUrl options.Webhooks None).IsSome

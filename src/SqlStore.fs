@@ -817,6 +817,14 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                 return n > 0
             }
 
+        member _.PurgeDelivered(before, max) =
+            run (fun conn ->
+                exec
+                    conn
+                    null
+                    "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE status = 'delivered' AND delivered_at < @before ORDER BY delivered_at LIMIT @max)"
+                    [ "@before", box (ms before); "@max", box (int64 max) ])
+
 /// Opens the store for `provider` ("sqlite" or "postgres"); call Migrate before use.
 let openStore (provider: string) (connectionString: string) (sealer: Secrets.Sealer) : IStore =
     match provider with

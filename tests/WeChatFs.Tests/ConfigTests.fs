@@ -29,6 +29,7 @@ let ``a minimal configuration gets the documented defaults`` () =
         Assert.Equal("data", o.DataFolder)
         Assert.Equal(TimeSpan.FromMinutes 10., o.TokenPolicy.RefreshMargin)
         Assert.Equal(TimeSpan.FromSeconds 3., o.Webhooks.ReplyTimeout)
+        Assert.Equal(TimeSpan.FromDays 7., o.Webhooks.DeliveredRetention)
         Assert.Equal(None, o.AdminApiKey)
         Assert.True o.ReleaseResponder
     | Error e -> failwith $"{e}"
@@ -79,3 +80,9 @@ let ``postgres needs a connection string and tenants may have their own webhook`
     with
     | Ok o -> Assert.Equal("https://hooks.example/shop-1", string (o.Webhooks.TenantUrls |> Map.find "shop-1"))
     | Error e -> failwith $"{e}"
+
+[<Fact>]
+let ``a delivered-message retention shorter than WeChat's retries is refused`` () =
+    match load (valid @ [ "WeChatFs:Webhooks:DeliveredRetention", "00:05:00" ]) with
+    | Ok _ -> failwith "accepted"
+    | Error errors -> Assert.Contains(errors, fun e -> e.Key = "WeChatFs:Webhooks:DeliveredRetention")

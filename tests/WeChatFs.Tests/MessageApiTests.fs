@@ -265,6 +265,68 @@ let ``a webhook that is down gets the message later; after the last attempt it i
     }
 
 [<Fact>]
+let ``delivered messages are deleted after their retention; undelivered ones stay`` () =
+    task {
+        let! pair, hook =
+            startWithWebhook
+                [
+                    "WeChatFs:Webhooks:DeliveredRetention", "01:00:00"
+                    "WeChatFs:Webhooks:MaxAttempts", "1"
+                ]
+
+        use _ = pair
+        use _ = hook
+        let! _ = authorizeVia pair "shop-1" shop
+        let! _ = sendMessage pair shop "text" [ "Content", "kept a while"; "MsgId", "950" ]
+
+        // The authorization event and the first message reach the webhook before it goes down.
+        let! _ =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task {
+                    let kinds = hook.Payloads |> List.map (fun p -> str p "kind")
+                    return List.contains "authorization.authorized" kinds && List.contains "text" kinds
+                })
+
+        hook.Respond <- fun _ -> 503, ""
+
+        let! _ =
+            sendMessage pair shop "text" [ "Content", "never delivered"; "MsgId", "951" ]
+
+        let total status =
+            task {
+                let! r = pair.Gateway.Api.GetAsync $"/api/deliveries?status={status}"
+                let! root = json r
+                return root.GetProperty("total").GetInt32()
+            }
+
+        let! settled =
+            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                task {
+                    let! delivered = total "delivered"
+                    let! dead = total "dead"
+                    return delivered >= 2 && dead = 1
+                })
+
+        Assert.True settled
+        // Within the retention nothing goes.
+        do! Task.Delay 1500
+        let! stillThere = total "delivered"
+        Assert.True(stillThere >= 2)
+        pair.Gateway.Clock.Offset <- TimeSpan.FromHours 2.
+
+        let! purged =
+            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                task {
+                    let! delivered = total "delivered"
+                    return delivered = 0
+                })
+
+        Assert.True purged
+        let! dead = total "dead"
+        Assert.Equal(1, dead)
+    }
+
+[<Fact>]
 let ``undelivered messages are delivered after a restart`` () =
     task {
         let! pair, hook = startWithWebhook []

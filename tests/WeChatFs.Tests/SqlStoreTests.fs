@@ -359,6 +359,41 @@ let ``deliveries are claimed once, retried with backoff, dead-lettered and retri
     }
 
 [<Theory; InlineData("sqlite"); InlineData("postgres")>]
+let ``only deliveries delivered before the cut-off are purged, oldest first and at most max`` (provider: string) =
+    task {
+        let! store, _, _ = openFresh provider
+        use store = store
+
+        let! _ =
+            append
+                store
+                [
+                    item "wxa" "m1" "id1"
+                    item "wxa" "m2" "id2"
+                    item "wxa" "m3" "id3"
+                    item "wxa" "m4" "id4"
+                ]
+
+        do! store.MarkDelivered("id1", t0)
+        do! store.MarkDelivered("id2", t0.AddMinutes 1.)
+        do! store.MarkDelivered("id3", t0.AddHours 2.)
+        do! store.MarkFailed("id4", "HTTP 500", None)
+        let! first = store.PurgeDelivered(t0.AddHours 1., 1)
+        Assert.Equal(1, first)
+        let! gone = store.GetDelivery "id1"
+        Assert.True gone.IsNone
+        let! rest = store.PurgeDelivered(t0.AddHours 1., 10)
+        Assert.Equal(1, rest)
+        let! left = store.ListDeliveries(None, 0, 10)
+        Assert.Equal<string list>([ "id3"; "id4" ], left.Items |> List.map (fun d -> d.Id) |> List.sort)
+        // A dead delivery stays whatever its age.
+        let! none = store.PurgeDelivered(t0.AddDays 30., 10)
+        Assert.Equal(1, none)
+        let! dead = store.ListDeliveries(None, 0, 10)
+        Assert.Equal<string list>([ "id4" ], dead.Items |> List.map (fun d -> d.Id))
+    }
+
+[<Theory; InlineData("sqlite"); InlineData("postgres")>]
 let ``migrating twice is harmless`` (provider: string) =
     task {
         let! store, _, _ = openFresh provider
