@@ -391,29 +391,16 @@ let syncAuthorizers (s: Services) (authorizers: AuthorizerService) =
 /// ANY /api/authorizers/{appid}/wechat/{**path}: WeChat's API acting for the account.
 let authorizerProxy (s: Services) (authorizers: AuthorizerService) =
     admin s (fun ctx ->
-        task {
-            let appid = appIdOf ctx
-            let path = string ctx.Request.RouteValues["path"]
-            let! body = requestBody ctx
-            let contentType = Option.ofObj ctx.Request.ContentType
+        let appid = appIdOf ctx
 
-            do!
-                proxyWithRetry
-                    ctx
-                    (fun () ->
-                        task {
-                            match! authorizers.GetToken appid with
-                            | Ok t -> return Ok t.Token
-                            | Error e -> return Error(fun c -> tokenErrorProblem c e)
-                        })
-                    (fun t -> authorizers.Invalidate(appid, t) :> Task)
-                    (fun t ->
-                        s.Client.ForwardAsAuthorizer(
-                            HttpMethod(ctx.Request.Method),
-                            path,
-                            proxyQuery ctx,
-                            Some body,
-                            contentType,
-                            t
-                        ))
-        })
+        proxyRoute
+            ctx
+            (fun () ->
+                task {
+                    match! authorizers.GetToken appid with
+                    | Ok t -> return Ok t.Token
+                    | Error e -> return Error(fun c -> tokenErrorProblem c e)
+                })
+            (fun t -> authorizers.Invalidate(appid, t) :> Task)
+            (fun call t ->
+                s.Client.ForwardAsAuthorizer(call.Method, call.Path, call.Query, call.Body, call.ContentType, t)))

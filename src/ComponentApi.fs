@@ -145,31 +145,17 @@ let invalidateComponentToken (s: Services) =
 
 let componentProxy (s: Services) =
     admin s (fun ctx ->
-        task {
-            let path = string ctx.Request.RouteValues["path"]
-            let! body = requestBody ctx
-            let contentType = Option.ofObj ctx.Request.ContentType
-
-            do!
-                proxyWithRetry
-                    ctx
-                    (fun () ->
-                        task {
-                            match! s.Components.GetToken() with
-                            | Ok t -> return Ok t.Token
-                            | Error e -> return Error(fun c -> tokenProblem c e)
-                        })
-                    (fun t -> s.Components.Invalidate t :> Task)
-                    (fun t ->
-                        s.Client.ForwardAsComponent(
-                            HttpMethod(ctx.Request.Method),
-                            path,
-                            proxyQuery ctx,
-                            Some body,
-                            contentType,
-                            t
-                        ))
-        })
+        proxyRoute
+            ctx
+            (fun () ->
+                task {
+                    match! s.Components.GetToken() with
+                    | Ok t -> return Ok t.Token
+                    | Error e -> return Error(fun c -> tokenProblem c e)
+                })
+            (fun t -> s.Components.Invalidate t :> Task)
+            (fun call t ->
+                s.Client.ForwardAsComponent(call.Method, call.Path, call.Query, call.Body, call.ContentType, t)))
 
 /// GET /readyz: ready to serve when the store answers, a fresh ticket is stored and the component
 /// token is valid; otherwise 503 with the reason of each failing check.

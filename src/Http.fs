@@ -240,3 +240,35 @@ let requestBody (ctx: HttpContext) =
         do! ctx.Request.Body.CopyToAsync buffer
         return buffer.ToArray()
     }
+
+/// What a proxy route (`.../wechat/{**path}`) passes on to WeChat, read once from the request.
+type ProxiedCall =
+    {
+        Method: HttpMethod
+        Path: string
+        Query: (string * string) list
+        Body: byte[] option
+        ContentType: string option
+    }
+
+/// A proxy route: reads the call, then forwards it with `proxyWithRetry` (`send` adds the token).
+let proxyRoute
+    (ctx: HttpContext)
+    (getToken: unit -> Task<Result<'token, HttpContext -> Task>>)
+    (invalidate: 'token -> Task)
+    (send: ProxiedCall -> 'token -> Task<Result<RawResponse * int option, WeChatError>>)
+    =
+    task {
+        let! body = requestBody ctx
+
+        let call =
+            {
+                Method = HttpMethod(ctx.Request.Method)
+                Path = string ctx.Request.RouteValues["path"]
+                Query = proxyQuery ctx
+                Body = Some body
+                ContentType = Option.ofObj ctx.Request.ContentType
+            }
+
+        do! proxyWithRetry ctx getToken invalidate (send call)
+    }

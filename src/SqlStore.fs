@@ -105,6 +105,13 @@ let private query conn tx sql ps (read: DbDataReader -> 'a) =
         return List.ofSeq items
     }
 
+/// The first row, if any: for lookups by key.
+let private tryOne conn tx sql ps (read: DbDataReader -> 'a) =
+    task {
+        let! rows = query conn tx sql ps read
+        return List.tryHead rows
+    }
+
 let private scalar conn tx sql ps =
     task {
         use c = command conn tx sql ps
@@ -349,22 +356,17 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
             :> Task
 
         member _.LatestTicket(ComponentAppId appid) =
-            task {
-                let! rows =
-                    run (fun conn ->
-                        query
-                            conn
-                            null
-                            "SELECT ticket, received_at FROM tickets WHERE component_appid = @a"
-                            [ "@a", box appid ]
-                            (fun r ->
-                                {
-                                    Ticket = VerifyTicket(unseal "ticket" (r.GetString 0))
-                                    ReceivedAt = ofMs (r.GetInt64 1)
-                                }))
-
-                return List.tryHead rows
-            }
+            run (fun conn ->
+                tryOne
+                    conn
+                    null
+                    "SELECT ticket, received_at FROM tickets WHERE component_appid = @a"
+                    [ "@a", box appid ]
+                    (fun r ->
+                        {
+                            Ticket = VerifyTicket(unseal "ticket" (r.GetString 0))
+                            ReceivedAt = ofMs (r.GetInt64 1)
+                        }))
 
         member _.SaveComponentToken(ComponentAppId appid, t) =
             let value = Ids.componentToken t.Token
@@ -383,22 +385,17 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
             :> Task
 
         member _.ComponentToken(ComponentAppId appid) =
-            task {
-                let! rows =
-                    run (fun conn ->
-                        query
-                            conn
-                            null
-                            "SELECT token, expires_at FROM component_tokens WHERE component_appid = @a"
-                            [ "@a", box appid ]
-                            (fun r ->
-                                {
-                                    Token = ComponentAccessToken(unseal "component token" (r.GetString 0))
-                                    ExpiresAt = ofMs (r.GetInt64 1)
-                                }))
-
-                return List.tryHead rows
-            }
+            run (fun conn ->
+                tryOne
+                    conn
+                    null
+                    "SELECT token, expires_at FROM component_tokens WHERE component_appid = @a"
+                    [ "@a", box appid ]
+                    (fun r ->
+                        {
+                            Token = ComponentAccessToken(unseal "component token" (r.GetString 0))
+                            ExpiresAt = ofMs (r.GetInt64 1)
+                        }))
 
         member _.InvalidateComponentToken(ComponentAppId appid, ComponentAccessToken failed) =
             task {
@@ -440,18 +437,13 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         // ---- authorizers ----
 
         member _.GetAuthorizer(AuthorizerAppId appid) =
-            task {
-                let! rows =
-                    run (fun conn ->
-                        query
-                            conn
-                            null
-                            $"SELECT {authorizerColumns} FROM authorizers WHERE appid = @a"
-                            [ "@a", box appid ]
-                            readAuthorizer)
-
-                return List.tryHead rows
-            }
+            run (fun conn ->
+                tryOne
+                    conn
+                    null
+                    $"SELECT {authorizerColumns} FROM authorizers WHERE appid = @a"
+                    [ "@a", box appid ]
+                    readAuthorizer)
 
         member _.SaveAuthorizer(a) = writeAuthorizer a true :> Task
 
@@ -589,19 +581,14 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
             :> Task
 
         member _.GetValue(key) =
-            task {
-                let! rows =
-                    run (fun conn ->
-                        query conn null "SELECT value, secret FROM kv WHERE key = @k" [ "@k", box key ] (fun r ->
-                            let v = r.GetString 0
+            run (fun conn ->
+                tryOne conn null "SELECT value, secret FROM kv WHERE key = @k" [ "@k", box key ] (fun r ->
+                    let v = r.GetString 0
 
-                            if Convert.ToInt64(r.GetValue 1) = 1L then
-                                unseal "value" v
-                            else
-                                v))
-
-                return List.tryHead rows
-            }
+                    if Convert.ToInt64(r.GetValue 1) = 1L then
+                        unseal "value" v
+                    else
+                        v))
 
         member _.AppendEvent(e) =
             run (fun conn ->
@@ -766,18 +753,8 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
             :> Task
 
         member _.GetDelivery(id) =
-            task {
-                let! rows =
-                    run (fun conn ->
-                        query
-                            conn
-                            null
-                            $"SELECT {deliveryColumns} FROM inbox WHERE id = @id"
-                            [ "@id", box id ]
-                            readDelivery)
-
-                return List.tryHead rows
-            }
+            run (fun conn ->
+                tryOne conn null $"SELECT {deliveryColumns} FROM inbox WHERE id = @id" [ "@id", box id ] readDelivery)
 
         member _.ListDeliveries(status, offset, limit) =
             let where, ps =
