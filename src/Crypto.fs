@@ -115,14 +115,10 @@ let private sameHex (a: string) (b: string) =
             elif c >= 'A' && c <= 'Z' then byte c ||| 0x20uy
             else byte c
 
-        let x = Span<byte>(Array.zeroCreate<byte> a.Length)
-        let y = Span<byte>(Array.zeroCreate<byte> b.Length)
-
-        for i in 0 .. a.Length - 1 do
-            x[i] <- lower a[i]
-            y[i] <- lower b[i]
-
-        CryptographicOperations.FixedTimeEquals(Span.op_Implicit x, Span.op_Implicit y)
+        CryptographicOperations.FixedTimeEquals(
+            ReadOnlySpan(Array.init a.Length (fun i -> lower a[i])),
+            ReadOnlySpan(Array.init b.Length (fun i -> lower b[i]))
+        )
 
 let verifySignature token timestamp nonce encrypted (signature: string) =
     if sameHex (msgSignature token timestamp nonce encrypted) signature then

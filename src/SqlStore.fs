@@ -794,12 +794,14 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                 return n > 0
             }
 
+        // In inbox_due's order (status, next_attempt_at): the scan stops after `max` rows instead of
+        // sorting every delivered row, which on SQLite would hold the one connection meanwhile.
         member _.PurgeDelivered(before, max) =
             run (fun conn ->
                 exec
                     conn
                     null
-                    "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE status = 'delivered' AND delivered_at < @before ORDER BY delivered_at LIMIT @max)"
+                    "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE status = 'delivered' AND delivered_at < @before ORDER BY next_attempt_at LIMIT @max)"
                     [ "@before", box (ms before); "@max", box (int64 max) ])
 
 /// Opens the store for `provider` ("sqlite" or "postgres"); call Migrate before use.

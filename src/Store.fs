@@ -153,7 +153,8 @@ type IInboxStore =
     abstract ListDeliveries: status: DeliveryStatus option * offset: int * limit: int -> Task<Page<Delivery>>
     /// Puts a dead (or pending) delivery back in line at `now`; false when unknown or already delivered.
     abstract RetryDelivery: id: string * now: DateTimeOffset -> Task<bool>
-    /// Deletes up to `max` deliveries delivered before `before`, oldest first; answers how many went.
+    /// Deletes up to `max` deliveries delivered before `before`, those that fell due first going
+    /// first; answers how many went.
     /// Pending and dead ones stay whatever their age: nothing undelivered is ever dropped.
     abstract PurgeDelivered: before: DateTimeOffset * max: int -> Task<int>
 

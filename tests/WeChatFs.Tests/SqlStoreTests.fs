@@ -359,7 +359,7 @@ let ``deliveries are claimed once, retried with backoff, dead-lettered and retri
     }
 
 [<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``only deliveries delivered before the cut-off are purged, oldest first and at most max`` (provider: string) =
+let ``only deliveries delivered before the cut-off are purged, first due first and at most max`` (provider: string) =
     task {
         let! store, _, _ = openFresh provider
         use store = store
@@ -368,10 +368,10 @@ let ``only deliveries delivered before the cut-off are purged, oldest first and 
             append
                 store
                 [
-                    item "wxa" "m1" "id1"
-                    item "wxa" "m2" "id2"
-                    item "wxa" "m3" "id3"
-                    item "wxa" "m4" "id4"
+                    for k in 1..4 ->
+                        { item "wxa" $"m{k}" $"id{k}" with
+                            ReceivedAt = t0.AddSeconds(float k)
+                        }
                 ]
 
         do! store.MarkDelivered("id1", t0)
