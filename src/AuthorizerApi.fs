@@ -32,7 +32,8 @@ let private enc (s: string) = WebUtility.HtmlEncode s
 let private qrSvg (text: string) =
     use generator = new QRCodeGenerator()
     use data = generator.CreateQrCode(text, QRCodeGenerator.ECCLevel.M)
-    SvgQRCode(data).GetGraphic(4)
+    use svg = new SvgQRCode(data)
+    svg.GetGraphic(4)
 
 type LinkRequest =
     {

@@ -71,6 +71,8 @@ type GatewayOptions =
         /// Spreads authorizer refreshes over up to this much before the margin, per account.
         AuthorizerRefreshJitter: TimeSpan
         Webhooks: WebhookOptions
+        /// How long the event log (unknown pushes, fast-register results, ...) keeps a record.
+        EventRetention: TimeSpan
         /// Answers WeChat's full-network release check for its test accounts (facts §6).
         ReleaseResponder: bool
     }
@@ -326,6 +328,9 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
 
         and! hooks = webhooks cfg
 
+        and! eventRetention =
+            timeSpan cfg "Events:Retention" (TimeSpan.FromDays 90.) (TimeSpan.FromDays 1.)
+
         return
             {
                 ComponentAppId = ComponentAppId appId
@@ -357,6 +362,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 AuthorizationStateLifetime = stateLifetime
                 AuthorizerRefreshJitter = jitter
                 Webhooks = hooks
+                EventRetention = eventRetention
                 ReleaseResponder =
                     text cfg "ReleaseTest:Enabled"
                     |> Option.forall (fun v -> v.ToLowerInvariant() <> "false")

@@ -177,25 +177,40 @@ type DeliveryWorker
     =
     inherit BackgroundService()
 
-    // Delivered rows past their retention go now and then, a chunk per statement so that no
-    // transaction holds the store for long.
+    // Delivered rows and event records past their retention go now and then, a chunk per statement
+    // so that no transaction holds the store for long, with a pause between chunks so that the
+    // first purge after a long time without one does not hold it chunk after chunk either (on
+    // SQLite, pushes wait for the one connection meanwhile).
     let purgeEvery = TimeSpan.FromMinutes 10.
     let purgeChunk = 1000
+    let purgePause = TimeSpan.FromMilliseconds 100.
     let mutable lastPurge = DateTimeOffset.MinValue
 
-    let purge (now: DateTimeOffset) =
+    let purgeAll
+        (stopping: CancellationToken)
+        (what: string)
+        (before: DateTimeOffset)
+        (purgeSome: DateTimeOffset * int -> Task<int>)
+        =
         task {
-            let before = now - options.Webhooks.DeliveredRetention
-            let mutable deleted = purgeChunk
-            let mutable total = 0
+            let! first = purgeSome (before, purgeChunk)
+            let mutable deleted = first
+            let mutable total = first
 
-            while deleted = purgeChunk do
-                let! n = store.PurgeDelivered(before, purgeChunk)
+            while deleted = purgeChunk && not stopping.IsCancellationRequested do
+                do! Task.Delay(purgePause, clock)
+                let! n = purgeSome (before, purgeChunk)
                 deleted <- n
                 total <- total + n
 
             if total > 0 then
-                logger.LogInformation("deleted {Count} deliveries delivered before {Before}", total, before)
+                logger.LogInformation("deleted {Count} {What} from before {Before}", total, what, before)
+        }
+
+    let purge stopping (now: DateTimeOffset) =
+        task {
+            do! purgeAll stopping "delivered messages" (now - options.Webhooks.DeliveredRetention) store.PurgeDelivered
+            do! purgeAll stopping "event records" (now - options.EventRetention) store.PurgeEvents
         }
 
     override _.ExecuteAsync(stopping: CancellationToken) =
@@ -206,9 +221,9 @@ type DeliveryWorker
 
                     if now - lastPurge >= purgeEvery then
                         lastPurge <- now
-                        do! purge now
+                        do! purge stopping now
                 with ex ->
-                    logger.LogError(ex, "purging delivered messages failed")
+                    logger.LogError(ex, "purging delivered messages and old events failed")
 
                 try
                     if

@@ -62,6 +62,8 @@ let migrations (d: Dialect) =
         // The webhook payload already carries the raw XML; storing it twice only doubled the bytes
         // written per push.
         2, [ "ALTER TABLE inbox DROP COLUMN raw_xml" ]
+        // The event log is purged by age; without this the purge would read the whole log.
+        3, [ "CREATE INDEX events_at ON events (at)" ]
     ]
 
 // ---- small ADO.NET helpers ---------------------------------------------------------------------
@@ -623,6 +625,14 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                             Detail = r.GetString 2
                             At = ofMs (r.GetInt64 3)
                         }))
+
+        member _.PurgeEvents(before, max) =
+            run (fun conn ->
+                exec
+                    conn
+                    null
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < @before ORDER BY at LIMIT @max)"
+                    [ "@before", box (ms before); "@max", box (int64 max) ])
 
         // ---- inbox and deliveries ----
 

@@ -77,6 +77,8 @@ type IEventLog =
     abstract AppendEvent: EventRecord -> Task
     /// Newest first.
     abstract RecentEvents: kind: string option * limit: int -> Task<EventRecord list>
+    /// Deletes up to `max` records made before `before`, oldest first; answers how many went.
+    abstract PurgeEvents: before: DateTimeOffset * max: int -> Task<int>
 
 type DeliveryStatus =
     | Pending

@@ -373,16 +373,16 @@ let private home (state: SimState) =
         ))
 
 let map (app: IEndpointRouteBuilder) (state: SimState) =
-    let component (path: string) name serve =
+    let componentApi (path: string) name serve =
         app.MapPost("/cgi-bin/component/" + path, api state name serve) |> ignore
 
-    component "api_component_token" "api_component_token" (componentToken state)
-    component "api_start_push_ticket" "api_start_push_ticket" (startPushTicket state)
-    component "api_create_preauthcode" "api_create_preauthcode" (createPreAuthCode state)
-    component "api_query_auth" "api_query_auth" (queryAuth state)
-    component "api_authorizer_token" "api_authorizer_token" (authorizerToken state)
-    component "api_get_authorizer_info" "api_get_authorizer_info" (authorizerInfo state)
-    component "api_get_authorizer_list" "api_get_authorizer_list" (authorizerList state)
+    componentApi "api_component_token" "api_component_token" (componentToken state)
+    componentApi "api_start_push_ticket" "api_start_push_ticket" (startPushTicket state)
+    componentApi "api_create_preauthcode" "api_create_preauthcode" (createPreAuthCode state)
+    componentApi "api_query_auth" "api_query_auth" (queryAuth state)
+    componentApi "api_authorizer_token" "api_authorizer_token" (authorizerToken state)
+    componentApi "api_get_authorizer_info" "api_get_authorizer_info" (authorizerInfo state)
+    componentApi "api_get_authorizer_list" "api_get_authorizer_list" (authorizerList state)
 
     app.MapPost("/cgi-bin/message/custom/send", api state "custom_send" (customSend state))
     |> ignore

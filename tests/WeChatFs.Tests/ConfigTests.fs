@@ -30,6 +30,7 @@ let ``a minimal configuration gets the documented defaults`` () =
         Assert.Equal(TimeSpan.FromMinutes 10., o.TokenPolicy.RefreshMargin)
         Assert.Equal(TimeSpan.FromSeconds 3., o.Webhooks.ReplyTimeout)
         Assert.Equal(TimeSpan.FromDays 7., o.Webhooks.DeliveredRetention)
+        Assert.Equal(TimeSpan.FromDays 90., o.EventRetention)
         Assert.Equal(None, o.AdminApiKey)
         Assert.True o.ReleaseResponder
     | Error e -> failwith $"{e}"
@@ -79,6 +80,16 @@ let ``postgres needs a connection string and tenants may have their own webhook`
         )
     with
     | Ok o -> Assert.Equal("https://hooks.example/shop-1", string (o.Webhooks.TenantUrls |> Map.find "shop-1"))
+    | Error e -> failwith $"{e}"
+
+[<Fact>]
+let ``an event retention under a day is refused, a longer one is taken`` () =
+    match load (valid @ [ "WeChatFs:Events:Retention", "12:00:00" ]) with
+    | Ok _ -> failwith "accepted"
+    | Error errors -> Assert.Contains(errors, fun e -> e.Key = "WeChatFs:Events:Retention")
+
+    match load (valid @ [ "WeChatFs:Events:Retention", "30.00:00:00" ]) with
+    | Ok o -> Assert.Equal(TimeSpan.FromDays 30., o.EventRetention)
     | Error e -> failwith $"{e}"
 
 [<Fact>]

@@ -55,6 +55,68 @@ let ``the facts' Encrypt opens to the known plaintext`` () =
     | Ok(plain, _) -> Assert.Equal(vectorPlain, plain)
     | Error e -> failwith $"{e}"
 
+// Facts §2.6(b): an independent implementation's vector (wechatpy's test suite), same algorithm.
+let private otherKey = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
+let private otherId = "wx49f0ab532d5d035a"
+
+[<Fact>]
+let ``sealing the other implementation's reply gives its known Encrypt and MsgSignature`` () =
+    let reply =
+        String.concat
+            "\n"
+            [
+                "<xml>"
+                "<MsgType><![CDATA[text]]></MsgType>"
+                "<Content><![CDATA[test]]></Content>"
+                "<FromUserName><![CDATA[wx49f0ab532d5d035a]]></FromUserName>"
+                "<ToUserName><![CDATA[messense]]></ToUserName>"
+                "<AgentID>1</AgentID>"
+                "<CreateTime>1411525903</CreateTime>"
+                "</xml>"
+            ]
+
+    let sealedReply =
+        sealReply
+            "123456"
+            (keyOf otherKey)
+            otherId
+            (Encoding.ASCII.GetBytes "1234567890123456")
+            "1411525903"
+            "461056294"
+            reply
+
+    Assert.Equal(
+        "9s4gMv99m88kKTh/H8IdkOiMg6bisoy3ypwy9H4hvSPe9nsGaqyw5hhSjdYbcrKk+j3nba4HMOTzHrluLBYqxgNcBqGsL8GqxlhZgURnAtObvesEl5nZ+uBE8bviY0LWke8Zy9V/QYKxNV2FqllNXcfmstttyIkMKCCmVbCFM2JTF5wY0nFhHZSjPUL2Q1qvSUCUld+/WIXrx0oyKQmpB6o8NRrrNrsDf03oxI1p9FxUgMnwKKZeOA/uu+2IEvEBtb7muXsVbwbgX05UPPJvFurDXafG0RQyPR+mf1nDnAtQmmNOuiR5MIkdQ39xn1vWwi1O5oazPoQJz0nTYjxxEE8kv3kFxtAGVRe3ypD3WeK2XeFYFMNMpatF9XiKzHo3",
+        sealedReply.Encrypt
+    )
+
+    Assert.Equal("407518b7649e86ef23978113f92d27afa9296533", sealedReply.MsgSignature)
+
+[<Fact>]
+let ``the other implementation's encrypted message opens with its signature`` () =
+    let envelope =
+        {
+            Timestamp = "1411525903"
+            Nonce = "461056294"
+            MsgSignature = "74d92dfeb87ba7c714f89d98870ae5eb62dff26d"
+            Encrypt =
+                "RgqEoJj5A4EMYlLvWO1F86ioRjZfaex/gePD0gOXTxpsq5Yj4GNglrBb8I2BAJVODGajiFnXBu7mCPatfjsu6IHCrsTyeDXzF6Bv283dGymzxh6ydJRvZsryDyZbLTE7rhnus50qGPMfp2wASFlzEgMW9z1ef/RD8XzaFYgm7iTdaXpXaG4+BiYyolBug/gYNx410cvkKR2/nPwBiT+P4hIiOAQqGp/TywZBtDh1yCF2KOd0gpiMZ5jSw3e29mTvmUHzkVQiMS6td7vXUaWOMZnYZlF3So2SjHnwh4jYFxdgpkHHqIrH/54SNdshoQgWYEvccTKe7FS709/5t6NMxuGhcUGAPOQipvWTT4dShyqio7mlsl5noTrb++x6En749zCpQVhDpbV6GDnTbcX2e8K9QaNWHp91eBdCRxthuL0="
+        }
+
+    match openEnvelope "123456" [ keyOf otherKey ] otherId envelope with
+    | Ok(plain, _) ->
+        Assert.Contains("<Content><![CDATA[test]]></Content>", plain)
+        Assert.Contains("<FromUserName><![CDATA[messense]]></FromUserName>", plain)
+    | Error e -> failwith $"{e}"
+
+    // One changed digit of the signature and nothing is opened.
+    let forged =
+        { envelope with
+            MsgSignature = "74d92dfeb87ba7c714f89d98870ae5eb62dff26e"
+        }
+
+    Assert.Equal(Error SignatureMismatch, openEnvelope "123456" [ keyOf otherKey ] otherId forged |> Result.map ignore)
+
 [<Fact>]
 let ``the official plain-mode signature example holds`` () =
     Assert.Equal("899cf89e464efb63f54ddac96b0a0a235f53aa78", plainSignature "AAAAA" "1714037059" "486452656")

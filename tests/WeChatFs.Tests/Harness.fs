@@ -95,7 +95,7 @@ let startGatewayWith (simUrl: string) (dataFolder: string) (clock: OffsetClock) 
         // A port known before start, so PublicBaseUrl (and the redirect_uri built from it) is right.
         let ownUrl = $"http://127.0.0.1:{Helpers.freePort ()}"
         builder.WebHost.UseUrls(ownUrl) |> ignore
-        let logs = CapturedLogs()
+        let logs = new CapturedLogs()
 
         builder.Logging.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug)
         |> ignore

@@ -9,6 +9,8 @@ open System.Text.Json
 open System.Threading.Tasks
 open Xunit
 open WeChatFs
+open Microsoft.Extensions.DependencyInjection
+open WeChatFs.Store
 open WeChatFs.Tests.Harness
 open WeChatFs.Tests.AuthorizerApiTests
 
@@ -265,13 +267,14 @@ let ``a webhook that is down gets the message later; after the last attempt it i
     }
 
 [<Fact>]
-let ``delivered messages are deleted after their retention; undelivered ones stay`` () =
+let ``delivered messages and old event records are deleted after their retention; undelivered ones stay`` () =
     task {
         let! pair, hook =
             startWithWebhook
                 [
                     "WeChatFs:Webhooks:DeliveredRetention", "01:00:00"
                     "WeChatFs:Webhooks:MaxAttempts", "1"
+                    "WeChatFs:Events:Retention", "1.00:00:00"
                 ]
 
         use _ = pair
@@ -324,6 +327,39 @@ let ``delivered messages are deleted after their retention; undelivered ones sta
         Assert.True purged
         let! dead = total "dead"
         Assert.Equal(1, dead)
+
+        // The event log keeps its records for a day: still there after two hours, gone after two days.
+        let store = pair.Gateway.App.Services.GetRequiredService<IStore>()
+
+        do!
+            store.AppendEvent
+                {
+                    Kind = "test_record"
+                    Subject = shop
+                    Detail = ""
+                    At = pair.Gateway.Clock.GetUtcNow()
+                }
+
+        let records () =
+            task {
+                let! recent = store.RecentEvents(Some "test_record", 10)
+                return recent.Length
+            }
+
+        pair.Gateway.Clock.Offset <- TimeSpan.FromHours 3.
+        do! Task.Delay 1500
+        let! kept = records ()
+        Assert.Equal(1, kept)
+        pair.Gateway.Clock.Offset <- TimeSpan.FromDays 2.
+
+        let! eventsPurged =
+            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                task {
+                    let! n = records ()
+                    return n = 0
+                })
+
+        Assert.True eventsPurged
     }
 
 [<Fact>]

@@ -292,6 +292,42 @@ let ``values, secret or not, and events round-trip`` (provider: string) =
         Assert.Equal(2, all.Length)
     }
 
+[<Theory; InlineData("sqlite"); InlineData("postgres")>]
+let ``old event records are purged oldest first, up to the limit, and newer ones stay`` (provider: string) =
+    task {
+        let! store, _, _ = openFresh provider
+        use store = store
+        let t0 = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
+
+        // Appended out of time order: the purge goes by age, not by arrival.
+        for subject, hours in [ "late", 3.; "oldest", 0.; "old", 1.; "recent", 5. ] do
+            do!
+                store.AppendEvent
+                    {
+                        Kind = "k"
+                        Subject = subject
+                        Detail = ""
+                        At = t0.AddHours hours
+                    }
+
+        let subjects () =
+            task {
+                let! left = store.RecentEvents(None, 10)
+                return left |> List.map (fun e -> e.Subject) |> List.sort
+            }
+
+        let! first = store.PurgeEvents(t0.AddHours 4., 1)
+        Assert.Equal(1, first)
+        let! afterFirst = subjects ()
+        Assert.Equal<string list>([ "late"; "old"; "recent" ], afterFirst)
+        let! rest = store.PurgeEvents(t0.AddHours 4., 10)
+        Assert.Equal(2, rest)
+        let! afterAll = subjects ()
+        Assert.Equal<string list>([ "recent" ], afterAll)
+        let! none = store.PurgeEvents(t0.AddHours 4., 10)
+        Assert.Equal(0, none)
+    }
+
 let private append (store: IStore) items =
     store.AppendInbox(GroupCommit.Feed.ofList items)
 
