@@ -95,6 +95,37 @@ let pushAuthorized (state: SimState) (infoType: string) (appid: string) (code: A
 
     pushComponentEvent state infoType xml
 
+/// The registration request's fields, echoed in the push's <info>.
+type FastRegisterInfo =
+    {
+        Name: string
+        Code: string
+        CodeType: int
+        LegalPersonaWechat: string
+        LegalPersonaName: string
+        ComponentPhone: string
+    }
+
+/// notify_third_fasteregister (facts §1.3): lower-case tags; appid and auth_code only on success.
+let pushFastRegister (state: SimState) (status: int) (msg: string) (created: AuthCode option) (info: FastRegisterInfo) =
+    let now = state.Now().ToUnixTimeSeconds()
+
+    let result =
+        match created with
+        | Some code ->
+            $"<appid>{cdata code.AppId}</appid><status>{status}</status><auth_code>{cdata code.Code}</auth_code>"
+        | None -> $"<status>{status}</status>"
+
+    let infoXml =
+        $"<info><name>{cdata info.Name}</name><code>{cdata info.Code}</code><code_type>{info.CodeType}</code_type><legal_persona_wechat>{cdata info.LegalPersonaWechat}</legal_persona_wechat><legal_persona_name>{cdata info.LegalPersonaName}</legal_persona_name><component_phone>{cdata info.ComponentPhone}</component_phone></info>"
+
+    let kind = "notify_third_fasteregister"
+
+    let xml =
+        $"<xml><AppId>{cdata state.Options.ComponentAppId}</AppId><CreateTime>{now}</CreateTime><InfoType>{cdata kind}</InfoType>{result}<msg>{cdata msg}</msg>{infoXml}</xml>"
+
+    pushComponentEvent state kind xml
+
 /// unauthorized carries only the appid (facts §1.2).
 let pushUnauthorized (state: SimState) (appid: string) =
     let kind = "unauthorized"

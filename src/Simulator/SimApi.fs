@@ -13,6 +13,7 @@ let private errmsgs =
     dict
         [
             40001, "invalid credential, access_token is invalid or not latest"
+            40097, "invalid args"
             40125, "invalid appsecret"
             41001, "access_token missing"
             41004, "appsecret missing"
@@ -357,3 +358,52 @@ let getTicket (state: SimState) =
                 ticket = $"sim_jsapi_{a.Account.AppId}_{state.Now().ToUnixTimeSeconds() / 7200L}"
                 expires_in = 7200
             |})
+
+/// The legal person's WeChat id with which fast registration fails verification in the simulator
+/// (status -1, "open verity failed"), to exercise that path.
+let fastRegisterFailingWechat = "verify-fails"
+
+/// fastregisterweapp?action=create (facts §1.3): accepted at once; the outcome follows a moment later
+/// as a notify_third_fasteregister push, with the new mini program's appid and an auth code on success.
+let fastRegisterWeapp (state: SimState) =
+    withComponentToken state (fun ctx body ->
+        let info: Pusher.FastRegisterInfo =
+            {
+                Name = prop "name" body
+                Code = prop "code" body
+                CodeType = intProp "code_type" 0 body
+                LegalPersonaWechat = prop "legal_persona_wechat" body
+                LegalPersonaName = prop "legal_persona_name" body
+                ComponentPhone = prop "component_phone" body
+            }
+
+        let complete =
+            info.Name <> ""
+            && info.Code <> ""
+            && info.LegalPersonaWechat <> ""
+            && info.LegalPersonaName <> ""
+            && List.contains info.CodeType [ 1; 2; 3 ]
+
+        if string ctx.Request.Query["action"] <> "create" || not complete then
+            writeError ctx 40097
+        else
+            task {
+                do! writeOk ctx
+
+                Task.Run(fun () ->
+                    task {
+                        do! Task.Delay 100
+
+                        let! _ =
+                            if info.LegalPersonaWechat = fastRegisterFailingWechat then
+                                Pusher.pushFastRegister state -1 "open verity failed" None info
+                            else
+                                let code = state.FastRegister(info.Name, info.Name)
+                                Pusher.pushFastRegister state 0 "OK" (Some code) info
+
+                        ()
+                    }
+                    :> Task)
+                |> ignore
+            }
+            :> Task)

@@ -234,6 +234,7 @@ type SimState(options: SimulatorOptions) =
     let pushes = List<PushRecord>()
     let customMessages = List<CustomMessage>()
     let mutable pushOrder = PushBeforeRedirect
+    let mutable fastRegistered = 0
 
     let locked f = lock sync f
 
@@ -414,6 +415,41 @@ type SimState(options: SimulatorOptions) =
                 authCodes[code.Code] <- code
                 Some code
             | _ -> None)
+
+    /// fastregisterweapp succeeded (facts §1.3): WeChat has created a mini program for the company and
+    /// authorized it to this platform with every mini-program permission; the auth code goes out in
+    /// the notify_third_fasteregister push.
+    member this.FastRegister(name: string, principal: string) =
+        let now = this.Now()
+
+        locked (fun () ->
+            fastRegistered <- fastRegistered + 1
+            let n = fastRegistered
+            // 18-character appids and 16-character user names, like the others.
+            let acct =
+                account $"wxsimfr{n:D11}" $"gh_5a1fastr{n:D5}" name principal MiniProgram 0 0
+
+            authorizations[acct.AppId] <-
+                {
+                    Account = acct
+                    Authorized = true
+                    FuncIds = permissionSets MiniProgram |> List.map (fun (id, _, _) -> id)
+                    RefreshToken = newRefreshToken ()
+                    PreviousRefreshToken = None
+                    RotateNext = false
+                    AuthTime = now
+                    Tokens = List<IssuedToken>()
+                }
+
+            let code =
+                {
+                    Code = newAuthCode ()
+                    AppId = acct.AppId
+                    ExpiresAt = now + options.AuthCodeLifetime
+                }
+
+            authCodes[code.Code] <- code
+            code)
 
     member private this.IssueAuthorizerToken(a: Authorization) =
         issueReplacing a.Tokens (this.Now()) (newAuthorizerToken ())

@@ -383,6 +383,7 @@ let map (app: IEndpointRouteBuilder) (state: SimState) =
     componentApi "api_authorizer_token" "api_authorizer_token" (authorizerToken state)
     componentApi "api_get_authorizer_info" "api_get_authorizer_info" (authorizerInfo state)
     componentApi "api_get_authorizer_list" "api_get_authorizer_list" (authorizerList state)
+    componentApi "fastregisterweapp" "fastregisterweapp" (fastRegisterWeapp state)
 
     app.MapPost("/cgi-bin/message/custom/send", api state "custom_send" (customSend state))
     |> ignore

@@ -11,6 +11,8 @@ open System.Text
 open System.Threading.Tasks
 open Microsoft.AspNetCore.WebUtilities
 open Xunit
+open Microsoft.Extensions.DependencyInjection
+open WeChatFs.Store
 open WeChatFs.Tests.Harness
 
 let private shop = "wxsimoa00000000001"
@@ -409,4 +411,87 @@ let ``no refresh token or access token appears in clear in the database file or 
 
         let! _ = pair.RestartGateway()
         ()
+    }
+
+[<Fact>]
+let ``a fast-registered mini program is stored from its push; a failed registration is only recorded`` () =
+    task {
+        use! pair = startPair ()
+        do! ready pair
+        let store = pair.Gateway.App.Services.GetRequiredService<IStore>()
+
+        let register (legalPersonaWechat: string) =
+            postJson
+                pair.Gateway.Api
+                "/api/component/wechat/cgi-bin/component/fastregisterweapp?action=create"
+                {|
+                    name = "Demo Tea House Co., Ltd."
+                    code = "91440300MA5EXAMPLE"
+                    code_type = 1
+                    legal_persona_wechat = legalPersonaWechat
+                    legal_persona_name = "Li Lei"
+                    component_phone = "13800000000"
+                |}
+
+        let fastRegisterEvents () =
+            task {
+                let! events = store.RecentEvents(Some "fast_register", 10)
+                return events
+            }
+
+        // Through the component proxy, as a business system would call it.
+        let! accepted = register "lilei-wechat"
+        let! acceptedRoot = json accepted
+        Assert.Equal(0, acceptedRoot.GetProperty("errcode").GetInt32())
+
+        let! stored =
+            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                task {
+                    let! list = pair.Gateway.Api.GetAsync "/api/authorizers"
+                    let! root = json list
+                    return root.GetProperty("total").GetInt32() = 1
+                })
+
+        Assert.True stored
+        let! events = fastRegisterEvents ()
+        let success = Assert.Single events
+        Assert.StartsWith("status 0", success.Detail)
+        let appid = success.Subject
+        let! status, a = authorizer pair appid
+        Assert.Equal(HttpStatusCode.OK, status)
+        let a = a.Value
+        Assert.Equal("authorized", str a "status")
+        Assert.Equal("mini_program", str a "kind")
+        Assert.Equal("Demo Tea House Co., Ltd.", str a "nick_name")
+        // Usable at once: the auth code in the push was exchanged for tokens.
+        let! tokenStatus, _ = accessToken pair appid
+        Assert.Equal(HttpStatusCode.OK, tokenStatus)
+
+        // The simulator fails verification for this legal person: the push carries no appid or code.
+        let! refused = register "verify-fails"
+        Assert.Equal(HttpStatusCode.OK, refused.StatusCode)
+
+        let! failureRecorded =
+            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                task {
+                    let! events = fastRegisterEvents ()
+                    return events.Length = 2
+                })
+
+        Assert.True failureRecorded
+        let! events = fastRegisterEvents ()
+        Assert.StartsWith("status -1: open verity failed", events.Head.Detail)
+        let! list = pair.Gateway.Api.GetAsync "/api/authorizers"
+        let! root = json list
+        Assert.Equal(1, root.GetProperty("total").GetInt32())
+
+        // An incomplete request is refused by WeChat (40097) and nothing is pushed.
+        let! incomplete =
+            postJson
+                pair.Gateway.Api
+                "/api/component/wechat/cgi-bin/component/fastregisterweapp?action=create"
+                {| name = "No code" |}
+
+        let! incompleteRoot = json incomplete
+        Assert.Equal(40097, incompleteRoot.GetProperty("errcode").GetInt32())
     }
