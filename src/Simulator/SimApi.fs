@@ -398,7 +398,7 @@ let fastRegisterWeapp (state: SimState) =
                             if info.LegalPersonaWechat = fastRegisterFailingWechat then
                                 Pusher.pushFastRegister state -1 "open verity failed" None info
                             else
-                                let code = state.FastRegister(info.Name, info.Name)
+                                let code = state.FastRegister info.Name
                                 Pusher.pushFastRegister state 0 "OK" (Some code) info
 
                         ()

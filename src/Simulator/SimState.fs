@@ -418,8 +418,9 @@ type SimState(options: SimulatorOptions) =
 
     /// fastregisterweapp succeeded (facts §1.3): WeChat has created a mini program for the company and
     /// authorized it to this platform with every mini-program permission; the auth code goes out in
-    /// the notify_third_fasteregister push.
-    member this.FastRegister(name: string, principal: string) =
+    /// the notify_third_fasteregister push. Until it is given a name of its own, the new account goes
+    /// by the company's.
+    member this.FastRegister(company: string) =
         let now = this.Now()
 
         locked (fun () ->
@@ -427,7 +428,7 @@ type SimState(options: SimulatorOptions) =
             let n = fastRegistered
             // 18-character appids and 16-character user names, like the others.
             let acct =
-                account $"wxsimfr{n:D11}" $"gh_5a1fastr{n:D5}" name principal MiniProgram 0 0
+                account $"wxsimfr{n:D11}" $"gh_5a1fastr{n:D5}" company company MiniProgram 0 0
 
             authorizations[acct.AppId] <-
                 {
