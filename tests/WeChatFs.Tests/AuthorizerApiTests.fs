@@ -444,12 +444,15 @@ let ``a fast-registered mini program is stored from its push; a failed registrat
         let! acceptedRoot = json accepted
         Assert.Equal(0, acceptedRoot.GetProperty("errcode").GetInt32())
 
+        // The authorization is stored first and its profile follows (api_get_authorizer_info).
         let! stored =
             eventually (TimeSpan.FromSeconds 10.) (fun () ->
                 task {
                     let! list = pair.Gateway.Api.GetAsync "/api/authorizers"
                     let! root = json list
-                    return root.GetProperty("total").GetInt32() = 1
+                    let items = root.GetProperty("items")
+
+                    return items.GetArrayLength() = 1 && str items[0] "kind" = "mini_program"
                 })
 
         Assert.True stored
