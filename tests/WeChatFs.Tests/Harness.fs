@@ -185,6 +185,13 @@ type Pair =
                 task {
                     do! this.Gateway.StopAsync()
                     do! (this.Sim :> IAsyncDisposable).DisposeAsync()
+
+                    // The store is closed by now; its folder goes with the pair, or every run of the
+                    // suite would leave dozens behind.
+                    try
+                        Directory.Delete(this.Gateway.DataFolder, true)
+                    with _ ->
+                        ()
                 }
                 :> Task
             )
