@@ -111,6 +111,15 @@ type internal SqliteConnections(connectionString: string) =
         else
             None
 
+    // Prepared once rather than parsed for every batch: a batch switches the commit's own fsync off
+    // and back on.
+    let synchronous (level: string) =
+        let c = conn.CreateCommand()
+        c.CommandText <- $"PRAGMA synchronous={level}"
+        c
+
+    let syncNormal, syncFull = synchronous "NORMAL", synchronous "FULL"
+
     let run (work: DbConnection -> Task<'a>) =
         task {
             do! gate.WaitAsync()
@@ -132,12 +141,12 @@ type internal SqliteConnections(connectionString: string) =
                     let! result =
                         run (fun c ->
                             task {
-                                pragma "PRAGMA synchronous=NORMAL" |> ignore
+                                syncNormal.ExecuteNonQuery() |> ignore
 
                                 try
                                     return! work c
                                 finally
-                                    pragma "PRAGMA synchronous=FULL" |> ignore
+                                    syncFull.ExecuteNonQuery() |> ignore
                             })
 
                     do! log.Sync()
@@ -146,6 +155,8 @@ type internal SqliteConnections(connectionString: string) =
 
         member _.Dispose() =
             log |> Option.iter (fun l -> l.Dispose())
+            syncNormal.Dispose()
+            syncFull.Dispose()
             conn.Dispose()
             gate.Dispose()
 

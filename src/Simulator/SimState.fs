@@ -119,6 +119,12 @@ let permissionSets kind =
             30, "Basic info settings", true
         ]
 
+/// The permission sets the page checks by default.
+let defaultPermissions kind =
+    permissionSets kind
+    |> List.filter (fun (_, _, on) -> on)
+    |> List.map (fun (id, _, _) -> id)
+
 /// A token as WeChat tracks it: replaced tokens keep working for five minutes (facts §13).
 type IssuedToken =
     {
@@ -237,6 +243,34 @@ type SimState(options: SimulatorOptions) =
     let mutable fastRegistered = 0
 
     let locked f = lock sync f
+
+    // The two below are called with the lock held.
+
+    /// A new authorization code for `appid`, good for AuthCodeLifetime.
+    let issueCode (appid: string) (now: DateTimeOffset) =
+        let code =
+            {
+                Code = newAuthCode ()
+                AppId = appid
+                ExpiresAt = now + options.AuthCodeLifetime
+            }
+
+        authCodes[code.Code] <- code
+        code
+
+    /// A first authorization of `acct`, with a new refresh token.
+    let authorizeNew (acct: Account) (funcIds: int list) (now: DateTimeOffset) =
+        authorizations[acct.AppId] <-
+            {
+                Account = acct
+                Authorized = true
+                FuncIds = funcIds
+                RefreshToken = newRefreshToken ()
+                PreviousRefreshToken = None
+                RotateNext = false
+                AuthTime = now
+                Tokens = List<IssuedToken>()
+            }
 
     member _.Options = options
 
@@ -374,28 +408,9 @@ type SimState(options: SimulatorOptions) =
                         a.RefreshToken <- newRefreshToken ()
                         a.PreviousRefreshToken <- None
                         a.AuthTime <- now
-                    | None ->
-                        authorizations[appid] <-
-                            {
-                                Account = acct
-                                Authorized = true
-                                FuncIds = funcIds
-                                RefreshToken = newRefreshToken ()
-                                PreviousRefreshToken = None
-                                RotateNext = false
-                                AuthTime = now
-                                Tokens = List<IssuedToken>()
-                            }
+                    | None -> authorizeNew acct funcIds now
 
-                    let code =
-                        {
-                            Code = newAuthCode ()
-                            AppId = appid
-                            ExpiresAt = now + options.AuthCodeLifetime
-                        }
-
-                    authCodes[code.Code] <- code
-                    Ok(code, update))
+                    Ok(issueCode appid now, update))
 
     /// A new authorization code for an account that is already authorized (the release check's
     /// `QUERY_AUTH_CODE:$query_auth_code$`, facts §6).
@@ -404,22 +419,13 @@ type SimState(options: SimulatorOptions) =
 
         locked (fun () ->
             match authorizations.TryGetValue appid with
-            | true, a when a.Authorized ->
-                let code =
-                    {
-                        Code = newAuthCode ()
-                        AppId = appid
-                        ExpiresAt = now + options.AuthCodeLifetime
-                    }
-
-                authCodes[code.Code] <- code
-                Some code
+            | true, a when a.Authorized -> Some(issueCode appid now)
             | _ -> None)
 
-    /// fastregisterweapp succeeded (facts §1.3): WeChat has created a mini program for the company and
-    /// authorized it to this platform with every mini-program permission; the auth code goes out in
-    /// the notify_third_fasteregister push. Until it is given a name of its own, the new account goes
-    /// by the company's.
+    /// fastregisterweapp succeeded (facts §1.3): a new mini program for the company, authorized to this
+    /// platform; the auth code goes out in the notify_third_fasteregister push. The facts do not say
+    /// which permissions it comes with; the simulator grants those its page checks by default. Until
+    /// it is given a name of its own, the new account goes by the company's.
     member this.FastRegister(company: string) =
         let now = this.Now()
 
@@ -430,27 +436,8 @@ type SimState(options: SimulatorOptions) =
             let acct =
                 account $"wxsimfr{n:D11}" $"gh_5a1fastr{n:D5}" company company MiniProgram 0 0
 
-            authorizations[acct.AppId] <-
-                {
-                    Account = acct
-                    Authorized = true
-                    FuncIds = permissionSets MiniProgram |> List.map (fun (id, _, _) -> id)
-                    RefreshToken = newRefreshToken ()
-                    PreviousRefreshToken = None
-                    RotateNext = false
-                    AuthTime = now
-                    Tokens = List<IssuedToken>()
-                }
-
-            let code =
-                {
-                    Code = newAuthCode ()
-                    AppId = acct.AppId
-                    ExpiresAt = now + options.AuthCodeLifetime
-                }
-
-            authCodes[code.Code] <- code
-            code)
+            authorizeNew acct (defaultPermissions MiniProgram) now
+            issueCode acct.AppId now)
 
     member private this.IssueAuthorizerToken(a: Authorization) =
         issueReplacing a.Tokens (this.Now()) (newAuthorizerToken ())

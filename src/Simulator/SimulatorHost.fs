@@ -121,10 +121,7 @@ let private mapControl (app: IEndpointRouteBuilder) (state: SimState) =
                         | _ ->
                             catalog
                             |> List.tryFind (fun a -> a.AppId = appid)
-                            |> Option.map (fun a ->
-                                permissionSets a.Kind
-                                |> List.filter (fun (_, _, on) -> on)
-                                |> List.map (fun (id, _, _) -> id))
+                            |> Option.map (fun a -> defaultPermissions a.Kind)
                             |> Option.defaultValue []
 
                     match!
