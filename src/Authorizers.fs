@@ -185,8 +185,7 @@ type AuthorizerService
             | true, (_, n) -> n + 1
             | _ -> 1
 
-        let backoff = Math.Min(300.0, Math.Pow(2.0, float (min failures 8)))
-        retryNotBefore[appid] <- (clock.GetUtcNow().AddSeconds backoff, failures)
+        retryNotBefore[appid] <- (clock.GetUtcNow() + Backoff.delay Backoff.authorizerToken failures, failures)
 
     let rec refresh (a: Authorizer) (refreshToken: AuthorizerRefreshToken) fallback (recovering: bool) =
         task {

@@ -95,8 +95,7 @@ type ComponentTokenService
                     do! store.PutValue(rejectedTicketKey, string (ticket.ReceivedAt.ToUnixTimeMilliseconds()), false)
                 | _ ->
                     failures <- failures + 1
-                    let backoff = Math.Min(60.0, Math.Pow(2.0, float (min failures 6)))
-                    retryNotBefore <- clock.GetUtcNow().AddSeconds backoff
+                    retryNotBefore <- clock.GetUtcNow() + Backoff.delay Backoff.componentToken failures
 
                 logger.LogWarning("component token refresh failed: {Error}", describeError err)
 

@@ -62,6 +62,34 @@ module Expiring =
     /// Due for refresh once inside the margin before expiry.
     let isDue (margin: TimeSpan) (now: DateTimeOffset) (t: Expiring<_>) = now >= t.ExpiresAt - margin
 
+/// One retry schedule for everything that retries (token refreshes, webhook deliveries): the first
+/// delay after the first failure, doubled after each further one, never more than the cap.
+type Backoff = { First: TimeSpan; Cap: TimeSpan }
+
+module Backoff =
+    /// The component token: 2 s doubling to at most a minute, so a WeChat outage costs few calls
+    /// while a still-valid token keeps being served.
+    let componentToken =
+        {
+            First = TimeSpan.FromSeconds 2.
+            Cap = TimeSpan.FromMinutes 1.
+        }
+
+    /// Authorizer tokens, per account: 2 s doubling to at most five minutes.
+    let authorizerToken =
+        {
+            First = TimeSpan.FromSeconds 2.
+            Cap = TimeSpan.FromMinutes 5.
+        }
+
+    /// The wait after `failures` consecutive failures (1 = the first); none before any failure.
+    let delay (b: Backoff) (failures: int) =
+        if failures <= 0 then
+            TimeSpan.Zero
+        else
+            let factor = Math.Pow(2.0, float (min (failures - 1) 40))
+            TimeSpan.FromMilliseconds(min b.Cap.TotalMilliseconds (b.First.TotalMilliseconds * factor))
+
 type ReceivedTicket =
     {
         Ticket: VerifyTicket

@@ -22,12 +22,13 @@ let retryAt (hooks: WebhookOptions) (now: DateTimeOffset) (attemptsSoFar: int) =
     if attemptsSoFar >= hooks.MaxAttempts then
         None
     else
-        let factor = Math.Pow(2.0, float (max 0 (attemptsSoFar - 1)))
+        let schedule =
+            {
+                First = hooks.RetryBase
+                Cap = TimeSpan.FromMinutes 10.
+            }
 
-        let delay =
-            TimeSpan.FromMilliseconds(min 600_000.0 (hooks.RetryBase.TotalMilliseconds * factor))
-
-        Some(now + delay)
+        Some(now + Backoff.delay schedule (max 1 attemptsSoFar))
 
 let webhookUrl (hooks: WebhookOptions) (tenant: string option) =
     tenant

@@ -6,7 +6,8 @@ open System.Net
 open System.Net.Http
 open System.Text
 open System.Threading.Tasks
-open Xunit
+open Expecto
+open WeChatFs.Tests.Helpers
 open WeChatFs
 open WeChatFs.Simulator.SimState
 open WeChatFs.Tests.Harness
@@ -21,7 +22,7 @@ let private getToken (pair: Pair) =
 let private tokenValue (pair: Pair) =
     task {
         let! response = pair.Gateway.Api.GetAsync "/api/component/access-token"
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode)
+        Expect.equal response.StatusCode HttpStatusCode.OK "response.StatusCode"
         let! root = json response
         return str root "component_access_token"
     }
@@ -49,264 +50,307 @@ let private push (pair: Pair) (plainXml: string) (tamper: string -> string) =
 let private ticketXml (ticket: string) =
     $"<xml><AppId><![CDATA[{componentAppId}]]></AppId><CreateTime>1700000000</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>"
 
-[<Fact>]
-let ``a pushed ticket becomes a component token`` () =
-    task {
-        use! pair = startPair ()
-        let! answer = pushTicket pair
-        Assert.Equal("success", str answer "body")
-        let! token = tokenValue pair
-        Assert.False(String.IsNullOrEmpty token)
-        let! fetched = calls pair "api_component_token"
-        Assert.Equal(1, fetched)
-    }
 
-[<Fact>]
-let ``before any ticket the token endpoint answers 503 problem json`` () =
-    task {
-        // WeChat is busy when asked to start pushing, so no ticket arrives during this test.
-        use! pair = startPairWithoutTicketPush ()
+let tests =
+    testSequencedGroup "ComponentApi"
+    <| testList
+        "ComponentApi"
+        [
+            testCaseTask "a pushed ticket becomes a component token"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+                    let! answer = pushTicket pair
+                    Expect.equal (str answer "body") "success" "str answer 'body'"
+                    let! token = tokenValue pair
+                    Expect.isFalse (String.IsNullOrEmpty token) "String.IsNullOrEmpty token"
+                    let! fetched = calls pair "api_component_token"
+                    Expect.equal fetched 1 "fetched"
+                }
 
-        let! response = pair.Gateway.Api.GetAsync "/api/component/access-token"
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode)
-        Assert.Equal("application/problem+json", response.Content.Headers.ContentType.MediaType)
-        // With no ticket stored, the gateway asked WeChat to start pushing.
-        let! started =
-            eventually (TimeSpan.FromSeconds 5.) (fun () ->
-                task { let! n = calls pair "api_start_push_ticket" in return n >= 1 })
+            testCaseTask "before any ticket the token endpoint answers 503 problem json"
+            <| fun () ->
+                task {
+                    // WeChat is busy when asked to start pushing, so no ticket arrives during this test.
+                    use! pair = startPairWithoutTicketPush ()
 
-        Assert.True started
-    }
+                    let! response = pair.Gateway.Api.GetAsync "/api/component/access-token"
+                    Expect.equal response.StatusCode HttpStatusCode.ServiceUnavailable "response.StatusCode"
 
-[<Fact>]
-let ``a restart reuses the stored token instead of fetching`` () =
-    task {
-        use! pair = startPair ()
-        let! _ = pushTicket pair
-        let! before = tokenValue pair
-        let! _ = pair.RestartGateway()
-        let! after = tokenValue pair
-        Assert.Equal(before, after)
-        let! fetched = calls pair "api_component_token"
-        Assert.Equal(1, fetched)
-        // The stored ticket is fresh, so the restart did not ask WeChat to push again.
-        let! started = calls pair "api_start_push_ticket"
-        Assert.Equal(1, started)
-    }
+                    Expect.equal
+                        response.Content.Headers.ContentType.MediaType
+                        "application/problem+json"
+                        "response.Content.Headers.ContentType.MediaType"
+                    // With no ticket stored, the gateway asked WeChat to start pushing.
+                    let! started =
+                        eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                            task { let! n = calls pair "api_start_push_ticket" in return n >= 1 })
 
-[<Fact>]
-let ``concurrent requests in one process cause one fetch`` () =
-    task {
-        use! pair = startPair ()
-        let! _ = pushTicket pair
-        let! results = Array.init 40 (fun _ -> getToken pair) |> Task.WhenAll
-        Assert.All(results, fun (status, _) -> Assert.Equal(HttpStatusCode.OK, status))
-        // The same token for all (the bodies may differ in seconds_left).
-        let tokens =
-            results
-            |> Array.map (fun (_, body) ->
-                Text.Json.JsonDocument
-                    .Parse(body: string)
-                    .RootElement.GetProperty("component_access_token")
-                    .GetString())
+                    Expect.isTrue started "started"
+                }
 
-        Assert.Equal(1, tokens |> Array.distinct |> Array.length)
-        let! fetched = calls pair "api_component_token"
-        Assert.Equal(1, fetched)
-    }
+            testCaseTask "a restart reuses the stored token instead of fetching"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+                    let! _ = pushTicket pair
+                    let! before = tokenValue pair
+                    let! _ = pair.RestartGateway()
+                    let! after = tokenValue pair
+                    Expect.equal after before "after"
+                    let! fetched = calls pair "api_component_token"
+                    Expect.equal fetched 1 "fetched"
+                    // The stored ticket is fresh, so the restart did not ask WeChat to push again.
+                    let! started = calls pair "api_start_push_ticket"
+                    Expect.equal started 1 "started"
+                }
 
-[<Fact>]
-let ``a forged push is refused with 401 and nothing is stored`` () =
-    task {
-        use! pair = startPair ()
+            testCaseTask "concurrent requests in one process cause one fetch"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+                    let! _ = pushTicket pair
+                    let! results = Array.init 40 (fun _ -> getToken pair) |> Task.WhenAll
 
-        let! response =
-            push pair (ticketXml "ticket@@@forged") (fun s -> "0" + s.Substring 1)
+                    for status, _ in results do
+                        Expect.equal status HttpStatusCode.OK "every concurrent request is served"
+                    // The same token for all (the bodies may differ in seconds_left).
+                    let tokens =
+                        results
+                        |> Array.map (fun (_, body) ->
+                            Text.Json.JsonDocument
+                                .Parse(body: string)
+                                .RootElement.GetProperty("component_access_token")
+                                .GetString())
 
-        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode)
-        let! status = pair.Gateway.Api.GetAsync "/api/component/status"
-        let! root = json status
-        Assert.Equal(Text.Json.JsonValueKind.Null, root.GetProperty("ticket").ValueKind)
-    }
+                    Expect.equal (tokens |> Array.distinct |> Array.length) 1 "tokens |> Array.distinct |> Array.length"
+                    let! fetched = calls pair "api_component_token"
+                    Expect.equal fetched 1 "fetched"
+                }
 
-[<Fact>]
-let ``malformed, oversized and DTD bodies are refused; unknown InfoType and repeats are answered success`` () =
-    task {
-        use! pair = startPair ()
+            testCaseTask "a forged push is refused with 401 and nothing is stored"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
 
-        let url =
-            pair.Gateway.Url "/wechat/component/events?timestamp=1&nonce=2&msg_signature=x"
+                    let! response =
+                        push pair (ticketXml "ticket@@@forged") (fun s -> "0" + s.Substring 1)
 
-        let! malformed =
-            pair.Http.PostAsync(url, new StringContent("<xml><Encrypt>", Encoding.UTF8, "text/xml"))
+                    Expect.equal response.StatusCode HttpStatusCode.Unauthorized "response.StatusCode"
+                    let! status = pair.Gateway.Api.GetAsync "/api/component/status"
+                    let! root = json status
 
-        Assert.Equal(HttpStatusCode.BadRequest, malformed.StatusCode)
-        let big = "<xml><Encrypt>" + String('A', 70_000) + "</Encrypt></xml>"
+                    Expect.equal
+                        (root.GetProperty("ticket").ValueKind)
+                        Text.Json.JsonValueKind.Null
+                        "root.GetProperty('ticket').ValueKind"
+                }
 
-        let! oversized =
-            pair.Http.PostAsync(url, new StringContent(big, Encoding.UTF8, "text/xml"))
+            testCaseTask
+                "malformed, oversized and DTD bodies are refused; unknown InfoType and repeats are answered success"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
 
-        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, oversized.StatusCode)
+                    let url =
+                        pair.Gateway.Url "/wechat/component/events?timestamp=1&nonce=2&msg_signature=x"
 
-        let dtd =
-            """<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><xml><Encrypt>&e;</Encrypt></xml>"""
+                    let! malformed =
+                        pair.Http.PostAsync(url, new StringContent("<xml><Encrypt>", Encoding.UTF8, "text/xml"))
 
-        let! withDtd =
-            pair.Http.PostAsync(url, new StringContent(dtd, Encoding.UTF8, "text/xml"))
+                    Expect.equal malformed.StatusCode HttpStatusCode.BadRequest "malformed.StatusCode"
+                    let big = "<xml><Encrypt>" + String('A', 70_000) + "</Encrypt></xml>"
 
-        Assert.Equal(HttpStatusCode.BadRequest, withDtd.StatusCode)
+                    let! oversized =
+                        pair.Http.PostAsync(url, new StringContent(big, Encoding.UTF8, "text/xml"))
 
-        let unknown =
-            $"<xml><AppId>{componentAppId}</AppId><CreateTime>1</CreateTime><InfoType>something_new</InfoType></xml>"
+                    Expect.equal oversized.StatusCode HttpStatusCode.RequestEntityTooLarge "oversized.StatusCode"
 
-        let! answered = push pair unknown id
-        Assert.Equal(HttpStatusCode.OK, answered.StatusCode)
-        let! body = answered.Content.ReadAsStringAsync()
-        Assert.Equal("success", body)
-        let! first = push pair (ticketXml "ticket@@@same") id
-        let! again = push pair (ticketXml "ticket@@@same") id
-        Assert.Equal(HttpStatusCode.OK, first.StatusCode)
-        Assert.Equal(HttpStatusCode.OK, again.StatusCode)
-    }
+                    let dtd =
+                        """<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><xml><Encrypt>&e;</Encrypt></xml>"""
 
-[<Fact>]
-let ``40001 on a call invalidates only the failed token and the call succeeds once reacquired`` () =
-    task {
-        use! pair = startPair ()
-        let! _ = pushTicket pair
-        let! first = tokenValue pair
+                    let! withDtd =
+                        pair.Http.PostAsync(url, new StringContent(dtd, Encoding.UTF8, "text/xml"))
 
-        do!
-            inject
-                pair
-                {|
-                    api = "api_get_authorizer_list"
-                    errcode = 40001
-                    times = 1
-                |}
+                    Expect.equal withDtd.StatusCode HttpStatusCode.BadRequest "withDtd.StatusCode"
 
-        let! response =
-            postJson
-                pair.Gateway.Api
-                "/api/component/wechat/cgi-bin/component/api_get_authorizer_list"
-                {|
-                    component_appid = componentAppId
-                    offset = 0
-                    count = 10
-                |}
+                    let unknown =
+                        $"<xml><AppId>{componentAppId}</AppId><CreateTime>1</CreateTime><InfoType>something_new</InfoType></xml>"
 
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode)
-        let! root = json response
-        Assert.True(root.TryGetProperty("total_count") |> fst)
-        let! second = tokenValue pair
-        Assert.NotEqual<string>(first, second)
-        let! fetched = calls pair "api_component_token"
-        Assert.Equal(2, fetched)
-        // A business system reporting the old token again changes nothing.
-        let! stale =
-            postJson pair.Gateway.Api "/api/component/access-token/invalidate" {| component_access_token = first |}
+                    let! answered = push pair unknown id
+                    Expect.equal answered.StatusCode HttpStatusCode.OK "answered.StatusCode"
+                    let! body = answered.Content.ReadAsStringAsync()
+                    Expect.equal body "success" "body"
+                    let! first = push pair (ticketXml "ticket@@@same") id
+                    let! again = push pair (ticketXml "ticket@@@same") id
+                    Expect.equal first.StatusCode HttpStatusCode.OK "first.StatusCode"
+                    Expect.equal again.StatusCode HttpStatusCode.OK "again.StatusCode"
+                }
 
-        let! staleRoot = json stale
-        Assert.False(staleRoot.GetProperty("invalidated").GetBoolean())
-        let! third = tokenValue pair
-        Assert.Equal(second, third)
-    }
+            testCaseTask "40001 on a call invalidates only the failed token and the call succeeds once reacquired"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+                    let! _ = pushTicket pair
+                    let! first = tokenValue pair
 
-[<Fact>]
-let ``61005 waits for the next push, then recovers`` () =
-    task {
-        use! pair = startPair ()
-        let! _ = pushTicket pair
-        let! _ = tokenValue pair
-        // The token has expired; WeChat refuses the stored ticket when asked for a new one.
-        do!
-            inject
-                pair
-                {|
-                    api = "api_component_token"
-                    errcode = 61005
-                    times = 1
-                |}
+                    do!
+                        inject
+                            pair
+                            {|
+                                api = "api_get_authorizer_list"
+                                errcode = 40001
+                                times = 1
+                            |}
 
-        pair.Gateway.Clock.Offset <- TimeSpan.FromHours 2.1
-        let! status, _ = getToken pair
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, status)
-        let! statusPage = pair.Gateway.Api.GetAsync "/api/component/status"
-        let! root = json statusPage
-        Assert.Equal(61005, root.GetProperty("last_error").GetProperty("errcode").GetInt32())
-        let! _ = pushTicket pair
+                    let! response =
+                        postJson
+                            pair.Gateway.Api
+                            "/api/component/wechat/cgi-bin/component/api_get_authorizer_list"
+                            {|
+                                component_appid = componentAppId
+                                offset = 0
+                                count = 10
+                            |}
 
-        let! recovered =
-            eventually (TimeSpan.FromSeconds 5.) (fun () ->
-                task { let! s, _ = getToken pair in return s = HttpStatusCode.OK })
+                    Expect.equal response.StatusCode HttpStatusCode.OK "response.StatusCode"
+                    let! root = json response
 
-        Assert.True recovered
-    }
+                    Expect.isTrue
+                        (root.TryGetProperty("total_count") |> fst)
+                        "root.TryGetProperty('total_count') |> fst"
 
-[<Fact>]
-let ``the internal API refuses calls without the key, and everything when no key is configured`` () =
-    task {
-        use! pair = startPair ()
-        let! anonymous = pair.Http.GetAsync(pair.Gateway.Url "/api/component/status")
-        Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode)
-        let! health = pair.Http.GetAsync(pair.Gateway.Url "/healthz")
-        Assert.Equal(HttpStatusCode.OK, health.StatusCode)
-        let! g = pair.RestartGateway [ "WeChatFs:Admin:ApiKey", "" ]
-        let! refused = g.Api.GetAsync "/api/component/status"
-        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode)
-    }
+                    let! second = tokenValue pair
+                    Expect.notEqual second first "second"
+                    let! fetched = calls pair "api_component_token"
+                    Expect.equal fetched 2 "fetched"
+                    // A business system reporting the old token again changes nothing.
+                    let! stale =
+                        postJson
+                            pair.Gateway.Api
+                            "/api/component/access-token/invalidate"
+                            {| component_access_token = first |}
 
-[<Fact>]
-let ``the status never shows a secret`` () =
-    task {
-        use! pair = startPair ()
-        let! _ = pushTicket pair
-        let! token = tokenValue pair
-        let! response = pair.Gateway.Api.GetAsync "/api/component/status"
-        let! body = response.Content.ReadAsStringAsync()
-        Assert.DoesNotContain(token, body)
-        Assert.DoesNotContain(appSecret, body)
-        Assert.DoesNotContain("ticket@@@", body)
-    }
+                    let! staleRoot = json stale
 
-[<Fact>]
-let ``readiness says what is missing, then ready once a ticket and a token are there`` () =
-    task {
-        use! pair = startPairWithoutTicketPush ()
+                    Expect.isFalse
+                        (staleRoot.GetProperty("invalidated").GetBoolean())
+                        "staleRoot.GetProperty('invalidated').GetBoolean()"
 
-        let! notReady = pair.Http.GetAsync(pair.Gateway.Url "/readyz")
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, notReady.StatusCode)
-        let! root = json notReady
-        let checks = root.GetProperty "checks"
-        Assert.True(checks.GetProperty("store").GetProperty("ok").GetBoolean())
-        Assert.Contains("no component_verify_ticket", str (checks.GetProperty "ticket") "reason")
-        let! _ = pushTicket pair
-        let! _ = tokenValue pair
-        let! ready = pair.Http.GetAsync(pair.Gateway.Url "/readyz")
-        Assert.Equal(HttpStatusCode.OK, ready.StatusCode)
-    }
+                    let! third = tokenValue pair
+                    Expect.equal third second "third"
+                }
 
-[<Fact>]
-let ``a 5xx from WeChat is retried after a backoff`` () =
-    task {
-        use! pair = startPair ()
+            testCaseTask "61005 waits for the next push, then recovers"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+                    let! _ = pushTicket pair
+                    let! _ = tokenValue pair
+                    // The token has expired; WeChat refuses the stored ticket when asked for a new one.
+                    do!
+                        inject
+                            pair
+                            {|
+                                api = "api_component_token"
+                                errcode = 61005
+                                times = 1
+                            |}
 
-        do!
-            inject
-                pair
-                {|
-                    api = "api_component_token"
-                    http_status = 502
-                    times = 1
-                |}
+                    pair.Gateway.Clock.Offset <- TimeSpan.FromHours 2.1
+                    let! status, _ = getToken pair
+                    Expect.equal status HttpStatusCode.ServiceUnavailable "status"
+                    let! statusPage = pair.Gateway.Api.GetAsync "/api/component/status"
+                    let! root = json statusPage
 
-        let! _ = pushTicket pair
+                    Expect.equal
+                        (root.GetProperty("last_error").GetProperty("errcode").GetInt32())
+                        61005
+                        "root.GetProperty('last_error').GetProperty('errcode').GetInt32()"
 
-        let! recovered =
-            eventually (TimeSpan.FromSeconds 8.) (fun () ->
-                task { let! s, _ = getToken pair in return s = HttpStatusCode.OK })
+                    let! _ = pushTicket pair
 
-        Assert.True recovered
-        let! fetched = calls pair "api_component_token"
-        Assert.Equal(2, fetched)
-    }
+                    let! recovered =
+                        eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                            task { let! s, _ = getToken pair in return s = HttpStatusCode.OK })
+
+                    Expect.isTrue recovered "recovered"
+                }
+
+            testCaseTask "the internal API refuses calls without the key, and everything when no key is configured"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+                    let! anonymous = pair.Http.GetAsync(pair.Gateway.Url "/api/component/status")
+                    Expect.equal anonymous.StatusCode HttpStatusCode.Unauthorized "anonymous.StatusCode"
+                    let! health = pair.Http.GetAsync(pair.Gateway.Url "/healthz")
+                    Expect.equal health.StatusCode HttpStatusCode.OK "health.StatusCode"
+                    let! g = pair.RestartGateway [ "WeChatFs:Admin:ApiKey", "" ]
+                    let! refused = g.Api.GetAsync "/api/component/status"
+                    Expect.equal refused.StatusCode HttpStatusCode.Unauthorized "refused.StatusCode"
+                }
+
+            testCaseTask "the status never shows a secret"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+                    let! _ = pushTicket pair
+                    let! token = tokenValue pair
+                    let! response = pair.Gateway.Api.GetAsync "/api/component/status"
+                    let! body = response.Content.ReadAsStringAsync()
+                    Expect.isFalse (body.Contains(token: string)) "body must not contain token"
+                    Expect.isFalse (body.Contains(appSecret: string)) "body must not contain appSecret"
+                    Expect.isFalse (body.Contains("ticket@@@")) "body has no 'ticket@@@'"
+                }
+
+            testCaseTask "readiness says what is missing, then ready once a ticket and a token are there"
+            <| fun () ->
+                task {
+                    use! pair = startPairWithoutTicketPush ()
+
+                    let! notReady = pair.Http.GetAsync(pair.Gateway.Url "/readyz")
+                    Expect.equal notReady.StatusCode HttpStatusCode.ServiceUnavailable "notReady.StatusCode"
+                    let! root = json notReady
+                    let checks = root.GetProperty "checks"
+
+                    Expect.isTrue
+                        (checks.GetProperty("store").GetProperty("ok").GetBoolean())
+                        "checks.GetProperty('store').GetProperty('ok').GetBoolean()"
+
+                    Expect.stringContains
+                        (str (checks.GetProperty "ticket") "reason")
+                        "no component_verify_ticket"
+                        "str (checks.GetProperty 'ticket') 'reason'"
+
+                    let! _ = pushTicket pair
+                    let! _ = tokenValue pair
+                    let! ready = pair.Http.GetAsync(pair.Gateway.Url "/readyz")
+                    Expect.equal ready.StatusCode HttpStatusCode.OK "ready.StatusCode"
+                }
+
+            testCaseTask "a 5xx from WeChat is retried after a backoff"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+
+                    do!
+                        inject
+                            pair
+                            {|
+                                api = "api_component_token"
+                                http_status = 502
+                                times = 1
+                            |}
+
+                    let! _ = pushTicket pair
+
+                    let! recovered =
+                        eventually (TimeSpan.FromSeconds 8.) (fun () ->
+                            task { let! s, _ = getToken pair in return s = HttpStatusCode.OK })
+
+                    Expect.isTrue recovered "recovered"
+                    let! fetched = calls pair "api_component_token"
+                    Expect.equal fetched 2 "fetched"
+                }
+
+        ]

@@ -2,7 +2,8 @@ module WeChatFs.Tests.ConfigTests
 
 open System
 open Microsoft.Extensions.Configuration
-open Xunit
+open Expecto
+open WeChatFs.Tests.Helpers
 open WeChatFs
 
 let private load (pairs: (string * string) list) =
@@ -19,81 +20,98 @@ let private valid =
         "WeChatFs:Component:EncodingAesKey", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
     ]
 
-[<Fact>]
-let ``a minimal configuration gets the documented defaults`` () =
-    match load valid with
-    | Ok o ->
-        Assert.Equal("https://api.weixin.qq.com/", string o.ApiBaseUrl)
-        Assert.Equal("sqlite", o.StorageProvider)
-        Assert.Equal("Data Source=data/wechatfs.db", o.ConnectionString)
-        Assert.Equal("data", o.DataFolder)
-        Assert.Equal(TimeSpan.FromMinutes 10., o.TokenPolicy.RefreshMargin)
-        Assert.Equal(TimeSpan.FromSeconds 3., o.Webhooks.ReplyTimeout)
-        Assert.Equal(TimeSpan.FromDays 7., o.Webhooks.DeliveredRetention)
-        Assert.Equal(TimeSpan.FromDays 90., o.EventRetention)
-        Assert.Equal(None, o.AdminApiKey)
-        Assert.True o.ReleaseResponder
-    | Error e -> failwith $"{e}"
 
-[<Fact>]
-let ``every bad value is reported at once, naming the key and the fix`` () =
-    match
-        load
-            [
-                "WeChatFs:Component:EncodingAesKey", "short"
-                "WeChatFs:Storage:Provider", "mysql"
-                "WeChatFs:WeChat:ApiBaseUrl", "not a url"
-                "WeChatFs:Secrets:MasterKey", "AAAA"
-            ]
-    with
-    | Ok _ -> failwith "accepted"
-    | Error errors ->
-        let keys = errors |> List.map (fun e -> e.Key) |> Set.ofList
+let tests =
+    testList
+        "Config"
+        [
+            testCase "a minimal configuration gets the documented defaults"
+            <| fun () ->
+                match load valid with
+                | Ok o ->
+                    Expect.equal (string o.ApiBaseUrl) "https://api.weixin.qq.com/" "string o.ApiBaseUrl"
+                    Expect.equal o.StorageProvider "sqlite" "o.StorageProvider"
+                    Expect.equal o.ConnectionString "Data Source=data/wechatfs.db" "o.ConnectionString"
+                    Expect.equal o.DataFolder "data" "o.DataFolder"
+                    Expect.equal o.TokenPolicy.RefreshMargin (TimeSpan.FromMinutes 10.) "o.TokenPolicy.RefreshMargin"
+                    Expect.equal o.Webhooks.ReplyTimeout (TimeSpan.FromSeconds 3.) "o.Webhooks.ReplyTimeout"
+                    Expect.equal o.Webhooks.DeliveredRetention (TimeSpan.FromDays 7.) "o.Webhooks.DeliveredRetention"
+                    Expect.equal o.EventRetention (TimeSpan.FromDays 90.) "o.EventRetention"
+                    Expect.equal o.AdminApiKey None "o.AdminApiKey"
+                    Expect.isTrue o.ReleaseResponder "o.ReleaseResponder"
+                | Error e -> failwith $"{e}"
 
-        for k in
-            [
-                "WeChatFs:Component:AppId"
-                "WeChatFs:Component:AppSecret"
-                "WeChatFs:Component:Token"
-                "WeChatFs:Component:EncodingAesKey"
-                "WeChatFs:Storage:Provider"
-                "WeChatFs:WeChat:ApiBaseUrl"
-                "WeChatFs:Secrets:MasterKey"
-            ] do
-            Assert.Contains(k, keys)
+            testCase "every bad value is reported at once, naming the key and the fix"
+            <| fun () ->
+                match
+                    load
+                        [
+                            "WeChatFs:Component:EncodingAesKey", "short"
+                            "WeChatFs:Storage:Provider", "mysql"
+                            "WeChatFs:WeChat:ApiBaseUrl", "not a url"
+                            "WeChatFs:Secrets:MasterKey", "AAAA"
+                        ]
+                with
+                | Ok _ -> failwith "accepted"
+                | Error errors ->
+                    let keys = errors |> List.map (fun e -> e.Key) |> Set.ofList
 
-        Assert.All(errors, fun e -> Assert.False(String.IsNullOrWhiteSpace e.Fix))
+                    for k in
+                        [
+                            "WeChatFs:Component:AppId"
+                            "WeChatFs:Component:AppSecret"
+                            "WeChatFs:Component:Token"
+                            "WeChatFs:Component:EncodingAesKey"
+                            "WeChatFs:Storage:Provider"
+                            "WeChatFs:WeChat:ApiBaseUrl"
+                            "WeChatFs:Secrets:MasterKey"
+                        ] do
+                        Expect.contains keys k "keys"
 
-[<Fact>]
-let ``postgres needs a connection string and tenants may have their own webhook`` () =
-    match load (valid @ [ "WeChatFs:Storage:Provider", "postgres" ]) with
-    | Error [ e ] -> Assert.Equal("WeChatFs:Storage:ConnectionString", e.Key)
-    | other -> failwith $"{other}"
+                    for e in errors do
+                        Expect.isFalse (String.IsNullOrWhiteSpace e.Fix) $"{e.Key} says how to fix it"
 
-    match
-        load (
-            valid
-            @ [
-                "WeChatFs:Webhooks:Url", "https://hooks.example/a"
-                "WeChatFs:Webhooks:Tenants:shop-1:Url", "https://hooks.example/shop-1"
-            ]
-        )
-    with
-    | Ok o -> Assert.Equal("https://hooks.example/shop-1", string (o.Webhooks.TenantUrls |> Map.find "shop-1"))
-    | Error e -> failwith $"{e}"
+            testCase "postgres needs a connection string and tenants may have their own webhook"
+            <| fun () ->
+                match load (valid @ [ "WeChatFs:Storage:Provider", "postgres" ]) with
+                | Error [ e ] -> Expect.equal e.Key "WeChatFs:Storage:ConnectionString" "e.Key"
+                | other -> failwith $"{other}"
 
-[<Fact>]
-let ``an event retention under a day is refused, a longer one is taken`` () =
-    match load (valid @ [ "WeChatFs:Events:Retention", "12:00:00" ]) with
-    | Ok _ -> failwith "accepted"
-    | Error errors -> Assert.Contains(errors, fun e -> e.Key = "WeChatFs:Events:Retention")
+                match
+                    load (
+                        valid
+                        @ [
+                            "WeChatFs:Webhooks:Url", "https://hooks.example/a"
+                            "WeChatFs:Webhooks:Tenants:shop-1:Url", "https://hooks.example/shop-1"
+                        ]
+                    )
+                with
+                | Ok o ->
+                    Expect.equal
+                        (string (o.Webhooks.TenantUrls |> Map.find "shop-1"))
+                        "https://hooks.example/shop-1"
+                        "string (o.Webhooks.TenantUrls |> Map.find 'shop-1')"
+                | Error e -> failwith $"{e}"
 
-    match load (valid @ [ "WeChatFs:Events:Retention", "30.00:00:00" ]) with
-    | Ok o -> Assert.Equal(TimeSpan.FromDays 30., o.EventRetention)
-    | Error e -> failwith $"{e}"
+            testCase "an event retention under a day is refused, a longer one is taken"
+            <| fun () ->
+                match load (valid @ [ "WeChatFs:Events:Retention", "12:00:00" ]) with
+                | Ok _ -> failwith "accepted"
+                | Error errors ->
+                    Expect.exists errors (fun e -> e.Key = "WeChatFs:Events:Retention") "errors has one that matches"
 
-[<Fact>]
-let ``a delivered-message retention shorter than WeChat's retries is refused`` () =
-    match load (valid @ [ "WeChatFs:Webhooks:DeliveredRetention", "00:05:00" ]) with
-    | Ok _ -> failwith "accepted"
-    | Error errors -> Assert.Contains(errors, fun e -> e.Key = "WeChatFs:Webhooks:DeliveredRetention")
+                match load (valid @ [ "WeChatFs:Events:Retention", "30.00:00:00" ]) with
+                | Ok o -> Expect.equal o.EventRetention (TimeSpan.FromDays 30.) "o.EventRetention"
+                | Error e -> failwith $"{e}"
+
+            testCase "a delivered-message retention shorter than WeChat's retries is refused"
+            <| fun () ->
+                match load (valid @ [ "WeChatFs:Webhooks:DeliveredRetention", "00:05:00" ]) with
+                | Ok _ -> failwith "accepted"
+                | Error errors ->
+                    Expect.exists
+                        errors
+                        (fun e -> e.Key = "WeChatFs:Webhooks:DeliveredRetention")
+                        "errors has one that matches"
+
+        ]

@@ -18,7 +18,7 @@ open Microsoft.AspNetCore.Hosting.Server.Features
 open Microsoft.Extensions.Configuration
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
-open Xunit
+open Expecto
 open WeChatFs
 open WeChatFs.Simulator
 open WeChatFs.Simulator.SimState
@@ -268,6 +268,23 @@ let eventually (timeout: TimeSpan) (check: unit -> Task<bool>) =
         return ok
     }
 
+/// Checks that `check` keeps holding for all of `period`, polling; false as soon as it does not.
+/// Tests that something does not happen (a second delivery, a second refresh) watch for it over a
+/// window this way instead of sleeping and counting once.
+let holdsFor (period: TimeSpan) (check: unit -> Task<bool>) =
+    task {
+        let deadline = DateTime.UtcNow + period
+        let! first = check ()
+        let mutable ok = first
+
+        while ok && DateTime.UtcNow < deadline do
+            do! Task.Delay 50
+            let! r = check ()
+            ok <- r
+
+        return ok
+    }
+
 /// The simulator's call counter for one API.
 let calls (pair: Pair) (api: string) =
     task {
@@ -486,6 +503,6 @@ let sendMessage (pair: Pair) (appid: string) (msgType: string) (fields: (string 
                 |}
 
         let! root = json r
-        Assert.Equal(HttpStatusCode.OK, r.StatusCode)
+        Expect.equal r.StatusCode HttpStatusCode.OK "r.StatusCode"
         return root
     }

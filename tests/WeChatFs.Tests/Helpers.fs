@@ -1,12 +1,13 @@
-/// Shared test helpers: generators, and a throwaway PostgreSQL cluster started once per test run.
+/// Shared test helpers: generators, the one FsCheck configuration every property runs with, and a
+/// throwaway PostgreSQL cluster started once per test run.
 module WeChatFs.Tests.Helpers
 
 open System
 open System.IO
-open System.Net
-open System.Net.Sockets
+open Expecto
 open FsCheck
 open FsCheck.FSharp
+open WeChatFs.Domain
 
 let bytes n =
     Gen.arrayOfLength n (Gen.choose (0, 255) |> Gen.map byte)
@@ -36,3 +37,101 @@ let tempFolder () =
     let dir = Path.Combine(Path.GetTempPath(), $"wechatfs-test-{Guid.NewGuid():N}")
     Directory.CreateDirectory dir |> ignore
     dir
+
+/// The instant generated clocks are spread around.
+let t0 = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
+
+/// Instants within about a day and a half either side of t0, by the minute: close enough together
+/// that tickets, tokens and clocks generated independently still overlap in interesting ways.
+let instants = Gen.choose (-2000, 2000) |> Gen.map (fun m -> t0.AddMinutes(float m))
+
+let private expiring token =
+    instants |> Gen.map (fun at -> { Token = token; ExpiresAt = at })
+
+/// Arbitrary instances for the domain's types, registered once in `fsCheck` so that properties can
+/// take them as plain typed arguments.
+type DomainArbitraries =
+    static member Instant() = Arb.fromGen instants
+
+    static member Ticket() =
+        instants
+        |> Gen.map (fun at ->
+            {
+                Ticket = VerifyTicket $"t{at:yyyyMMddHHmm}"
+                ReceivedAt = at
+            })
+        |> Arb.fromGen
+
+    static member ComponentToken() =
+        Gen.elements [ "tok-a"; "tok-b" ]
+        |> Gen.bind (ComponentAccessToken >> expiring)
+        |> Arb.fromGen
+
+    static member AuthorizerToken() =
+        Gen.elements [ "acc-a"; "acc-b" ]
+        |> Gen.bind (AuthorizerAccessToken >> expiring)
+        |> Arb.fromGen
+
+    static member Status() =
+        Gen.elements [ Authorized; Revoked; NeedsReauthorization ] |> Arb.fromGen
+
+    static member Authorizer() =
+        gen {
+            let! status = Gen.elements [ Authorized; Revoked; NeedsReauthorization ]
+
+            let! refresh =
+                Gen.optionOf (Gen.elements [ AuthorizerRefreshToken "r1"; AuthorizerRefreshToken "r2" ])
+
+            let! token =
+                Gen.optionOf (
+                    Gen.elements [ "acc-a"; "acc-b" ]
+                    |> Gen.bind (AuthorizerAccessToken >> expiring)
+                )
+
+            return
+                {
+                    AppId = AuthorizerAppId "wx1"
+                    Tenant = None
+                    Status = status
+                    StatusReason = None
+                    FuncIds = []
+                    Profile = None
+                    RefreshToken = refresh
+                    AccessToken = token
+                    AuthorizedAt = t0
+                    UpdatedAt = t0
+                }
+        }
+        |> Arb.fromGen
+
+/// The one FsCheck configuration: the domain's arbitraries, 200 cases unless `--fscheck-max-tests`
+/// says otherwise.
+let fsCheck =
+    { FsCheckConfig.defaultConfig with
+        maxTest = 200
+        arbitrary = [ typeof<DomainArbitraries> ]
+    }
+
+/// A property test with the shared configuration.
+let testProp name property =
+    testPropertyWithConfig fsCheck name property
+
+/// The exception of type 'e that `f` fails with; the test fails when it succeeds or fails otherwise.
+let failsWith<'e when 'e :> exn> (f: unit -> Threading.Tasks.Task) : Threading.Tasks.Task<'e> =
+    task {
+        let! outcome =
+            task {
+                try
+                    do! f ()
+                    return None
+                with ex ->
+                    return Some ex
+            }
+
+        return
+            match outcome with
+            | Some(:? 'e as e) -> e
+            | Some(:? AggregateException as a) when (a.InnerException :? 'e) -> a.InnerException :?> 'e
+            | Some other -> failtest $"expected {typeof<'e>.Name}, got {other}"
+            | None -> failtest $"expected {typeof<'e>.Name}, but it succeeded"
+    }

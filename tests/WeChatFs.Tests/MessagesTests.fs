@@ -5,7 +5,7 @@ open System
 open System.Security.Cryptography
 open System.Text
 open System.Text.Json
-open Xunit
+open Expecto
 open FsCheck
 open FsCheck.FSharp
 open WeChatFs
@@ -20,177 +20,248 @@ let private parsed s =
     | Ok m -> m
     | Error e -> failwith $"{e}"
 
-[<Fact>]
-let ``messages and events are typed as the facts describe them`` () =
-    Assert.Equal(Text "hello", (parsed (xml "text" "<Content><![CDATA[hello]]></Content><MsgId>1</MsgId>")).Body)
 
-    Assert.Equal(
-        LocationReport(23.137466, 113.352425, 119.38504),
-        (parsed (
-            xml
-                "event"
-                "<Event><![CDATA[LOCATION]]></Event><Latitude>23.137466</Latitude><Longitude>113.352425</Longitude><Precision>119.385040</Precision>"
-        ))
-            .Body
-    )
+let tests =
+    testList
+        "Messages"
+        [
+            testCase "messages and events are typed as the facts describe them"
+            <| fun () ->
+                Expect.equal
+                    ((parsed (xml "text" "<Content><![CDATA[hello]]></Content><MsgId>1</MsgId>")).Body)
+                    (Text "hello")
+                    "(parsed (xml 'text' '<Content><![CDATA[hello]]></Content><MsgId>1</..."
 
-    Assert.Equal(
-        Subscribe(Some "qrscene_42", Some "42", Some "tk"),
-        (parsed (xml "event" "<Event>subscribe</Event><EventKey>qrscene_42</EventKey><Ticket>tk</Ticket>")).Body
-    )
+                Expect.equal
+                    ((parsed (
+                        xml
+                            "event"
+                            "<Event><![CDATA[LOCATION]]></Event><Latitude>23.137466</Latitude><Longitude>113.352425</Longitude><Precision>119.385040</Precision>"
+                    ))
+                        .Body)
+                    (LocationReport(23.137466, 113.352425, 119.38504))
+                    "(parsed ( xml 'event' '<Event><![CDATA[LOCATION]]></Event><Latitude..."
 
-    Assert.Equal(
-        TemplateSendJobFinish("200", "success"),
-        (parsed (xml "event" "<Event>TEMPLATESENDJOBFINISH</Event><MsgID>200</MsgID><Status>success</Status>")).Body
-    )
+                Expect.equal
+                    ((parsed (xml "event" "<Event>subscribe</Event><EventKey>qrscene_42</EventKey><Ticket>tk</Ticket>"))
+                        .Body)
+                    (Subscribe(Some "qrscene_42", Some "42", Some "tk"))
+                    "(parsed (xml 'event' '<Event>subscribe</Event><EventKey>qrscene_42<..."
 
-    Assert.Equal(
-        Location(23.1, 113.3, 20, "Here"),
-        (parsed (
-            xml
-                "location"
-                "<Location_X>23.1</Location_X><Location_Y>113.3</Location_Y><Scale>20</Scale><Label>Here</Label><MsgId>2</MsgId>"
-        ))
-            .Body
-    )
+                Expect.equal
+                    ((parsed (
+                        xml "event" "<Event>TEMPLATESENDJOBFINISH</Event><MsgID>200</MsgID><Status>success</Status>"
+                    ))
+                        .Body)
+                    (TemplateSendJobFinish("200", "success"))
+                    "(parsed (xml 'event' '<Event>TEMPLATESENDJOBFINISH</Event><MsgID>20..."
 
-[<Fact>]
-let ``anything unknown or untypable is kept, never refused`` () =
-    let m = parsed (xml "miniprogrampage" "<Title>x</Title>")
-    Assert.Equal(Unknown("miniprogrampage", None), m.Body)
-    Assert.Equal("unknown.miniprogrampage", kind m)
-    let e = parsed (xml "event" "<Event>LOCATION</Event><Latitude>north</Latitude>")
-    Assert.Equal(Unknown("event", Some "LOCATION"), e.Body)
-    Assert.Equal("event.LOCATION", kind e)
-    let json = (messageJson e).ToJsonString()
-    Assert.Contains("north", json)
+                Expect.equal
+                    ((parsed (
+                        xml
+                            "location"
+                            "<Location_X>23.1</Location_X><Location_Y>113.3</Location_Y><Scale>20</Scale><Label>Here</Label><MsgId>2</MsgId>"
+                    ))
+                        .Body)
+                    (Location(23.1, 113.3, 20, "Here"))
+                    "(parsed ( xml 'location' '<Location_X>23.1</Location_X><Location_Y>..."
 
-[<Fact>]
-let ``retries share a key; messages by MsgId, events by sender and time`` () =
-    let a = parsed (xml "text" "<Content>a</Content><MsgId>7</MsgId>")
-    let b = parsed (xml "text" "<Content>b</Content><MsgId>8</MsgId>")
-    Assert.Equal(dedupeKey a, dedupeKey (parsed (xml "text" "<Content>a</Content><MsgId>7</MsgId>")))
-    Assert.NotEqual<string>(dedupeKey a, dedupeKey b)
-    let e1 = parsed (xml "event" "<Event>CLICK</Event><EventKey>k</EventKey>")
-    Assert.Equal(dedupeKey e1, dedupeKey (parsed (xml "event" "<Event>CLICK</Event><EventKey>k</EventKey>")))
+            testCase "anything unknown or untypable is kept, never refused"
+            <| fun () ->
+                let m = parsed (xml "miniprogrampage" "<Title>x</Title>")
+                Expect.equal m.Body (Unknown("miniprogrampage", None)) "m.Body"
+                Expect.equal (kind m) "unknown.miniprogrampage" "kind m"
+                let e = parsed (xml "event" "<Event>LOCATION</Event><Latitude>north</Latitude>")
+                Expect.equal e.Body (Unknown("event", Some "LOCATION")) "e.Body"
+                Expect.equal (kind e) "event.LOCATION" "kind e"
+                let json = (messageJson e).ToJsonString()
+                Expect.stringContains json "north" "json"
 
-    Assert.NotEqual<string>(
-        dedupeKey e1,
-        dedupeKey (parsed ((xml "event" "<Event>CLICK</Event>").Replace("1700000300", "1700000301")))
-    )
+            testCase "retries share a key; messages by MsgId, events by sender and time"
+            <| fun () ->
+                let a = parsed (xml "text" "<Content>a</Content><MsgId>7</MsgId>")
+                let b = parsed (xml "text" "<Content>b</Content><MsgId>8</MsgId>")
 
-[<Fact>]
-let ``the webhook body has the documented fields`` () =
-    let m = parsed (xml "text" "<Content>hi</Content><MsgId>9</MsgId>")
-    let at = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
+                Expect.equal
+                    (dedupeKey (parsed (xml "text" "<Content>a</Content><MsgId>7</MsgId>")))
+                    (dedupeKey a)
+                    "dedupeKey (parsed (xml 'text' '<Content>a</Content><MsgId>7</MsgId>'))"
 
-    let body =
-        webhookPayload "d1" (kind m) "wxa" (Some "shop") at (messageJson m) "<xml/>"
+                Expect.notEqual (dedupeKey b) (dedupeKey a) "dedupeKey b"
+                let e1 = parsed (xml "event" "<Event>CLICK</Event><EventKey>k</EventKey>")
 
-    let root = JsonDocument.Parse(body).RootElement
-    Assert.Equal("d1", root.GetProperty("id").GetString())
-    Assert.Equal("text", root.GetProperty("kind").GetString())
-    Assert.Equal("wxa", root.GetProperty("authorizer_appid").GetString())
-    Assert.Equal("shop", root.GetProperty("tenant").GetString())
-    Assert.Equal(at, root.GetProperty("received_at").GetDateTimeOffset())
-    Assert.Equal("hi", root.GetProperty("message").GetProperty("content").GetString())
-    Assert.Equal("oUSER", root.GetProperty("message").GetProperty("from_user_name").GetString())
-    Assert.Equal("<xml/>", root.GetProperty("raw_xml").GetString())
+                Expect.equal
+                    (dedupeKey (parsed (xml "event" "<Event>CLICK</Event><EventKey>k</EventKey>")))
+                    (dedupeKey e1)
+                    "dedupeKey (parsed (xml 'event' '<Event>CLICK</Event><EventKey>k</Ev..."
 
-[<Fact>]
-let ``the webhook body keeps Chinese text and markup readable, not escaped`` () =
-    let raw = "<xml><Content><![CDATA[你好 <b> & 'x']]></Content></xml>"
+                Expect.notEqual
+                    (dedupeKey (parsed ((xml "event" "<Event>CLICK</Event>").Replace("1700000300", "1700000301"))))
+                    (dedupeKey e1)
+                    "dedupeKey (parsed ((xml 'event' '<Event>CLICK</Event>').Replace('17..."
 
-    let m =
-        parsed (xml "text" "<Content><![CDATA[你好 <b> & 'x']]></Content><MsgId>9</MsgId>")
+            testCase "the webhook body has the documented fields"
+            <| fun () ->
+                let m = parsed (xml "text" "<Content>hi</Content><MsgId>9</MsgId>")
+                let at = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
 
-    let body =
-        webhookPayload "d1" (kind m) "wxa" None DateTimeOffset.UnixEpoch (messageJson m) raw
+                let body =
+                    webhookPayload "d1" (kind m) "wxa" (Some "shop") at (messageJson m) "<xml/>"
 
-    Assert.Contains("你好 <b> & 'x'", body)
-    let root = JsonDocument.Parse(body).RootElement
-    Assert.Equal(raw, root.GetProperty("raw_xml").GetString())
-    Assert.Equal("你好 <b> & 'x'", root.GetProperty("message").GetProperty("content").GetString())
-    Assert.Equal(JsonValueKind.Null, root.GetProperty("tenant").ValueKind)
+                let root = JsonDocument.Parse(body).RootElement
+                Expect.equal (root.GetProperty("id").GetString()) "d1" "root.GetProperty('id').GetString()"
+                Expect.equal (root.GetProperty("kind").GetString()) "text" "root.GetProperty('kind').GetString()"
 
-[<Fact>]
-let ``the signature is HMAC-SHA256 of the exact body, and any change to the body changes it`` () =
-    let expected =
-        "sha256="
-        + Convert.ToHexStringLower(
-            HMACSHA256.HashData(Encoding.UTF8.GetBytes "secret", Encoding.UTF8.GetBytes "{\"a\":1}")
-        )
+                Expect.equal
+                    (root.GetProperty("authorizer_appid").GetString())
+                    "wxa"
+                    "root.GetProperty('authorizer_appid').GetString()"
 
-    Assert.Equal(expected, signBody "secret" "{\"a\":1}")
+                Expect.equal (root.GetProperty("tenant").GetString()) "shop" "root.GetProperty('tenant').GetString()"
 
-    Prop.forAll (Arb.fromGen (Gen.zip xmlSafeString xmlSafeString)) (fun (a, b) ->
-        (a = b) = (signBody "k" a = signBody "k" b))
-    |> Check.QuickThrowOnFailure
+                Expect.equal
+                    (root.GetProperty("received_at").GetDateTimeOffset())
+                    at
+                    "root.GetProperty('received_at').GetDateTimeOffset()"
 
-[<Fact>]
-let ``any text survives a text reply, ]]> included, with sender and account swapped`` () =
-    Prop.forAll (Arb.fromGen xmlSafeString) (fun content ->
-        let fields =
-            Wire.parseXml (replyXml "oUSER" "gh_1" 1L (TextReply(content + "]]>")))
-            |> Result.defaultValue Map.empty
+                Expect.equal
+                    (root.GetProperty("message").GetProperty("content").GetString())
+                    "hi"
+                    "root.GetProperty('message').GetProperty('content').GetString()"
 
-        Map.tryFind "Content" fields = Some(content + "]]>")
-        && Map.tryFind "ToUserName" fields = Some "oUSER"
-        && Map.tryFind "FromUserName" fields = Some "gh_1")
-    |> Check.QuickThrowOnFailure
+                Expect.equal
+                    (root.GetProperty("message").GetProperty("from_user_name").GetString())
+                    "oUSER"
+                    "root.GetProperty('message').GetProperty('from_user_name').GetString()"
 
-[<Fact>]
-let ``webhook answers become replies, or clear errors`` () =
-    Assert.Equal(Ok None, parseReply "")
-    Assert.Equal(Ok None, parseReply "{}")
-    Assert.Equal(Ok(Some(ImageReply "m")), parseReply """{"reply":{"msg_type":"image","media_id":"m"}}""")
+                Expect.equal
+                    (root.GetProperty("raw_xml").GetString())
+                    "<xml/>"
+                    "root.GetProperty('raw_xml').GetString()"
 
-    Assert.Equal(
-        Ok(Some(VideoReply("m", "t", ""))),
-        parseReply """{"reply":{"msg_type":"video","media_id":"m","title":"t"}}"""
-    )
+            testCase "the webhook body keeps Chinese text and markup readable, not escaped"
+            <| fun () ->
+                let raw = "<xml><Content><![CDATA[你好 <b> & 'x']]></Content></xml>"
 
-    Assert.Equal(Error(MissingReplyField "content"), parseReply """{"reply":{"msg_type":"text"}}""")
-    Assert.Equal(Error(UnknownMsgType "card"), parseReply """{"reply":{"msg_type":"card"}}""")
-    Assert.Equal(Error NotJson, parseReply "success")
+                let m =
+                    parsed (xml "text" "<Content><![CDATA[你好 <b> & 'x']]></Content><MsgId>9</MsgId>")
 
-    match
-        parseReply
-            """{"reply":{"msg_type":"music","title":"T","music_url":"u","hq_music_url":"h","thumb_media_id":"th"}}"""
-    with
-    | Ok(Some r) ->
-        let x = replyXml "o" "g" 1L r
-        Assert.Contains("<MsgType><![CDATA[music]]></MsgType>", x)
-        Assert.Contains("<HQMusicUrl><![CDATA[h]]></HQMusicUrl>", x)
-    | other -> failwith $"{other}"
+                let body =
+                    webhookPayload "d1" (kind m) "wxa" None DateTimeOffset.UnixEpoch (messageJson m) raw
 
-[<Fact>]
-let ``the release responder answers only WeChat's test accounts`` () =
-    for appid in releaseTestAppIds do
-        Assert.Equal(
-            PassiveText "TESTCOMPONENT_MSG_TYPE_TEXT_callback",
-            decideRelease appid (parsed (xml "text" "<Content>TESTCOMPONENT_MSG_TYPE_TEXT</Content><MsgId>1</MsgId>"))
-        )
+                Expect.stringContains body "你好 <b> & 'x'" "body"
+                let root = JsonDocument.Parse(body).RootElement
+                Expect.equal (root.GetProperty("raw_xml").GetString()) raw "root.GetProperty('raw_xml').GetString()"
 
-        Assert.Equal(
-            QueryAuthThenSend "queryauthcode@@@x",
-            decideRelease
-                appid
-                (parsed (xml "text" "<Content>QUERY_AUTH_CODE:queryauthcode@@@x</Content><MsgId>2</MsgId>"))
-        )
+                Expect.equal
+                    (root.GetProperty("message").GetProperty("content").GetString())
+                    "你好 <b> & 'x'"
+                    "root.GetProperty('message').GetProperty('content').GetString()"
 
-        Assert.Equal(
-            PassiveText "LOCATIONfrom_callback",
-            decideRelease appid (parsed (xml "event" "<Event>LOCATION</Event>"))
-        )
+                Expect.equal
+                    (root.GetProperty("tenant").ValueKind)
+                    JsonValueKind.Null
+                    "root.GetProperty('tenant').ValueKind"
 
-        Assert.Equal(NotARelease, decideRelease appid (parsed (xml "text" "<Content>hello</Content><MsgId>3</MsgId>")))
+            testCase "the signature is HMAC-SHA256 of the exact body"
+            <| fun () ->
+                let expected =
+                    "sha256="
+                    + Convert.ToHexStringLower(
+                        HMACSHA256.HashData(Encoding.UTF8.GetBytes "secret", Encoding.UTF8.GetBytes "{\"a\":1}")
+                    )
 
-    Assert.Equal(10, releaseTestAppIds.Count)
+                Expect.equal (signBody "secret" "{\"a\":1}") expected "the HMAC-SHA256 of the body, hex"
 
-    Assert.Equal(
-        NotARelease,
-        decideRelease "wxsimoa00000000001" (parsed (xml "text" "<Content>TESTCOMPONENT_MSG_TYPE_TEXT</Content>"))
-    )
+            testProp
+                "two bodies have the same signature only when they are the same"
+                (Prop.forAll (Arb.fromGen (Gen.zip xmlSafeString xmlSafeString)) (fun (a, b) ->
+                    (a = b) = (signBody "k" a = signBody "k" b)))
 
-    Assert.Equal("c_from_api", releaseCustomText "c")
+            testProp
+                "any text survives a text reply, ]]> included, with sender and account swapped"
+                (Prop.forAll (Arb.fromGen xmlSafeString) (fun content ->
+                    let fields =
+                        Wire.parseXml (replyXml "oUSER" "gh_1" 1L (TextReply(content + "]]>")))
+                        |> Result.defaultValue Map.empty
+
+                    Map.tryFind "Content" fields = Some(content + "]]>")
+                    && Map.tryFind "ToUserName" fields = Some "oUSER"
+                    && Map.tryFind "FromUserName" fields = Some "gh_1"))
+
+            testCase "webhook answers become replies, or clear errors"
+            <| fun () ->
+                Expect.equal (parseReply "") (Ok None) "parseReply ''"
+                Expect.equal (parseReply "{}") (Ok None) "parseReply '{}'"
+
+                Expect.equal
+                    (parseReply """{"reply":{"msg_type":"image","media_id":"m"}}""")
+                    (Ok(Some(ImageReply "m")))
+                    "parseReply '''{'reply':{'msg_type':'image','media_id':'m'}}'''"
+
+                Expect.equal
+                    (parseReply """{"reply":{"msg_type":"video","media_id":"m","title":"t"}}""")
+                    (Ok(Some(VideoReply("m", "t", ""))))
+                    "parseReply '''{'reply':{'msg_type':'video','media_id':'m','title':'..."
+
+                Expect.equal
+                    (parseReply """{"reply":{"msg_type":"text"}}""")
+                    (Error(MissingReplyField "content"))
+                    "parseReply '''{'reply':{'msg_type':'text'}}'''"
+
+                Expect.equal
+                    (parseReply """{"reply":{"msg_type":"card"}}""")
+                    (Error(UnknownMsgType "card"))
+                    "parseReply '''{'reply':{'msg_type':'card'}}'''"
+
+                Expect.equal (parseReply "success") (Error NotJson) "parseReply 'success'"
+
+                match
+                    parseReply
+                        """{"reply":{"msg_type":"music","title":"T","music_url":"u","hq_music_url":"h","thumb_media_id":"th"}}"""
+                with
+                | Ok(Some r) ->
+                    let x = replyXml "o" "g" 1L r
+                    Expect.stringContains x "<MsgType><![CDATA[music]]></MsgType>" "x"
+                    Expect.stringContains x "<HQMusicUrl><![CDATA[h]]></HQMusicUrl>" "x"
+                | other -> failwith $"{other}"
+
+            testCase "the release responder answers only WeChat's test accounts"
+            <| fun () ->
+                for appid in releaseTestAppIds do
+                    Expect.equal
+                        (decideRelease
+                            appid
+                            (parsed (xml "text" "<Content>TESTCOMPONENT_MSG_TYPE_TEXT</Content><MsgId>1</MsgId>")))
+                        (PassiveText "TESTCOMPONENT_MSG_TYPE_TEXT_callback")
+                        "decideRelease appid (parsed (xml 'text' '<Content>TESTCOMPONENT_MSG..."
+
+                    Expect.equal
+                        (decideRelease
+                            appid
+                            (parsed (xml "text" "<Content>QUERY_AUTH_CODE:queryauthcode@@@x</Content><MsgId>2</MsgId>")))
+                        (QueryAuthThenSend "queryauthcode@@@x")
+                        "decideRelease appid (parsed (xml 'text' '<Content>QUERY_AUTH_CODE:q..."
+
+                    Expect.equal
+                        (decideRelease appid (parsed (xml "event" "<Event>LOCATION</Event>")))
+                        (PassiveText "LOCATIONfrom_callback")
+                        "decideRelease appid (parsed (xml 'event' '<Event>LOCATION</Event>'))"
+
+                    Expect.equal
+                        (decideRelease appid (parsed (xml "text" "<Content>hello</Content><MsgId>3</MsgId>")))
+                        NotARelease
+                        "decideRelease appid (parsed (xml 'text' '<Content>hello</Content><M..."
+
+                Expect.equal releaseTestAppIds.Count 10 "releaseTestAppIds.Count"
+
+                Expect.equal
+                    (decideRelease
+                        "wxsimoa00000000001"
+                        (parsed (xml "text" "<Content>TESTCOMPONENT_MSG_TYPE_TEXT</Content>")))
+                    NotARelease
+                    "decideRelease 'wxsimoa00000000001' (parsed (xml 'text' '<Content>TE..."
+
+                Expect.equal (releaseCustomText "c") "c_from_api" "releaseCustomText 'c'"
+
+        ]

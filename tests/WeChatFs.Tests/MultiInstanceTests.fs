@@ -9,7 +9,7 @@ open System.Text.Json
 open System.Threading
 open System.Threading.Tasks
 open Microsoft.AspNetCore.WebUtilities
-open Xunit
+open Expecto
 open WeChatFs.Simulator.SimulatorHost
 open WeChatFs.Tests.Helpers
 open WeChatFs.Tests.Harness
@@ -28,170 +28,196 @@ let private issuedTimes (items: JsonElement seq) =
 /// for the same due time would issue two tokens milliseconds apart).
 let private assertOnePerDueTime (what: string) (issued: DateTimeOffset list) =
     for a, b in List.pairwise issued do
-        Assert.True(
-            b - a >= cycle - TimeSpan.FromMilliseconds 150.,
-            $"{what}: tokens issued {(b - a).TotalMilliseconds} ms apart"
-        )
+        Expect.isTrue
+            (b - a >= cycle - TimeSpan.FromMilliseconds 150.)
+            ($"{what}: tokens issued {(b - a).TotalMilliseconds} ms apart")
 
-[<Fact>]
-let ``three instances fetch each token once per due time and serve the same token`` () =
-    task {
-        let! sim = start (simulatorOptions ()) "http://127.0.0.1:0"
 
-        use _ =
-            { new IDisposable with
-                member _.Dispose() = sim.StopAsync().Wait()
-            }
-
-        let connectionString = postgres.Force().NewDatabase()
-        let masterKey = Convert.ToBase64String(Array.init 32 byte)
-
-        let settings =
-            [
-                "WeChatFs:Component:AppId", componentAppId
-                "WeChatFs:Component:AppSecret", appSecret
-                "WeChatFs:Component:Token", token
-                "WeChatFs:Component:EncodingAesKey", encodingAesKey
-                "WeChatFs:Component:CheckInterval", "00:00:00.200"
-                "WeChatFs:Component:TokenRefreshMargin", margin.ToString()
-                "WeChatFs:Authorizers:RefreshJitter", "00:00:00"
-                "WeChatFs:WeChat:ApiBaseUrl", sim.BaseUrl
-                "WeChatFs:WeChat:MpBaseUrl", sim.BaseUrl
-                "WeChatFs:Storage:Provider", "postgres"
-                "WeChatFs:Storage:ConnectionString", connectionString
-                "WeChatFs:Storage:DataFolder", tempFolder ()
-                "WeChatFs:Secrets:MasterKey", masterKey
-                "WeChatFs:Admin:ApiKey", adminKey
-            ]
-
-        let! gateways =
-            [ 1..3 ] |> List.map (fun _ -> startGatewayProcess settings) |> Task.WhenAll
-
-        use _ =
-            { new IDisposable with
-                member _.Dispose() =
-                    gateways |> Array.iter (fun g -> (g :> IDisposable).Dispose())
-            }
-
-        sim.SetEventUrl(Some(gateways[0].Url "/wechat/component/events"))
-        use http = new HttpClient()
-
-        let simJson (path: string) =
-            task {
-                let! r = http.GetAsync(sim.BaseUrl + path)
-                return! json r
-            }
-
-        let! _ = http.PostAsync(sim.BaseUrl + "/sim/push-ticket", null)
-
-        let! tokenReady =
-            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+let tests =
+    testSequencedGroup "MultiInstance"
+    <| testList
+        "MultiInstance"
+        [
+            testCaseTask "three instances fetch each token once per due time and serve the same token"
+            <| fun () ->
                 task {
-                    let! r = gateways[2].Api.GetAsync "/api/component/access-token"
-                    return r.IsSuccessStatusCode
-                })
+                    let! sim = start (simulatorOptions ()) "http://127.0.0.1:0"
 
-        Assert.True tokenReady
+                    use _ =
+                        { new IDisposable with
+                            member _.Dispose() = sim.StopAsync().Wait()
+                        }
 
-        // Two merchants authorize, through different instances.
-        let accounts = [ "wxsimoa00000000001"; "wxsimmp00000000002" ]
+                    let connectionString = postgres.Force().NewDatabase()
+                    let masterKey = Convert.ToBase64String(Array.init 32 byte)
 
-        for i, appid in List.indexed accounts do
-            let g = gateways[i + 1]
-            let! links = postJson g.Api "/api/authorization-links" {| tenant = $"shop-{i}" |}
-            let! root = json links
-            let q = QueryHelpers.ParseQuery(Uri(str root "pc_url").Query)
+                    let settings =
+                        [
+                            "WeChatFs:Component:AppId", componentAppId
+                            "WeChatFs:Component:AppSecret", appSecret
+                            "WeChatFs:Component:Token", token
+                            "WeChatFs:Component:EncodingAesKey", encodingAesKey
+                            "WeChatFs:Component:CheckInterval", "00:00:00.200"
+                            "WeChatFs:Component:TokenRefreshMargin", margin.ToString()
+                            "WeChatFs:Authorizers:RefreshJitter", "00:00:00"
+                            "WeChatFs:WeChat:ApiBaseUrl", sim.BaseUrl
+                            "WeChatFs:WeChat:MpBaseUrl", sim.BaseUrl
+                            "WeChatFs:Storage:Provider", "postgres"
+                            "WeChatFs:Storage:ConnectionString", connectionString
+                            "WeChatFs:Storage:DataFolder", tempFolder ()
+                            "WeChatFs:Secrets:MasterKey", masterKey
+                            "WeChatFs:Admin:ApiKey", adminKey
+                        ]
 
-            let! confirmed =
-                postJson
-                    http
-                    (sim.BaseUrl + "/sim/authorize")
-                    {|
-                        pre_auth_code = string q["pre_auth_code"]
-                        redirect_uri = string q["redirect_uri"]
-                        appid = appid
-                    |}
+                    let! gateways =
+                        [ 1..3 ] |> List.map (fun _ -> startGatewayProcess settings) |> Task.WhenAll
 
-            let! c = json confirmed
-            let! back = http.GetAsync(str c "redirect")
-            Assert.Equal(HttpStatusCode.OK, back.StatusCode)
+                    use _ =
+                        { new IDisposable with
+                            member _.Dispose() =
+                                gateways |> Array.iter (fun g -> (g :> IDisposable).Dispose())
+                        }
 
-        // Hammer all three instances for a few due times, while their schedulers tick too.
-        let served = Collections.Concurrent.ConcurrentBag<string * string>()
-        use stop = new CancellationTokenSource(TimeSpan.FromSeconds 10.)
+                    sim.SetEventUrl(Some(gateways[0].Url "/wechat/component/events"))
+                    use http = new HttpClient()
 
-        let worker (n: int) =
-            task {
-                let mutable i = n
+                    let simJson (path: string) =
+                        task {
+                            let! r = http.GetAsync(sim.BaseUrl + path)
+                            return! json r
+                        }
 
-                while not stop.IsCancellationRequested do
-                    let g = gateways[i % 3]
-                    i <- i + 1
+                    let! _ = http.PostAsync(sim.BaseUrl + "/sim/push-ticket", null)
 
-                    let path =
-                        match i % 3 with
-                        | 0 -> "/api/component/access-token"
-                        | k -> $"/api/authorizers/{accounts[k - 1]}/access-token"
+                    let! tokenReady =
+                        eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                            task {
+                                let! r = gateways[2].Api.GetAsync "/api/component/access-token"
+                                return r.IsSuccessStatusCode
+                            })
 
-                    let! r = g.Api.GetAsync path
-                    let! body = r.Content.ReadAsStringAsync()
-                    Assert.True(r.IsSuccessStatusCode, body)
-                    served.Add(path, body)
-            }
+                    Expect.isTrue tokenReady "tokenReady"
 
-        let! _ = [ 0..5 ] |> List.map worker |> Task.WhenAll
+                    // Two merchants authorize, through different instances.
+                    let accounts = [ "wxsimoa00000000001"; "wxsimmp00000000002" ]
 
-        let! componentTokens = simJson "/sim/component-tokens"
-        let componentIssued = issuedTimes (componentTokens.EnumerateArray())
-        Assert.True(componentIssued.Length >= 3, $"only {componentIssued.Length} component tokens over three due times")
-        assertOnePerDueTime "component" componentIssued
-        let! calls = simJson "/sim/calls"
-        Assert.Equal(componentIssued.Length, calls.GetProperty("api_component_token").GetInt32())
+                    for i, appid in List.indexed accounts do
+                        let g = gateways[i + 1]
+                        let! links = postJson g.Api "/api/authorization-links" {| tenant = $"shop-{i}" |}
+                        let! root = json links
+                        let q = QueryHelpers.ParseQuery(Uri(str root "pc_url").Query)
 
-        let! authorizers = simJson "/sim/authorizers"
+                        let! confirmed =
+                            postJson
+                                http
+                                (sim.BaseUrl + "/sim/authorize")
+                                {|
+                                    pre_auth_code = string q["pre_auth_code"]
+                                    redirect_uri = string q["redirect_uri"]
+                                    appid = appid
+                                |}
 
-        for a in authorizers.EnumerateArray() do
-            let issued = issuedTimes (a.GetProperty("access_tokens").EnumerateArray())
-            let appid = str a "authorizer_appid"
-            Assert.True(issued.Length >= 3, $"only {issued.Length} tokens for {appid}")
-            assertOnePerDueTime appid issued
+                        let! c = json confirmed
+                        let! back = http.GetAsync(str c "redirect")
+                        Expect.equal back.StatusCode HttpStatusCode.OK "back.StatusCode"
 
-        // Right after a refresh, every instance serves the new token.
-        let countNow () =
-            task {
-                let! t = simJson "/sim/component-tokens"
-                return t.GetArrayLength()
-            }
+                    // Hammer all three instances for a few due times, while their schedulers tick too.
+                    let served = Collections.Concurrent.ConcurrentBag<string * string>()
+                    use stop = new CancellationTokenSource(TimeSpan.FromSeconds 10.)
 
-        let! before = countNow ()
+                    let worker (n: int) =
+                        task {
+                            let mutable i = n
 
-        let! refreshed =
-            eventually (TimeSpan.FromSeconds 8.) (fun () -> task { let! n = countNow () in return n > before })
+                            while not stop.IsCancellationRequested do
+                                let g = gateways[i % 3]
+                                i <- i + 1
 
-        Assert.True refreshed
-        do! Task.Delay 300
-        let! latest = simJson "/sim/component-tokens"
-        let newest = latest.EnumerateArray() |> Seq.last |> fun t -> str t "value"
+                                let path =
+                                    match i % 3 with
+                                    | 0 -> "/api/component/access-token"
+                                    | k -> $"/api/authorizers/{accounts[k - 1]}/access-token"
 
-        for g in gateways do
-            let! r = g.Api.GetAsync "/api/component/access-token"
-            let! root = json r
-            Assert.Equal(newest, str root "component_access_token")
+                                let! r = g.Api.GetAsync path
+                                let! body = r.Content.ReadAsStringAsync()
+                                Expect.isTrue r.IsSuccessStatusCode body
+                                served.Add(path, body)
+                        }
 
-        // The instances' own logs (JSON, one object a line) hold no token and no secret.
-        let everyToken =
-            [ for t in latest.EnumerateArray() -> str t "value" ]
-            @ [
-                for a in authorizers.EnumerateArray() do
-                    yield str a "refresh_token"
+                    let! _ = [ 0..5 ] |> List.map worker |> Task.WhenAll
 
-                    for t in a.GetProperty("access_tokens").EnumerateArray() do
-                        yield str t "value"
-            ]
+                    let! componentTokens = simJson "/sim/component-tokens"
+                    let componentIssued = issuedTimes (componentTokens.EnumerateArray())
 
-        let logs = gateways |> Seq.collect (fun g -> g.Output) |> String.concat "\n"
-        Assert.Contains("\"RequestId\"", logs)
+                    Expect.isTrue
+                        (componentIssued.Length >= 3)
+                        ($"only {componentIssued.Length} component tokens over three due times")
 
-        for secret in everyToken @ [ appSecret; encodingAesKey; masterKey ] do
-            Assert.DoesNotContain(secret, logs)
-    }
+                    assertOnePerDueTime "component" componentIssued
+                    let! calls = simJson "/sim/calls"
+
+                    Expect.equal
+                        (calls.GetProperty("api_component_token").GetInt32())
+                        componentIssued.Length
+                        "calls.GetProperty('api_component_token').GetInt32()"
+
+                    let! authorizers = simJson "/sim/authorizers"
+
+                    for a in authorizers.EnumerateArray() do
+                        let issued = issuedTimes (a.GetProperty("access_tokens").EnumerateArray())
+                        let appid = str a "authorizer_appid"
+                        Expect.isTrue (issued.Length >= 3) ($"only {issued.Length} tokens for {appid}")
+                        assertOnePerDueTime appid issued
+
+                    // Right after a refresh, every instance serves the new token.
+                    let countNow () =
+                        task {
+                            let! t = simJson "/sim/component-tokens"
+                            return t.GetArrayLength()
+                        }
+
+                    let! before = countNow ()
+
+                    let! refreshed =
+                        eventually (TimeSpan.FromSeconds 8.) (fun () ->
+                            task { let! n = countNow () in return n > before })
+
+                    Expect.isTrue refreshed "refreshed"
+                    let! latest = simJson "/sim/component-tokens"
+                    let newest = latest.EnumerateArray() |> Seq.last |> fun t -> str t "value"
+
+                    // Every instance comes to serve the newest token (each reads it from the store).
+                    let! allNewest =
+                        eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                            task {
+                                let mutable same = true
+
+                                for g in gateways do
+                                    let! r = g.Api.GetAsync "/api/component/access-token"
+                                    let! root = json r
+                                    same <- same && str root "component_access_token" = newest
+
+                                return same
+                            })
+
+                    Expect.isTrue allNewest "every instance serves the newest token"
+
+                    // The instances' own logs (JSON, one object a line) hold no token and no secret.
+                    let everyToken =
+                        [ for t in latest.EnumerateArray() -> str t "value" ]
+                        @ [
+                            for a in authorizers.EnumerateArray() do
+                                yield str a "refresh_token"
+
+                                for t in a.GetProperty("access_tokens").EnumerateArray() do
+                                    yield str t "value"
+                        ]
+
+                    let logs = gateways |> Seq.collect (fun g -> g.Output) |> String.concat "\n"
+                    Expect.stringContains logs ("\"RequestId\"") "logs"
+
+                    for secret in everyToken @ [ appSecret; encodingAesKey; masterKey ] do
+                        Expect.isFalse (logs.Contains(secret: string)) "logs must not contain secret"
+                }
+
+        ]

@@ -2,7 +2,7 @@
 module WeChatFs.Tests.SecretsTests
 
 open System
-open Xunit
+open Expecto
 open FsCheck
 open FsCheck.FSharp
 open WeChatFs
@@ -19,71 +19,88 @@ let private text =
     |> ArbMap.generate<NonNull<string>>
     |> Gen.map (fun (NonNull s) -> s)
 
-let private check prop =
-    Check.One(Config.QuickThrowOnFailure.WithMaxTest 200, prop)
-
-[<Fact>]
-let ``sealed values open again, and only with the same key`` () =
-    Prop.forAll (Arb.fromGen (Gen.zip text (bytes 12))) (fun (plain, nonce) ->
-        let sealedText = seal (key 1) nonce plain
-
-        unseal (key 1) sealedText = Ok plain
-        && unseal (key 2) sealedText = Error Tampered)
-    |> check
-
-[<Fact>]
-let ``a sealed value never contains its plaintext`` () =
-    let longText = text |> Gen.filter (fun s -> s.Length >= 8)
-
-    Prop.forAll (Arb.fromGen (Gen.zip longText (bytes 12))) (fun (plain, nonce) ->
-        not ((seal (key 1) nonce plain).Contains plain))
-    |> check
-
-[<Fact>]
-let ``flipping any byte of a sealed value is detected`` () =
-    Prop.forAll (Arb.fromGen (Gen.zip3 text (bytes 12) (Gen.choose (0, 10_000)))) (fun (plain, nonce, at) ->
-        let sealedText = seal (key 1) nonce plain
-        let raw = Convert.FromBase64String(sealedText.Substring 3)
-        let i = at % raw.Length
-        raw[i] <- raw[i] ^^^ 0x01uy
-        unseal (key 1) ("v1:" + Convert.ToBase64String raw) = Error Tampered)
-    |> check
-
-[<Fact>]
-let ``values that were never sealed are told apart`` () =
-    Assert.Equal(Error NotSealed, unseal (key 1) "refreshtoken@@@plain")
-    Assert.Equal(Error Tampered, unseal (key 1) "v1:not base64!")
-
-[<Fact>]
-let ``master keys must be base64 of 32 bytes`` () =
-    Assert.True(MasterKey.ofBase64 (Convert.ToBase64String(Array.zeroCreate 32)) |> Result.isOk)
-
-    Assert.True(
-        MasterKey.ofBase64 (Convert.ToBase64String(Array.zeroCreate 16))
-        |> Result.isError
-    )
-
-    Assert.True(MasterKey.ofBase64 "%%%" |> Result.isError)
-
 let private now = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
 
-[<Fact>]
-let ``an authorization state carries its tenant until it expires`` () =
-    Prop.forAll (Arb.fromGen (Gen.zip text (bytes 9))) (fun (tenant, nonce) ->
-        let k = deriveKey (key 1) "state"
-        let state = AuthState.sign k (now.AddHours 1.) nonce tenant
 
-        AuthState.verify k now state = Ok tenant
-        && AuthState.verify k (now.AddHours 2.) state = Error AuthState.Expired
-        && AuthState.verify (deriveKey (key 1) "other") now state = Error AuthState.BadSignature)
-    |> check
+let tests =
+    testList
+        "Secrets"
+        [
+            testProp
+                "sealed values open again, and only with the same key"
+                (Prop.forAll (Arb.fromGen (Gen.zip text (bytes 12))) (fun (plain, nonce) ->
+                    let sealedText = seal (key 1) nonce plain
 
-[<Fact>]
-let ``a state whose tenant was swapped is refused`` () =
-    let k = deriveKey (key 1) "state"
-    let state = AuthState.sign k (now.AddHours 1.) (Array.zeroCreate 9) "shop-a"
-    let other = AuthState.sign k (now.AddHours 1.) (Array.zeroCreate 9) "shop-b"
-    let forged = other.Split('.')[0] + state.Substring(state.IndexOf '.')
-    Assert.Equal(Error AuthState.BadSignature, AuthState.verify k now forged)
-    Assert.Equal(Error AuthState.Malformed, AuthState.verify k now "garbage")
-    Assert.Equal(Error AuthState.Malformed, AuthState.verify k now null)
+                    unseal (key 1) sealedText = Ok plain
+                    && unseal (key 2) sealedText = Error Tampered))
+
+            testProp
+                "a sealed value never contains its plaintext"
+                (let longText = text |> Gen.filter (fun s -> s.Length >= 8)
+
+                 Prop.forAll (Arb.fromGen (Gen.zip longText (bytes 12))) (fun (plain, nonce) ->
+                     not ((seal (key 1) nonce plain).Contains plain)))
+
+            testProp
+                "flipping any byte of a sealed value is detected"
+                (Prop.forAll
+                    (Arb.fromGen (Gen.zip3 text (bytes 12) (Gen.choose (0, 10_000))))
+                    (fun (plain, nonce, at) ->
+                        let sealedText = seal (key 1) nonce plain
+                        let raw = Convert.FromBase64String(sealedText.Substring 3)
+                        let i = at % raw.Length
+                        raw[i] <- raw[i] ^^^ 0x01uy
+                        unseal (key 1) ("v1:" + Convert.ToBase64String raw) = Error Tampered))
+
+            testCase "values that were never sealed are told apart"
+            <| fun () ->
+                Expect.equal
+                    (unseal (key 1) "refreshtoken@@@plain")
+                    (Error NotSealed)
+                    "unseal (key 1) 'refreshtoken@@@plain'"
+
+                Expect.equal (unseal (key 1) "v1:not base64!") (Error Tampered) "unseal (key 1) 'v1:not base64!'"
+
+            testCase "master keys must be base64 of 32 bytes"
+            <| fun () ->
+                Expect.isTrue
+                    (MasterKey.ofBase64 (Convert.ToBase64String(Array.zeroCreate 32)) |> Result.isOk)
+                    "MasterKey.ofBase64 (Convert.ToBase64String(Array.zeroCreate 32)) |>..."
+
+                Expect.isTrue
+                    (MasterKey.ofBase64 (Convert.ToBase64String(Array.zeroCreate 16))
+                     |> Result.isError)
+                    "MasterKey.ofBase64 (Convert.ToBase64String(Array.zeroCreate 16)) |>..."
+
+                Expect.isTrue (MasterKey.ofBase64 "%%%" |> Result.isError) "MasterKey.ofBase64 '%%%' |> Result.isError"
+
+            testProp
+                "an authorization state carries its tenant until it expires"
+                (Prop.forAll (Arb.fromGen (Gen.zip text (bytes 9))) (fun (tenant, nonce) ->
+                    let k = deriveKey (key 1) "state"
+                    let state = AuthState.sign k (now.AddHours 1.) nonce tenant
+
+                    AuthState.verify k now state = Ok tenant
+                    && AuthState.verify k (now.AddHours 2.) state = Error AuthState.Expired
+                    && AuthState.verify (deriveKey (key 1) "other") now state = Error AuthState.BadSignature))
+
+            testCase "a state whose tenant was swapped is refused"
+            <| fun () ->
+                let k = deriveKey (key 1) "state"
+                let state = AuthState.sign k (now.AddHours 1.) (Array.zeroCreate 9) "shop-a"
+                let other = AuthState.sign k (now.AddHours 1.) (Array.zeroCreate 9) "shop-b"
+                let forged = other.Split('.')[0] + state.Substring(state.IndexOf '.')
+
+                Expect.equal
+                    (AuthState.verify k now forged)
+                    (Error AuthState.BadSignature)
+                    "AuthState.verify k now forged"
+
+                Expect.equal
+                    (AuthState.verify k now "garbage")
+                    (Error AuthState.Malformed)
+                    "AuthState.verify k now 'garbage'"
+
+                Expect.equal (AuthState.verify k now null) (Error AuthState.Malformed) "AuthState.verify k now null"
+
+        ]

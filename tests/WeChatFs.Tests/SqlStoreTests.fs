@@ -6,7 +6,7 @@ open System.IO
 open System.Text
 open System.Threading.Tasks
 open Npgsql
-open Xunit
+open Expecto
 open WeChatFs
 open WeChatFs.Domain
 open WeChatFs.Store
@@ -77,480 +77,8 @@ let private item (appid: string) (key: string) (id: string) =
         ClaimedUntil = None
     }
 
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``the newest ticket wins and a repeated push changes nothing`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-
-        do!
-            store.SaveTicket(
-                appId,
-                {
-                    Ticket = VerifyTicket "b"
-                    ReceivedAt = t0.AddMinutes 10.
-                }
-            )
-
-        do!
-            store.SaveTicket(
-                appId,
-                {
-                    Ticket = VerifyTicket "a"
-                    ReceivedAt = t0
-                }
-            )
-
-        do!
-            store.SaveTicket(
-                appId,
-                {
-                    Ticket = VerifyTicket "b"
-                    ReceivedAt = t0.AddMinutes 10.
-                }
-            )
-
-        let! latest = store.LatestTicket appId
-
-        Assert.Equal(
-            Some
-                {
-                    Ticket = VerifyTicket "b"
-                    ReceivedAt = t0.AddMinutes 10.
-                },
-            latest
-        )
-
-        let! other = store.LatestTicket(ComponentAppId "other")
-        Assert.Equal(None, other)
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``a component token is invalidated only while it is the current one`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-
-        let first =
-            {
-                Token = ComponentAccessToken "one"
-                ExpiresAt = t0.AddHours 2.
-            }
-
-        do! store.SaveComponentToken(appId, first)
-
-        do!
-            store.SaveComponentToken(
-                appId,
-                { first with
-                    Token = ComponentAccessToken "two"
-                }
-            )
-
-        let! stale = store.InvalidateComponentToken(appId, ComponentAccessToken "one")
-        Assert.False stale
-        let! current = store.ComponentToken appId
-
-        Assert.Equal(
-            Some
-                { first with
-                    Token = ComponentAccessToken "two"
-                },
-            current
-        )
-
-        let! removed = store.InvalidateComponentToken(appId, ComponentAccessToken "two")
-        Assert.True removed
-        let! gone = store.ComponentToken appId
-        Assert.Equal(None, gone)
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``leases are exclusive, renewable by their holder and taken over once expired`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-        let! a = store.TryAcquireLease("x", "A", t0, t0.AddSeconds 30.)
-        let! b = store.TryAcquireLease("x", "B", t0.AddSeconds 1., t0.AddSeconds 31.)
-        let! renew = store.TryAcquireLease("x", "A", t0.AddSeconds 2., t0.AddSeconds 60.)
-        let! bLater = store.TryAcquireLease("x", "B", t0.AddSeconds 40., t0.AddSeconds 70.)
-        let! bExpired = store.TryAcquireLease("x", "B", t0.AddSeconds 61., t0.AddSeconds 90.)
-        Assert.True a
-        Assert.False b
-        Assert.True renew
-        Assert.False bLater
-        Assert.True bExpired
-        do! store.ReleaseLease("x", "A")
-        let! stillB = store.TryAcquireLease("x", "C", t0.AddSeconds 62., t0.AddSeconds 90.)
-        Assert.False stillB
-        do! store.ReleaseLease("x", "B")
-        let! c = store.TryAcquireLease("x", "C", t0.AddSeconds 62., t0.AddSeconds 90.)
-        Assert.True c
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``authorizers are saved, listed with filters and paging, and their tokens managed`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-
-        for i in 1..5 do
-            do! store.SaveAuthorizer(authorizer $"wx{i}" (if i % 2 = 0 then Some "even" else Some "odd"))
-
-        let! one = store.GetAuthorizer(AuthorizerAppId "wx1")
-        Assert.Equal(Some(authorizer "wx1" (Some "odd")), one)
-
-        let! odd =
-            store.ListAuthorizers
-                {
-                    Tenant = Some(TenantId "odd")
-                    Status = None
-                    Offset = 0
-                    Limit = 2
-                }
-
-        Assert.Equal(3, odd.Total)
-        Assert.Equal<string list>([ "wx1"; "wx3" ], odd.Items |> List.map (fun a -> Ids.authorizerAppId a.AppId))
-        let! count = store.CountAuthorizers()
-        Assert.Equal(5, count)
-
-        let fresh =
-            {
-                Token = AuthorizerAccessToken "fresh"
-                ExpiresAt = t0.AddHours 4.
-            }
-
-        do! store.SaveAuthorizerTokens(AuthorizerAppId "wx2", fresh, AuthorizerRefreshToken "rotated", t0.AddHours 2.)
-        let! two = store.GetAuthorizer(AuthorizerAppId "wx2")
-        Assert.Equal(Some fresh, two.Value.AccessToken)
-        Assert.Equal(Some(AuthorizerRefreshToken "rotated"), two.Value.RefreshToken)
-
-        let! stale =
-            store.InvalidateAuthorizerToken(AuthorizerAppId "wx2", AuthorizerAccessToken "access-wx2")
-
-        Assert.False stale
-
-        let! removed =
-            store.InvalidateAuthorizerToken(AuthorizerAppId "wx2", AuthorizerAccessToken "fresh")
-
-        Assert.True removed
-
-        // wx2 has no token now: due first; wx1.. expire at t0+2h, due before t0+3h; wx5 revoked is never due.
-        do! store.SetAuthorizerStatus(AuthorizerAppId "wx5", Revoked, Some "unauthorized push", t0)
-        let! due = store.DueAuthorizers(t0.AddHours 3., 10)
-        Assert.Equal<string list>([ "wx2"; "wx1"; "wx3"; "wx4" ], due |> List.map Ids.authorizerAppId)
-        let! revoked = store.GetAuthorizer(AuthorizerAppId "wx5")
-        Assert.Equal(Revoked, revoked.Value.Status)
-        Assert.Equal(None, revoked.Value.RefreshToken)
-        Assert.Equal(None, revoked.Value.AccessToken)
-        Assert.Equal(Some "unauthorized push", revoked.Value.StatusReason)
-        do! store.SetAuthorizerStatus(AuthorizerAppId "wx4", NeedsReauthorization, Some "61023", t0)
-        let! needs = store.GetAuthorizer(AuthorizerAppId "wx4")
-        Assert.Equal(None, needs.Value.AccessToken)
-        Assert.True(needs.Value.RefreshToken.IsSome)
-
-        let! byStatus =
-            store.ListAuthorizers
-                {
-                    Tenant = None
-                    Status = Some Revoked
-                    Offset = 0
-                    Limit = 10
-                }
-
-        Assert.Equal(1, byStatus.Total)
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``values, secret or not, and events round-trip`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-        do! store.PutValue("plain", "v1", false)
-        do! store.PutValue("plain", "v2", false)
-        do! store.PutValue("hidden", "s3cr3t", true)
-        let! plain = store.GetValue "plain"
-        let! hidden = store.GetValue "hidden"
-        let! missing = store.GetValue "missing"
-        Assert.Equal(Some "v2", plain)
-        Assert.Equal(Some "s3cr3t", hidden)
-        Assert.Equal(None, missing)
-
-        for i in 1..3 do
-            do!
-                store.AppendEvent
-                    {
-                        Kind = (if i = 2 then "b" else "a")
-                        Subject = $"s{i}"
-                        Detail = ""
-                        At = t0
-                    }
-
-        let! recent = store.RecentEvents(Some "a", 10)
-        Assert.Equal<string list>([ "s3"; "s1" ], recent |> List.map (fun e -> e.Subject))
-        let! all = store.RecentEvents(None, 2)
-        Assert.Equal(2, all.Length)
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``old event records are purged oldest first, up to the limit, and newer ones stay`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-        let t0 = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
-
-        // Appended out of time order: the purge goes by age, not by arrival.
-        for subject, hours in [ "late", 3.; "oldest", 0.; "old", 1.; "recent", 5. ] do
-            do!
-                store.AppendEvent
-                    {
-                        Kind = "k"
-                        Subject = subject
-                        Detail = ""
-                        At = t0.AddHours hours
-                    }
-
-        let subjects () =
-            task {
-                let! left = store.RecentEvents(None, 10)
-                return left |> List.map (fun e -> e.Subject) |> List.sort
-            }
-
-        let! first = store.PurgeEvents(t0.AddHours 4., 1)
-        Assert.Equal(1, first)
-        let! afterFirst = subjects ()
-        Assert.Equal<string list>([ "late"; "old"; "recent" ], afterFirst)
-        let! rest = store.PurgeEvents(t0.AddHours 4., 10)
-        Assert.Equal(2, rest)
-        let! afterAll = subjects ()
-        Assert.Equal<string list>([ "recent" ], afterAll)
-        let! none = store.PurgeEvents(t0.AddHours 4., 10)
-        Assert.Equal(0, none)
-    }
-
 let private append (store: IStore) items =
     store.AppendInbox(GroupCommit.Feed.ofList items)
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``the inbox stores a batch at once and recognises retries, also within the batch`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-
-        let! first =
-            append store [ item "wxa" "m1" "id1"; item "wxa" "m2" "id2"; item "wxa" "m1" "id3" ]
-
-        Assert.Equal<AppendOutcome list>([ Stored "id1"; Stored "id2"; Duplicate "id1" ], first)
-        let! again = append store [ item "wxa" "m2" "id4"; item "wxb" "m2" "id5" ]
-        Assert.Equal<AppendOutcome list>([ Duplicate "id2"; Stored "id5" ], again)
-        let! page = store.ListDeliveries(Some Pending, 0, 10)
-        Assert.Equal(3, page.Total)
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``deliveries are claimed once, retried with backoff, dead-lettered and retried by hand`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-
-        let! _ =
-            append
-                store
-                [
-                    item "wxa" "m1" "id1"
-                    { item "wxa" "m2" "id2" with
-                        ClaimedBy = Some "receiver"
-                        ClaimedUntil = Some(t0.AddSeconds 5.)
-                    }
-                ]
-
-        let! a = store.ClaimDeliveries("A", t0, t0.AddSeconds 30., 10)
-        Assert.Equal<string list>([ "id1" ], a |> List.map (fun d -> d.Id))
-        let! b = store.ClaimDeliveries("B", t0.AddSeconds 1., t0.AddSeconds 30., 10)
-        Assert.Empty b
-        // The receiver's claim on id2 ran out: another instance may take it.
-        let! later = store.ClaimDeliveries("B", t0.AddSeconds 6., t0.AddSeconds 36., 10)
-        Assert.Equal<string list>([ "id2" ], later |> List.map (fun d -> d.Id))
-        do! store.MarkDelivered("id2", t0.AddSeconds 7.)
-        do! store.MarkFailed("id1", "HTTP 500", Some(t0.AddSeconds 60.))
-        let! notYet = store.ClaimDeliveries("C", t0.AddSeconds 40., t0.AddSeconds 70., 10)
-        Assert.Empty notYet
-        let! due = store.ClaimDeliveries("C", t0.AddSeconds 61., t0.AddSeconds 90., 10)
-        Assert.Equal(1, due.Head.Attempts)
-        do! store.MarkFailed("id1", "HTTP 500", None)
-        let! dead = store.ListDeliveries(Some Dead, 0, 10)
-        Assert.Equal<string list>([ "id1" ], dead.Items |> List.map (fun d -> d.Id))
-        Assert.Equal(Some "HTTP 500", dead.Items.Head.LastError)
-        // A late failure from the instance whose claim on id2 ran out does not undo the delivery.
-        do! store.MarkFailed("id2", "timed out", Some(t0.AddSeconds 60.))
-        let! delivered = store.GetDelivery "id2"
-        Assert.Equal(Delivered, delivered.Value.Status)
-        Assert.Equal(1, delivered.Value.Attempts)
-        let! retried = store.RetryDelivery("id1", t0.AddSeconds 100.)
-        let! notRetried = store.RetryDelivery("id2", t0.AddSeconds 100.)
-        Assert.True retried
-        Assert.False notRetried
-        let! back = store.ClaimDeliveries("C", t0.AddSeconds 100., t0.AddSeconds 130., 10)
-        Assert.Equal<string list>([ "id1" ], back |> List.map (fun d -> d.Id))
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``only deliveries delivered before the cut-off are purged, first due first and at most max`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-
-        let! _ =
-            append
-                store
-                [
-                    for k in 1..4 ->
-                        { item "wxa" $"m{k}" $"id{k}" with
-                            ReceivedAt = t0.AddSeconds(float k)
-                        }
-                ]
-
-        do! store.MarkDelivered("id1", t0)
-        do! store.MarkDelivered("id2", t0.AddMinutes 1.)
-        do! store.MarkDelivered("id3", t0.AddHours 2.)
-        do! store.MarkFailed("id4", "HTTP 500", None)
-        let! first = store.PurgeDelivered(t0.AddHours 1., 1)
-        Assert.Equal(1, first)
-        let! gone = store.GetDelivery "id1"
-        Assert.True gone.IsNone
-        let! rest = store.PurgeDelivered(t0.AddHours 1., 10)
-        Assert.Equal(1, rest)
-        let! left = store.ListDeliveries(None, 0, 10)
-        Assert.Equal<string list>([ "id3"; "id4" ], left.Items |> List.map (fun d -> d.Id) |> List.sort)
-        // A dead delivery stays whatever its age.
-        let! none = store.PurgeDelivered(t0.AddDays 30., 10)
-        Assert.Equal(1, none)
-        let! dead = store.ListDeliveries(None, 0, 10)
-        Assert.Equal<string list>([ "id4" ], dead.Items |> List.map (fun d -> d.Id))
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``migrating twice is harmless`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-        do! store.Migrate()
-        let! ping = store.Ping()
-        Assert.Equal(Ok(), ping)
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``a version 1 inbox keeps its messages through the later migrations`` (provider: string) =
-    task {
-        let connectionString =
-            match provider with
-            | "sqlite" ->
-                let file = Path.Combine(tempFolder (), "v1.db")
-                $"Data Source={file}"
-            | _ -> postgres.Force().NewDatabase()
-
-        use conn: Data.Common.DbConnection =
-            match provider with
-            | "sqlite" -> new Microsoft.Data.Sqlite.SqliteConnection(connectionString)
-            | _ -> new Npgsql.NpgsqlConnection(connectionString)
-
-        do! conn.OpenAsync()
-
-        let exec (sql: string) =
-            task {
-                use c = conn.CreateCommand()
-                c.CommandText <- sql
-                let! _ = c.ExecuteNonQueryAsync()
-                ()
-            }
-
-        let dialect =
-            if provider = "sqlite" then
-                SqlStore.sqlite
-            else
-                SqlStore.postgres
-
-        do! exec "CREATE TABLE schema_version (version INTEGER NOT NULL)"
-
-        for statement in SqlStore.migrations dialect |> List.find (fst >> (=) 1) |> snd do
-            do! exec statement
-
-        do! exec "INSERT INTO schema_version (version) VALUES (1)"
-
-        do!
-            exec
-                "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, raw_xml, status, attempts, next_attempt_at) VALUES ('old1', 'wxa', 'msg:1', 'shop', 'text', 0, '{}', '<xml/>', 'pending', 0, 0)"
-
-        do! conn.CloseAsync()
-        use store = SqlStore.openStore provider connectionString (sealer ())
-        do! store.Migrate()
-        let! page = store.ListDeliveries(Some Pending, 0, 10)
-        Assert.Equal<string list>([ "old1" ], page.Items |> List.map (fun d -> d.Id))
-        let! again = append store [ item "wxa" "msg:1" "new1" ]
-        Assert.Equal<AppendOutcome list>([ Duplicate "old1" ], again)
-    }
-
-[<Fact>]
-let ``several instances may migrate one PostgreSQL database at once`` () =
-    task {
-        let cs = postgres.Force().NewDatabase()
-        let stores = List.init 3 (fun _ -> SqlStore.openStore "postgres" cs (sealer ()))
-        do! stores |> List.map (fun s -> s.Migrate()) |> Task.WhenAll
-        let! count = stores.Head.CountAuthorizers()
-        Assert.Equal(0, count)
-
-        for s in stores do
-            s.Dispose()
-    }
-
-[<Fact>]
-let ``on PostgreSQL exactly one of three racing instances takes a lease`` () =
-    task {
-        let cs = postgres.Force().NewDatabase()
-        let stores = List.init 3 (fun _ -> SqlStore.openStore "postgres" cs (sealer ()))
-        do! stores.Head.Migrate()
-
-        for round in 1..20 do
-            let! wins =
-                stores
-                |> List.mapi (fun i s -> s.TryAcquireLease($"token-{round}", $"instance-{i}", t0, t0.AddSeconds 30.))
-                |> Task.WhenAll
-
-            Assert.Equal(1, wins |> Array.filter id |> Array.length)
-
-        for s in stores do
-            s.Dispose()
-    }
-
-[<Fact>]
-let ``on PostgreSQL concurrent claimers never claim the same delivery`` () =
-    task {
-        let cs = postgres.Force().NewDatabase()
-        let stores = List.init 3 (fun _ -> SqlStore.openStore "postgres" cs (sealer ()))
-        do! stores.Head.Migrate()
-        let! _ = append stores.Head [ for i in 1..30 -> item "wxa" $"m{i}" $"id{i}" ]
-
-        let! claimed =
-            stores
-            |> List.mapi (fun i s ->
-                task {
-                    let mutable mine = []
-
-                    for _ in 1..10 do
-                        let! got = s.ClaimDeliveries($"instance-{i}", t0, t0.AddSeconds 30., 2)
-                        mine <- mine @ (got |> List.map (fun d -> d.Id))
-
-                    return mine
-                })
-            |> Task.WhenAll
-
-        let all = claimed |> List.concat
-        Assert.Equal(30, all.Length)
-        Assert.Equal(30, all |> List.distinct |> List.length)
-
-        for s in stores do
-            s.Dispose()
-    }
 
 let private secrets =
     [
@@ -586,75 +114,620 @@ let private saveSecrets (store: IStore) =
         do! store.PutValue("k", "kv-secret-value", true)
     }
 
-[<Fact>]
-let ``no secret is in clear in the SQLite files`` () =
-    task {
-        let! store, _, file = openFresh "sqlite"
-        do! saveSecrets store
-        let! back = store.GetAuthorizer(AuthorizerAppId "wxsecret")
-        Assert.Equal(Some(AuthorizerRefreshToken "refreshtoken@@@wxsecret"), back.Value.RefreshToken)
-        store.Dispose()
 
-        let contents =
-            [ file.Value; file.Value + "-wal" ]
-            |> List.filter File.Exists
-            |> List.map (File.ReadAllBytes >> Encoding.Latin1.GetString)
-            |> String.concat ""
+let tests =
+    testSequencedGroup "SqlStore"
+    <| testList
+        "SqlStore"
+        [
+            testTheoryTask "the newest ticket wins and a repeated push changes nothing" [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
 
-        Assert.Contains("wxsecret", contents)
+                    do!
+                        store.SaveTicket(
+                            appId,
+                            {
+                                Ticket = VerifyTicket "b"
+                                ReceivedAt = t0.AddMinutes 10.
+                            }
+                        )
 
-        for secret in secrets do
-            Assert.DoesNotContain(secret, contents)
-    }
+                    do!
+                        store.SaveTicket(
+                            appId,
+                            {
+                                Ticket = VerifyTicket "a"
+                                ReceivedAt = t0
+                            }
+                        )
 
-[<Fact>]
-let ``no secret is in clear in the PostgreSQL tables`` () =
-    task {
-        let! store, cs, _ = openFresh "postgres"
-        use store = store
-        do! saveSecrets store
-        use conn = new NpgsqlConnection(cs)
-        do! conn.OpenAsync()
+                    do!
+                        store.SaveTicket(
+                            appId,
+                            {
+                                Ticket = VerifyTicket "b"
+                                ReceivedAt = t0.AddMinutes 10.
+                            }
+                        )
 
-        let dump (table: string) =
-            use cmd = new NpgsqlCommand($"SELECT t::text FROM {table} t", conn)
-            use r = cmd.ExecuteReader()
-            let rows = Collections.Generic.List<string>()
+                    let! latest = store.LatestTicket appId
 
-            while r.Read() do
-                rows.Add(r.GetString 0)
+                    Expect.equal
+                        latest
+                        (Some
+                            {
+                                Ticket = VerifyTicket "b"
+                                ReceivedAt = t0.AddMinutes 10.
+                            })
+                        "latest"
 
-            String.concat "\n" rows
-
-        let contents =
-            [ "authorizers"; "tickets"; "component_tokens"; "kv" ]
-            |> List.map dump
-            |> String.concat "\n"
-
-        Assert.Contains("wxsecret", contents)
-
-        for secret in secrets do
-            Assert.DoesNotContain(secret, contents)
-    }
-
-[<Theory; InlineData("sqlite"); InlineData("postgres")>]
-let ``an import never overwrites an authorizer stored meanwhile`` (provider: string) =
-    task {
-        let! store, _, _ = openFresh provider
-        use store = store
-        let stored = authorizer "wx1" (Some "shop")
-        do! store.SaveAuthorizer stored
-
-        let! added =
-            store.AddAuthorizerIfAbsent
-                { stored with
-                    Tenant = None
-                    AccessToken = None
+                    let! other = store.LatestTicket(ComponentAppId "other")
+                    Expect.equal other None "other"
                 }
 
-        Assert.False added
-        let! back = store.GetAuthorizer(AuthorizerAppId "wx1")
-        Assert.Equal(Some stored, back)
-        let! addedNew = store.AddAuthorizerIfAbsent(authorizer "wx2" None)
-        Assert.True addedNew
-    }
+            testTheoryTask "a component token is invalidated only while it is the current one" [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+
+                    let first =
+                        {
+                            Token = ComponentAccessToken "one"
+                            ExpiresAt = t0.AddHours 2.
+                        }
+
+                    do! store.SaveComponentToken(appId, first)
+
+                    do!
+                        store.SaveComponentToken(
+                            appId,
+                            { first with
+                                Token = ComponentAccessToken "two"
+                            }
+                        )
+
+                    let! stale = store.InvalidateComponentToken(appId, ComponentAccessToken "one")
+                    Expect.isFalse stale "stale"
+                    let! current = store.ComponentToken appId
+
+                    Expect.equal
+                        current
+                        (Some
+                            { first with
+                                Token = ComponentAccessToken "two"
+                            })
+                        "current"
+
+                    let! removed = store.InvalidateComponentToken(appId, ComponentAccessToken "two")
+                    Expect.isTrue removed "removed"
+                    let! gone = store.ComponentToken appId
+                    Expect.equal gone None "gone"
+                }
+
+            testTheoryTask
+                "leases are exclusive, renewable by their holder and taken over once expired"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+                    let! a = store.TryAcquireLease("x", "A", t0, t0.AddSeconds 30.)
+                    let! b = store.TryAcquireLease("x", "B", t0.AddSeconds 1., t0.AddSeconds 31.)
+                    let! renew = store.TryAcquireLease("x", "A", t0.AddSeconds 2., t0.AddSeconds 60.)
+                    let! bLater = store.TryAcquireLease("x", "B", t0.AddSeconds 40., t0.AddSeconds 70.)
+                    let! bExpired = store.TryAcquireLease("x", "B", t0.AddSeconds 61., t0.AddSeconds 90.)
+                    Expect.isTrue a "a"
+                    Expect.isFalse b "b"
+                    Expect.isTrue renew "renew"
+                    Expect.isFalse bLater "bLater"
+                    Expect.isTrue bExpired "bExpired"
+                    do! store.ReleaseLease("x", "A")
+                    let! stillB = store.TryAcquireLease("x", "C", t0.AddSeconds 62., t0.AddSeconds 90.)
+                    Expect.isFalse stillB "stillB"
+                    do! store.ReleaseLease("x", "B")
+                    let! c = store.TryAcquireLease("x", "C", t0.AddSeconds 62., t0.AddSeconds 90.)
+                    Expect.isTrue c "c"
+                }
+
+            testTheoryTask
+                "authorizers are saved, listed with filters and paging, and their tokens managed"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+
+                    for i in 1..5 do
+                        do! store.SaveAuthorizer(authorizer $"wx{i}" (if i % 2 = 0 then Some "even" else Some "odd"))
+
+                    let! one = store.GetAuthorizer(AuthorizerAppId "wx1")
+                    Expect.equal one (Some(authorizer "wx1" (Some "odd"))) "one"
+
+                    let! odd =
+                        store.ListAuthorizers
+                            {
+                                Tenant = Some(TenantId "odd")
+                                Status = None
+                                Offset = 0
+                                Limit = 2
+                            }
+
+                    Expect.equal odd.Total 3 "odd.Total"
+
+                    Expect.equal
+                        (odd.Items |> List.map (fun a -> Ids.authorizerAppId a.AppId))
+                        ([ "wx1"; "wx3" ])
+                        "odd.Items |> List.map (fun a -> Ids.authorizerAppId a.AppId)"
+
+                    let! count = store.CountAuthorizers()
+                    Expect.equal count 5 "count"
+
+                    let fresh =
+                        {
+                            Token = AuthorizerAccessToken "fresh"
+                            ExpiresAt = t0.AddHours 4.
+                        }
+
+                    do!
+                        store.SaveAuthorizerTokens(
+                            AuthorizerAppId "wx2",
+                            fresh,
+                            AuthorizerRefreshToken "rotated",
+                            t0.AddHours 2.
+                        )
+
+                    let! two = store.GetAuthorizer(AuthorizerAppId "wx2")
+                    Expect.equal two.Value.AccessToken (Some fresh) "two.Value.AccessToken"
+
+                    Expect.equal
+                        two.Value.RefreshToken
+                        (Some(AuthorizerRefreshToken "rotated"))
+                        "two.Value.RefreshToken"
+
+                    let! stale =
+                        store.InvalidateAuthorizerToken(AuthorizerAppId "wx2", AuthorizerAccessToken "access-wx2")
+
+                    Expect.isFalse stale "stale"
+
+                    let! removed =
+                        store.InvalidateAuthorizerToken(AuthorizerAppId "wx2", AuthorizerAccessToken "fresh")
+
+                    Expect.isTrue removed "removed"
+
+                    // wx2 has no token now: due first; wx1.. expire at t0+2h, due before t0+3h; wx5 revoked is never due.
+                    do! store.SetAuthorizerStatus(AuthorizerAppId "wx5", Revoked, Some "unauthorized push", t0)
+                    let! due = store.DueAuthorizers(t0.AddHours 3., 10)
+
+                    Expect.equal
+                        (due |> List.map Ids.authorizerAppId)
+                        ([ "wx2"; "wx1"; "wx3"; "wx4" ])
+                        "due |> List.map Ids.authorizerAppId"
+
+                    let! revoked = store.GetAuthorizer(AuthorizerAppId "wx5")
+                    Expect.equal revoked.Value.Status Revoked "revoked.Value.Status"
+                    Expect.equal revoked.Value.RefreshToken None "revoked.Value.RefreshToken"
+                    Expect.equal revoked.Value.AccessToken None "revoked.Value.AccessToken"
+                    Expect.equal revoked.Value.StatusReason (Some "unauthorized push") "revoked.Value.StatusReason"
+                    do! store.SetAuthorizerStatus(AuthorizerAppId "wx4", NeedsReauthorization, Some "61023", t0)
+                    let! needs = store.GetAuthorizer(AuthorizerAppId "wx4")
+                    Expect.equal needs.Value.AccessToken None "needs.Value.AccessToken"
+                    Expect.isTrue needs.Value.RefreshToken.IsSome "needs.Value.RefreshToken.IsSome"
+
+                    let! byStatus =
+                        store.ListAuthorizers
+                            {
+                                Tenant = None
+                                Status = Some Revoked
+                                Offset = 0
+                                Limit = 10
+                            }
+
+                    Expect.equal byStatus.Total 1 "byStatus.Total"
+                }
+
+            testTheoryTask "values, secret or not, and events round-trip" [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+                    do! store.PutValue("plain", "v1", false)
+                    do! store.PutValue("plain", "v2", false)
+                    do! store.PutValue("hidden", "s3cr3t", true)
+                    let! plain = store.GetValue "plain"
+                    let! hidden = store.GetValue "hidden"
+                    let! missing = store.GetValue "missing"
+                    Expect.equal plain (Some "v2") "plain"
+                    Expect.equal hidden (Some "s3cr3t") "hidden"
+                    Expect.equal missing None "missing"
+
+                    for i in 1..3 do
+                        do!
+                            store.AppendEvent
+                                {
+                                    Kind = (if i = 2 then "b" else "a")
+                                    Subject = $"s{i}"
+                                    Detail = ""
+                                    At = t0
+                                }
+
+                    let! recent = store.RecentEvents(Some "a", 10)
+
+                    Expect.equal
+                        (recent |> List.map (fun e -> e.Subject))
+                        ([ "s3"; "s1" ])
+                        "recent |> List.map (fun e -> e.Subject)"
+
+                    let! all = store.RecentEvents(None, 2)
+                    Expect.equal all.Length 2 "all.Length"
+                }
+
+            testTheoryTask
+                "old event records are purged oldest first, up to the limit, and newer ones stay"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+                    let t0 = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
+
+                    // Appended out of time order: the purge goes by age, not by arrival.
+                    for subject, hours in [ "late", 3.; "oldest", 0.; "old", 1.; "recent", 5. ] do
+                        do!
+                            store.AppendEvent
+                                {
+                                    Kind = "k"
+                                    Subject = subject
+                                    Detail = ""
+                                    At = t0.AddHours hours
+                                }
+
+                    let subjects () =
+                        task {
+                            let! left = store.RecentEvents(None, 10)
+                            return left |> List.map (fun e -> e.Subject) |> List.sort
+                        }
+
+                    let! first = store.PurgeEvents(t0.AddHours 4., 1)
+                    Expect.equal first 1 "first"
+                    let! afterFirst = subjects ()
+                    Expect.equal afterFirst ([ "late"; "old"; "recent" ]) "afterFirst"
+                    let! rest = store.PurgeEvents(t0.AddHours 4., 10)
+                    Expect.equal rest 2 "rest"
+                    let! afterAll = subjects ()
+                    Expect.equal afterAll ([ "recent" ]) "afterAll"
+                    let! none = store.PurgeEvents(t0.AddHours 4., 10)
+                    Expect.equal none 0 "none"
+                }
+
+            testTheoryTask
+                "the inbox stores a batch at once and recognises retries, also within the batch"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+
+                    let! first =
+                        append store [ item "wxa" "m1" "id1"; item "wxa" "m2" "id2"; item "wxa" "m1" "id3" ]
+
+                    Expect.equal first ([ Stored "id1"; Stored "id2"; Duplicate "id1" ]) "first"
+                    let! again = append store [ item "wxa" "m2" "id4"; item "wxb" "m2" "id5" ]
+                    Expect.equal again ([ Duplicate "id2"; Stored "id5" ]) "again"
+                    let! page = store.ListDeliveries(Some Pending, 0, 10)
+                    Expect.equal page.Total 3 "page.Total"
+                }
+
+            testTheoryTask
+                "deliveries are claimed once, retried with backoff, dead-lettered and retried by hand"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+
+                    let! _ =
+                        append
+                            store
+                            [
+                                item "wxa" "m1" "id1"
+                                { item "wxa" "m2" "id2" with
+                                    ClaimedBy = Some "receiver"
+                                    ClaimedUntil = Some(t0.AddSeconds 5.)
+                                }
+                            ]
+
+                    let! a = store.ClaimDeliveries("A", t0, t0.AddSeconds 30., 10)
+                    Expect.equal (a |> List.map (fun d -> d.Id)) ([ "id1" ]) "a |> List.map (fun d -> d.Id)"
+                    let! b = store.ClaimDeliveries("B", t0.AddSeconds 1., t0.AddSeconds 30., 10)
+                    Expect.isEmpty b "b"
+                    // The receiver's claim on id2 ran out: another instance may take it.
+                    let! later = store.ClaimDeliveries("B", t0.AddSeconds 6., t0.AddSeconds 36., 10)
+                    Expect.equal (later |> List.map (fun d -> d.Id)) ([ "id2" ]) "later |> List.map (fun d -> d.Id)"
+                    do! store.MarkDelivered("id2", t0.AddSeconds 7.)
+                    do! store.MarkFailed("id1", "HTTP 500", Some(t0.AddSeconds 60.))
+                    let! notYet = store.ClaimDeliveries("C", t0.AddSeconds 40., t0.AddSeconds 70., 10)
+                    Expect.isEmpty notYet "notYet"
+                    let! due = store.ClaimDeliveries("C", t0.AddSeconds 61., t0.AddSeconds 90., 10)
+                    Expect.equal due.Head.Attempts 1 "due.Head.Attempts"
+                    do! store.MarkFailed("id1", "HTTP 500", None)
+                    let! dead = store.ListDeliveries(Some Dead, 0, 10)
+
+                    Expect.equal
+                        (dead.Items |> List.map (fun d -> d.Id))
+                        ([ "id1" ])
+                        "dead.Items |> List.map (fun d -> d.Id)"
+
+                    Expect.equal dead.Items.Head.LastError (Some "HTTP 500") "dead.Items.Head.LastError"
+                    // A late failure from the instance whose claim on id2 ran out does not undo the delivery.
+                    do! store.MarkFailed("id2", "timed out", Some(t0.AddSeconds 60.))
+                    let! delivered = store.GetDelivery "id2"
+                    Expect.equal delivered.Value.Status Delivered "delivered.Value.Status"
+                    Expect.equal delivered.Value.Attempts 1 "delivered.Value.Attempts"
+                    let! retried = store.RetryDelivery("id1", t0.AddSeconds 100.)
+                    let! notRetried = store.RetryDelivery("id2", t0.AddSeconds 100.)
+                    Expect.isTrue retried "retried"
+                    Expect.isFalse notRetried "notRetried"
+                    let! back = store.ClaimDeliveries("C", t0.AddSeconds 100., t0.AddSeconds 130., 10)
+                    Expect.equal (back |> List.map (fun d -> d.Id)) ([ "id1" ]) "back |> List.map (fun d -> d.Id)"
+                }
+
+            testTheoryTask
+                "only deliveries delivered before the cut-off are purged, first due first and at most max"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+
+                    let! _ =
+                        append
+                            store
+                            [
+                                for k in 1..4 ->
+                                    { item "wxa" $"m{k}" $"id{k}" with
+                                        ReceivedAt = t0.AddSeconds(float k)
+                                    }
+                            ]
+
+                    do! store.MarkDelivered("id1", t0)
+                    do! store.MarkDelivered("id2", t0.AddMinutes 1.)
+                    do! store.MarkDelivered("id3", t0.AddHours 2.)
+                    do! store.MarkFailed("id4", "HTTP 500", None)
+                    let! first = store.PurgeDelivered(t0.AddHours 1., 1)
+                    Expect.equal first 1 "first"
+                    let! gone = store.GetDelivery "id1"
+                    Expect.isTrue gone.IsNone "gone.IsNone"
+                    let! rest = store.PurgeDelivered(t0.AddHours 1., 10)
+                    Expect.equal rest 1 "rest"
+                    let! left = store.ListDeliveries(None, 0, 10)
+
+                    Expect.equal
+                        (left.Items |> List.map (fun d -> d.Id) |> List.sort)
+                        ([ "id3"; "id4" ])
+                        "left.Items |> List.map (fun d -> d.Id) |> List.sort"
+                    // A dead delivery stays whatever its age.
+                    let! none = store.PurgeDelivered(t0.AddDays 30., 10)
+                    Expect.equal none 1 "none"
+                    let! dead = store.ListDeliveries(None, 0, 10)
+
+                    Expect.equal
+                        (dead.Items |> List.map (fun d -> d.Id))
+                        ([ "id4" ])
+                        "dead.Items |> List.map (fun d -> d.Id)"
+                }
+
+            testTheoryTask "migrating twice is harmless" [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+                    do! store.Migrate()
+                    let! ping = store.Ping()
+                    Expect.equal ping (Ok()) "ping"
+                }
+
+            testTheoryTask "a version 1 inbox keeps its messages through the later migrations" [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let connectionString =
+                        match provider with
+                        | "sqlite" ->
+                            let file = Path.Combine(tempFolder (), "v1.db")
+                            $"Data Source={file}"
+                        | _ -> postgres.Force().NewDatabase()
+
+                    use conn: Data.Common.DbConnection =
+                        match provider with
+                        | "sqlite" -> new Microsoft.Data.Sqlite.SqliteConnection(connectionString)
+                        | _ -> new Npgsql.NpgsqlConnection(connectionString)
+
+                    do! conn.OpenAsync()
+
+                    let exec (sql: string) =
+                        task {
+                            use c = conn.CreateCommand()
+                            c.CommandText <- sql
+                            let! _ = c.ExecuteNonQueryAsync()
+                            ()
+                        }
+
+                    let dialect =
+                        if provider = "sqlite" then
+                            SqlStore.sqlite
+                        else
+                            SqlStore.postgres
+
+                    do! exec "CREATE TABLE schema_version (version INTEGER NOT NULL)"
+
+                    for statement in SqlStore.migrations dialect |> List.find (fst >> (=) 1) |> snd do
+                        do! exec statement
+
+                    do! exec "INSERT INTO schema_version (version) VALUES (1)"
+
+                    do!
+                        exec
+                            "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, raw_xml, status, attempts, next_attempt_at) VALUES ('old1', 'wxa', 'msg:1', 'shop', 'text', 0, '{}', '<xml/>', 'pending', 0, 0)"
+
+                    do! conn.CloseAsync()
+                    use store = SqlStore.openStore provider connectionString (sealer ())
+                    do! store.Migrate()
+                    let! page = store.ListDeliveries(Some Pending, 0, 10)
+
+                    Expect.equal
+                        (page.Items |> List.map (fun d -> d.Id))
+                        ([ "old1" ])
+                        "page.Items |> List.map (fun d -> d.Id)"
+
+                    let! again = append store [ item "wxa" "msg:1" "new1" ]
+                    Expect.equal again ([ Duplicate "old1" ]) "again"
+                }
+
+            testCaseTask "several instances may migrate one PostgreSQL database at once"
+            <| fun () ->
+                task {
+                    let cs = postgres.Force().NewDatabase()
+                    let stores = List.init 3 (fun _ -> SqlStore.openStore "postgres" cs (sealer ()))
+                    do! stores |> List.map (fun s -> s.Migrate()) |> Task.WhenAll
+                    let! count = stores.Head.CountAuthorizers()
+                    Expect.equal count 0 "count"
+
+                    for s in stores do
+                        s.Dispose()
+                }
+
+            testCaseTask "on PostgreSQL exactly one of three racing instances takes a lease"
+            <| fun () ->
+                task {
+                    let cs = postgres.Force().NewDatabase()
+                    let stores = List.init 3 (fun _ -> SqlStore.openStore "postgres" cs (sealer ()))
+                    do! stores.Head.Migrate()
+
+                    for round in 1..20 do
+                        let! wins =
+                            stores
+                            |> List.mapi (fun i s ->
+                                s.TryAcquireLease($"token-{round}", $"instance-{i}", t0, t0.AddSeconds 30.))
+                            |> Task.WhenAll
+
+                        Expect.equal
+                            (wins |> Array.filter id |> Array.length)
+                            1
+                            "wins |> Array.filter id |> Array.length"
+
+                    for s in stores do
+                        s.Dispose()
+                }
+
+            testCaseTask "on PostgreSQL concurrent claimers never claim the same delivery"
+            <| fun () ->
+                task {
+                    let cs = postgres.Force().NewDatabase()
+                    let stores = List.init 3 (fun _ -> SqlStore.openStore "postgres" cs (sealer ()))
+                    do! stores.Head.Migrate()
+                    let! _ = append stores.Head [ for i in 1..30 -> item "wxa" $"m{i}" $"id{i}" ]
+
+                    let! claimed =
+                        stores
+                        |> List.mapi (fun i s ->
+                            task {
+                                let mutable mine = []
+
+                                for _ in 1..10 do
+                                    let! got = s.ClaimDeliveries($"instance-{i}", t0, t0.AddSeconds 30., 2)
+                                    mine <- mine @ (got |> List.map (fun d -> d.Id))
+
+                                return mine
+                            })
+                        |> Task.WhenAll
+
+                    let all = claimed |> List.concat
+                    Expect.equal all.Length 30 "all.Length"
+                    Expect.equal (all |> List.distinct |> List.length) 30 "all |> List.distinct |> List.length"
+
+                    for s in stores do
+                        s.Dispose()
+                }
+
+            testCaseTask "no secret is in clear in the SQLite files"
+            <| fun () ->
+                task {
+                    let! store, _, file = openFresh "sqlite"
+                    do! saveSecrets store
+                    let! back = store.GetAuthorizer(AuthorizerAppId "wxsecret")
+
+                    Expect.equal
+                        back.Value.RefreshToken
+                        (Some(AuthorizerRefreshToken "refreshtoken@@@wxsecret"))
+                        "back.Value.RefreshToken"
+
+                    store.Dispose()
+
+                    let contents =
+                        [ file.Value; file.Value + "-wal" ]
+                        |> List.filter File.Exists
+                        |> List.map (File.ReadAllBytes >> Encoding.Latin1.GetString)
+                        |> String.concat ""
+
+                    Expect.stringContains contents "wxsecret" "contents"
+
+                    for secret in secrets do
+                        Expect.isFalse (contents.Contains(secret: string)) "contents must not contain secret"
+                }
+
+            testCaseTask "no secret is in clear in the PostgreSQL tables"
+            <| fun () ->
+                task {
+                    let! store, cs, _ = openFresh "postgres"
+                    use store = store
+                    do! saveSecrets store
+                    use conn = new NpgsqlConnection(cs)
+                    do! conn.OpenAsync()
+
+                    let dump (table: string) =
+                        use cmd = new NpgsqlCommand($"SELECT t::text FROM {table} t", conn)
+                        use r = cmd.ExecuteReader()
+                        let rows = Collections.Generic.List<string>()
+
+                        while r.Read() do
+                            rows.Add(r.GetString 0)
+
+                        String.concat "\n" rows
+
+                    let contents =
+                        [ "authorizers"; "tickets"; "component_tokens"; "kv" ]
+                        |> List.map dump
+                        |> String.concat "\n"
+
+                    Expect.stringContains contents "wxsecret" "contents"
+
+                    for secret in secrets do
+                        Expect.isFalse (contents.Contains(secret: string)) "contents must not contain secret"
+                }
+
+            testTheoryTask "an import never overwrites an authorizer stored meanwhile" [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+                    let stored = authorizer "wx1" (Some "shop")
+                    do! store.SaveAuthorizer stored
+
+                    let! added =
+                        store.AddAuthorizerIfAbsent
+                            { stored with
+                                Tenant = None
+                                AccessToken = None
+                            }
+
+                    Expect.isFalse added "added"
+                    let! back = store.GetAuthorizer(AuthorizerAppId "wx1")
+                    Expect.equal back (Some stored) "back"
+                    let! addedNew = store.AddAuthorizerIfAbsent(authorizer "wx2" None)
+                    Expect.isTrue addedNew "addedNew"
+                }
+
+        ]

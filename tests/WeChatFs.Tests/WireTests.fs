@@ -2,100 +2,13 @@
 module WeChatFs.Tests.WireTests
 
 open System.Text.Json
-open Xunit
+open Expecto
 open FsCheck
 open FsCheck.FSharp
 open WeChatFs
 open WeChatFs.Domain
 open WeChatFs.Wire
 open WeChatFs.Tests.Helpers
-
-[<Fact>]
-let ``a ticket push is read with its ticket`` () =
-    let xml =
-        "<xml><AppId><![CDATA[wx1]]></AppId><CreateTime>1700000000</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[ticket@@@x]]></ComponentVerifyTicket></xml>"
-
-    Assert.Equal(Ok(TicketPushed(VerifyTicket "ticket@@@x", 1700000000L)), parseComponentPush xml)
-
-[<Fact>]
-let ``authorization pushes are read as the facts show them`` () =
-    let xml =
-        "<xml><AppId>wx1</AppId><CreateTime>1700000100</CreateTime><InfoType>authorized</InfoType><AuthorizerAppid>wxa</AuthorizerAppid><AuthorizationCode>queryauthcode@@@c</AuthorizationCode><AuthorizationCodeExpiredTime>1700003700</AuthorizationCodeExpiredTime><PreAuthCode>preauthcode@@@p</PreAuthCode></xml>"
-
-    match parseComponentPush xml with
-    | Ok(AuthorizedPushed p) ->
-        Assert.Equal(AuthorizerAppId "wxa", p.AuthorizerAppId)
-        Assert.Equal(AuthorizationCode "queryauthcode@@@c", p.Code)
-        Assert.Equal(Some 1700003700L, p.CodeExpiredTime)
-    | other -> failwith $"{other}"
-
-    let un =
-        "<xml><AppId>wx1</AppId><CreateTime>5</CreateTime><InfoType>unauthorized</InfoType><AuthorizerAppid>wxa</AuthorizerAppid></xml>"
-
-    Assert.Equal(Ok(UnauthorizedPushed(AuthorizerAppId "wxa", 5L)), parseComponentPush un)
-
-[<Fact>]
-let ``the fast registration result uses lower-case fields`` () =
-    let xml =
-        "<xml><AppId>wx1</AppId><CreateTime>1</CreateTime><InfoType>notify_third_fasteregister</InfoType><appid>wxnew</appid><status>0</status><auth_code>queryauthcode@@@f</auth_code><msg>OK</msg><info><name>Co</name></info></xml>"
-
-    match parseComponentPush xml with
-    | Ok(FastRegisterPushed f) ->
-        Assert.Equal(0, f.Status)
-        Assert.Equal(Some "wxnew", f.AppId)
-        Assert.Equal(Some(AuthorizationCode "queryauthcode@@@f"), f.AuthCode)
-    | other -> failwith $"{other}"
-
-[<Fact>]
-let ``an unknown InfoType is a value, not an error`` () =
-    Assert.Equal(Ok(UnknownInfoType "new_thing"), parseComponentPush "<xml><InfoType>new_thing</InfoType></xml>")
-
-[<Fact>]
-let ``documents with a DTD are refused`` () =
-    let xml =
-        """<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x "y">]><xml><Encrypt>&x;</Encrypt></xml>"""
-
-    match parseXml xml with
-    | Error(MalformedXml _) -> ()
-    | other -> failwith $"{other}"
-
-[<Fact>]
-let ``no string makes the XML reader throw`` () =
-    Prop.forAll (ArbMap.defaults |> ArbMap.arbitrary<string>) (fun s ->
-        let _ = parseXml s
-        let _ = parseComponentPush s
-        true)
-    |> Check.QuickThrowOnFailure
-
-[<Fact>]
-let ``any text survives CDATA and plain element content`` () =
-    Prop.forAll (Arb.fromGen xmlSafeString) (fun s ->
-        let read (doc: string) =
-            parseXml doc |> Result.map (Map.tryFind "A")
-
-        let escaped = System.Security.SecurityElement.Escape s
-        // The reader drops whitespace-only text, but never inside CDATA.
-        read $"<xml><A>{escaped}</A></xml>" = Ok(Some(if s.Trim() = "" then "" else s))
-        && (s.Contains "]]>" || read $"<xml><A><![CDATA[{s}]]></A></xml>" = Ok(Some s)))
-    |> Check.QuickThrowOnFailure
-
-[<Fact>]
-let ``errcode absent or zero is success`` () =
-    let root (s: string) = JsonDocument.Parse(s).RootElement
-    Assert.Equal(None, errcodeOf (root """{"component_access_token":"x"}"""))
-    Assert.Equal(None, errcodeOf (root """{"errcode":0,"errmsg":"ok"}"""))
-    Assert.Equal(Some(61005, "expired"), errcodeOf (root """{"errcode":61005,"errmsg":"expired"}"""))
-
-[<Fact>]
-let ``func_info becomes permission set ids`` () =
-    let info =
-        JsonDocument
-            .Parse(
-                """{"func_info":[{"funcscope_category":{"id":1}},{"funcscope_category":{"id":15},"confirm_info":{}}]}"""
-            )
-            .RootElement
-
-    Assert.Equal<int list>([ 1; 15 ], funcIds info)
 
 /// Documents near WeChat's shape, and near misses: what the fast path answers, the reader must agree with.
 let private nearWeChatXml =
@@ -148,21 +61,135 @@ let private nearWeChatXml =
         (Gen.elements [ "</xml>"; "</xml>"; "</xml>"; "</xm>"; "" ])
         (Gen.elements [ ""; ""; "\n"; "x"; "<!-- after -->" ])
 
-[<Fact>]
-let ``wherever the fast path answers, the XML reader gives the same fields`` () =
-    Prop.forAll (Arb.fromGen nearWeChatXml) (fun doc ->
-        match scanFlat doc with
-        | Some fields -> readXml doc = Ok fields
-        | None -> true)
-    |> Check.QuickThrowOnFailure
 
-[<Fact>]
-let ``pushes shaped as WeChat sends them take the fast path`` () =
-    Prop.forAll (Arb.fromGen (Gen.zip xmlSafeString xmlSafeString)) (fun (content: string, sender: string) ->
-        let doc =
-            $"<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[{sender}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content><MsgId>1</MsgId></xml>"
+let tests =
+    testList
+        "Wire"
+        [
+            testCase "a ticket push is read with its ticket"
+            <| fun () ->
+                let xml =
+                    "<xml><AppId><![CDATA[wx1]]></AppId><CreateTime>1700000000</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[ticket@@@x]]></ComponentVerifyTicket></xml>"
 
-        match scanFlat doc with
-        | Some fields -> Ok fields = readXml doc && fields["Content"] = content
-        | None -> false)
-    |> Check.QuickThrowOnFailure
+                Expect.equal
+                    (parseComponentPush xml)
+                    (Ok(TicketPushed(VerifyTicket "ticket@@@x", 1700000000L)))
+                    "parseComponentPush xml"
+
+            testCase "authorization pushes are read as the facts show them"
+            <| fun () ->
+                let xml =
+                    "<xml><AppId>wx1</AppId><CreateTime>1700000100</CreateTime><InfoType>authorized</InfoType><AuthorizerAppid>wxa</AuthorizerAppid><AuthorizationCode>queryauthcode@@@c</AuthorizationCode><AuthorizationCodeExpiredTime>1700003700</AuthorizationCodeExpiredTime><PreAuthCode>preauthcode@@@p</PreAuthCode></xml>"
+
+                match parseComponentPush xml with
+                | Ok(AuthorizedPushed p) ->
+                    Expect.equal p.AuthorizerAppId (AuthorizerAppId "wxa") "p.AuthorizerAppId"
+                    Expect.equal p.Code (AuthorizationCode "queryauthcode@@@c") "p.Code"
+                    Expect.equal p.CodeExpiredTime (Some 1700003700L) "p.CodeExpiredTime"
+                | other -> failwith $"{other}"
+
+                let un =
+                    "<xml><AppId>wx1</AppId><CreateTime>5</CreateTime><InfoType>unauthorized</InfoType><AuthorizerAppid>wxa</AuthorizerAppid></xml>"
+
+                Expect.equal
+                    (parseComponentPush un)
+                    (Ok(UnauthorizedPushed(AuthorizerAppId "wxa", 5L)))
+                    "parseComponentPush un"
+
+            testCase "the fast registration result uses lower-case fields"
+            <| fun () ->
+                let xml =
+                    "<xml><AppId>wx1</AppId><CreateTime>1</CreateTime><InfoType>notify_third_fasteregister</InfoType><appid>wxnew</appid><status>0</status><auth_code>queryauthcode@@@f</auth_code><msg>OK</msg><info><name>Co</name></info></xml>"
+
+                match parseComponentPush xml with
+                | Ok(FastRegisterPushed f) ->
+                    Expect.equal f.Status 0 "f.Status"
+                    Expect.equal f.AppId (Some "wxnew") "f.AppId"
+                    Expect.equal f.AuthCode (Some(AuthorizationCode "queryauthcode@@@f")) "f.AuthCode"
+                | other -> failwith $"{other}"
+
+            testCase "an unknown InfoType is a value, not an error"
+            <| fun () ->
+                Expect.equal
+                    (parseComponentPush "<xml><InfoType>new_thing</InfoType></xml>")
+                    (Ok(UnknownInfoType "new_thing"))
+                    "parseComponentPush '<xml><InfoType>new_thing</InfoType></xml>'"
+
+            testCase "documents with a DTD are refused"
+            <| fun () ->
+                let xml =
+                    """<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x "y">]><xml><Encrypt>&x;</Encrypt></xml>"""
+
+                match parseXml xml with
+                | Error(MalformedXml _) -> ()
+                | other -> failwith $"{other}"
+
+            testProp
+                "any string that is not an XML document is refused as an error, never an exception"
+                (Prop.forAll (ArbMap.defaults |> ArbMap.arbitrary<string>) (fun s ->
+                    let document = not (isNull s) && s.Contains "<xml"
+
+                    document
+                    || (Result.isError (parseXml s) && Result.isError (parseComponentPush s))))
+
+            testProp
+                "any text survives CDATA and plain element content"
+                (Prop.forAll (Arb.fromGen xmlSafeString) (fun s ->
+                    let read (doc: string) =
+                        parseXml doc |> Result.map (Map.tryFind "A")
+
+                    let escaped = System.Security.SecurityElement.Escape s
+                    // The reader drops whitespace-only text, but never inside CDATA.
+                    read $"<xml><A>{escaped}</A></xml>" = Ok(Some(if s.Trim() = "" then "" else s))
+                    && (s.Contains "]]>" || read $"<xml><A><![CDATA[{s}]]></A></xml>" = Ok(Some s))))
+
+            testCase "errcode absent or zero is success"
+            <| fun () ->
+                let root (s: string) = JsonDocument.Parse(s).RootElement
+
+                Expect.equal
+                    (errcodeOf (root """{"component_access_token":"x"}"""))
+                    None
+                    "errcodeOf (root '''{'component_access_token':'x'}''')"
+
+                Expect.equal
+                    (errcodeOf (root """{"errcode":0,"errmsg":"ok"}"""))
+                    None
+                    "errcodeOf (root '''{'errcode':0,'errmsg':'ok'}''')"
+
+                Expect.equal
+                    (errcodeOf (root """{"errcode":61005,"errmsg":"expired"}"""))
+                    (Some(61005, "expired"))
+                    "errcodeOf (root '''{'errcode':61005,'errmsg':'expired'}''')"
+
+            testCase "func_info becomes permission set ids"
+            <| fun () ->
+                let info =
+                    JsonDocument
+                        .Parse(
+                            """{"func_info":[{"funcscope_category":{"id":1}},{"funcscope_category":{"id":15},"confirm_info":{}}]}"""
+                        )
+                        .RootElement
+
+                Expect.equal (funcIds info) ([ 1; 15 ]) "funcIds info"
+
+            testProp
+                "wherever the fast path answers, the XML reader gives the same fields"
+                (Prop.forAll (Arb.fromGen nearWeChatXml) (fun doc ->
+                    match scanFlat doc with
+                    | Some fields -> readXml doc = Ok fields
+                    | None -> true))
+
+            testProp
+                "pushes shaped as WeChat sends them take the fast path"
+                (Prop.forAll
+                    (Arb.fromGen (Gen.zip xmlSafeString xmlSafeString))
+                    (fun (content: string, sender: string) ->
+                        let doc =
+                            $"<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[{sender}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content><MsgId>1</MsgId></xml>"
+
+                        match scanFlat doc with
+                        | Some fields -> Ok fields = readXml doc && fields["Content"] = content
+                        | None -> false))
+
+        ]
