@@ -106,7 +106,9 @@ type WeChatFsExtensions =
             b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning)
             |> ignore
 
-            b.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning) |> ignore)
+            b.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning) |> ignore
+            // The route matcher logs request paths at Debug, and a wxTkId travels in one.
+            b.AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information) |> ignore)
         |> ignore
 
         services.AddSingleton options |> ignore
