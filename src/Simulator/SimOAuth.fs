@@ -362,3 +362,22 @@ let followerList (state: SimState) =
                      openid = openIdOf appid f.Id
                      unionid = unionIdOf state.Options.ComponentAppId f.Id
                  |})))
+
+/// GET /sim/business-page: a stand-in for a business system's page, for the demo. It shows what a
+/// real page would read from its URL: the wxTkId in the query and the state in the fragment.
+let businessPage =
+    RequestDelegate(fun ctx ->
+        page
+            ctx
+            200
+            "A business page"
+            """<p>This page stands in for the business system's own page. WeChatFs sent the follower here with:</p>
+<p>wxTkId: <code id="token"></code></p><p>state: <code id="state"></code></p><p id="error" style="color:#c00"></p>
+<p>The business system resolves the wxTkId on its server with the admin key:</p><pre id="curl"></pre>
+<script>
+  const q = new URLSearchParams(location.search);
+  document.getElementById('token').textContent = q.get('wxTkId') || '';
+  document.getElementById('state').textContent = decodeURIComponent(location.hash.slice(1));
+  document.getElementById('error').textContent = q.get('error') || '';
+  document.getElementById('curl').textContent = 'curl -H "Authorization: Bearer <admin key>" <gateway>/api/oauth/tracking-tokens/' + (q.get('wxTkId') || '');
+</script>""")

@@ -401,6 +401,7 @@ let map (app: IEndpointRouteBuilder) (state: SimState) =
 
     app.MapPost("/sim/oauth/confirm", SimOAuth.confirm state oauth) |> ignore
     app.MapGet("/sim/oauth/followers", SimOAuth.followerList state) |> ignore
+    app.MapGet("/sim/business-page", SimOAuth.businessPage) |> ignore
 
     app.MapGet(
         "/sns/oauth2/component/access_token",
