@@ -102,3 +102,38 @@ let ``after 40001 from getticket the authorizer token is renewed and the ticket 
         let! tokenCallsAfter = calls pair "api_authorizer_token"
         Assert.Equal(tokenCallsBefore + 1, tokenCallsAfter)
     }
+
+[<Fact>]
+let ``two gateways on one PostgreSQL fetch the jsapi_ticket once between them`` () =
+    task {
+        let shared =
+            [
+                "WeChatFs:Storage:Provider", "postgres"
+                "WeChatFs:Storage:ConnectionString", Helpers.postgres.Force().NewDatabase()
+                "WeChatFs:Secrets:MasterKey", Convert.ToBase64String(Array.init 32 byte)
+            ]
+
+        use! pair = startAuthorized "sqlite" "shop-1" shop shared
+
+        let! second =
+            startGatewayWith pair.Sim.BaseUrl (newDataFolder ()) (OffsetClock()) shared
+
+        use _ =
+            { new IDisposable with
+                member _.Dispose() = second.StopAsync().Wait()
+            }
+
+        let ask (api: Net.Http.HttpClient) i =
+            api.GetAsync $"/api/authorizers/{shop}/jssdk-config?url=https://shop.example.com/{i}"
+
+        let! answers =
+            [ for i in 1..50 -> ask pair.Gateway.Api i ]
+            @ [ for i in 1..50 -> ask second.Api i ]
+            |> Task.WhenAll
+
+        for a in answers do
+            Assert.Equal(HttpStatusCode.OK, a.StatusCode)
+
+        let! fetched = calls pair "getticket"
+        Assert.Equal(1, fetched)
+    }
