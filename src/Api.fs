@@ -102,15 +102,15 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.MapGet("/api/authorizers/{appid}/jssdk-config", OAuthApi.jsSdkConfig s tickets)
     |> ignore
 
-    app.MapGet("/api/verification-files", OAuthApi.listVerificationFiles s oauth)
+    app.MapGet("/api/verification-files", VerificationFileApi.listVerificationFiles s oauth)
     |> ignore
 
-    app.MapPut("/api/verification-files/{name}", OAuthApi.putVerificationFile s oauth)
+    app.MapPut("/api/verification-files/{name}", VerificationFileApi.putVerificationFile s oauth)
     |> ignore
 
-    app.MapDelete("/api/verification-files/{name}", OAuthApi.deleteVerificationFile s oauth)
+    app.MapDelete("/api/verification-files/{name}", VerificationFileApi.deleteVerificationFile s oauth)
     |> ignore
 
     // Only names of the verification-file pattern: the root route must not take anyone else's paths.
-    app.MapGet("/{name:regex(^[A-Za-z0-9_-]{{1,64}}\\.txt$)}", OAuthApi.serveVerificationFile oauth)
+    app.MapGet("/{name:regex(^[A-Za-z0-9_-]{{1,64}}\\.txt$)}", VerificationFileApi.serveVerificationFile oauth)
     |> ignore

@@ -1,6 +1,6 @@
 /// The HTTP edge of web pages on behalf of accounts: funcKey routes (admin), the start URL and
 /// WeChat's redirect back (followers' browsers, so errors are HTML pages), wxTkId resolution,
-/// followers, JS-SDK configs, and domain verification files served at the root.
+/// followers and JS-SDK configs. Domain verification files are in VerificationFileApi.fs.
 module WeChatFs.OAuthApi
 
 open System
@@ -350,82 +350,4 @@ let jsSdkConfig (s: Services) (tickets: JsApiTicketService) =
                 | Error(TicketRefused w) -> do! weChatProblem ctx w
                 | Error TicketBusy ->
                     do! writeProblem ctx 503 "Ticket refresh in progress" "another instance is fetching the ticket" []
-        })
-
-// ---- domain verification files ---------------------------------------------------------------------------
-
-/// PUT /api/verification-files/{name}: the body is the file's content (at most 1 KiB).
-let putVerificationFile (s: Services) (oauth: OAuthService) =
-    admin s (fun ctx ->
-        task {
-            let name = route ctx "name"
-
-            if not (isVerificationFileName name) then
-                do!
-                    writeProblem
-                        ctx
-                        400
-                        "Bad request"
-                        "name must be 1 to 64 letters, digits, '_' or '-', then .txt"
-                        [ "field", box "name" ]
-            else
-                match! readLimited ctx maxVerificationFileBytes with
-                | TooLarge ->
-                    do!
-                        writeProblem
-                            ctx
-                            413
-                            "Too large"
-                            $"a verification file holds at most {maxVerificationFileBytes} bytes"
-                            [ "field", box "content" ]
-                | Body bytes ->
-                    do! oauth.Store.PutVerificationFile(name, Encoding.UTF8.GetString bytes, s.Clock.GetUtcNow())
-
-                    do!
-                        writeJson
-                            ctx
-                            200
-                            {|
-                                name = name
-                                url = $"{s.Options.PublicBaseUrl.ToString().TrimEnd '/'}/{name}"
-                                bytes = bytes.Length
-                            |}
-        })
-
-let deleteVerificationFile (s: Services) (oauth: OAuthService) =
-    admin s (fun ctx ->
-        task {
-            match! oauth.Store.DeleteVerificationFile(route ctx "name") with
-            | true -> ctx.Response.StatusCode <- 204
-            | false -> do! writeProblem ctx 404 "Unknown file" "no verification file of this name" []
-        })
-
-let listVerificationFiles (s: Services) (oauth: OAuthService) =
-    admin s (fun ctx ->
-        task {
-            let! files = oauth.Store.ListVerificationFiles()
-
-            do!
-                writeJson
-                    ctx
-                    200
-                    {|
-                        items =
-                            files
-                            |> List.map (fun f ->
-                                {|
-                                    name = f.Name
-                                    content = f.Content
-                                    updated_at = f.UpdatedAt
-                                |})
-                    |}
-        })
-
-/// GET /{name}.txt at the root, as WeChat fetches it to verify the domain.
-let serveVerificationFile (oauth: OAuthService) =
-    handler (fun ctx ->
-        task {
-            match! oauth.Store.GetVerificationFile(route ctx "name") with
-            | Some content -> do! writeText ctx 200 content
-            | None -> do! writeText ctx 404 "not found"
         })
