@@ -5,6 +5,7 @@ open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Routing
 open WeChatFs.Http
 open WeChatFs.Authorizers
+open Microsoft.Extensions.DependencyInjection
 
 let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerService) (inbox: Inbox.InboxService) =
     let handlers: ComponentApi.PushHandlers =
@@ -68,3 +69,48 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.MapGet("/api/deliveries", MessageApi.listDeliveries s) |> ignore
     app.MapGet("/api/deliveries/{id}", MessageApi.getDelivery s) |> ignore
     app.MapPost("/api/deliveries/{id}/retry", MessageApi.retryDelivery s) |> ignore
+
+    // web pages on behalf of accounts: OAuth with funcKey routes, wxTkId, JS-SDK, verification files
+    let oauth = app.ServiceProvider.GetRequiredService<OAuthFlow.OAuthService>()
+
+    let tickets =
+        app.ServiceProvider.GetRequiredService<JsApiTickets.JsApiTicketService>()
+
+    app.MapPost("/api/oauth/func-keys", OAuthApi.saveFuncKey s oauth) |> ignore
+    app.MapGet("/api/oauth/func-keys", OAuthApi.listFuncKeys s oauth) |> ignore
+
+    app.MapGet("/api/oauth/func-keys/{funcKey}", OAuthApi.getFuncKey s oauth)
+    |> ignore
+
+    app.MapDelete("/api/oauth/func-keys/{funcKey}", OAuthApi.deleteFuncKey s oauth)
+    |> ignore
+
+    app.MapPost("/api/oauth/links", OAuthApi.links s oauth) |> ignore
+
+    app.MapGet("/api/oauth/tracking-tokens/{wxTkId}", OAuthApi.trackingToken s oauth)
+    |> ignore
+
+    app.MapGet("/wechat/oauth/{authorizerAppid}/{funcKey}", OAuthApi.start oauth)
+    |> ignore
+
+    app.MapGet("/wechat/oauth/authUserReceive/{componentAppid}/{funcKey}", OAuthApi.receive s oauth)
+    |> ignore
+
+    app.MapGet("/api/authorizers/{appid}/followers/{openid}", OAuthApi.follower s oauth)
+    |> ignore
+
+    app.MapGet("/api/authorizers/{appid}/jssdk-config", OAuthApi.jsSdkConfig s tickets)
+    |> ignore
+
+    app.MapGet("/api/verification-files", VerificationFileApi.listVerificationFiles s oauth)
+    |> ignore
+
+    app.MapPut("/api/verification-files/{name}", VerificationFileApi.putVerificationFile s oauth)
+    |> ignore
+
+    app.MapDelete("/api/verification-files/{name}", VerificationFileApi.deleteVerificationFile s oauth)
+    |> ignore
+
+    // Only names of the verification-file pattern: the root route must not take anyone else's paths.
+    app.MapGet("/{name:regex(^[A-Za-z0-9_-]{{1,64}}\\.txt$)}", VerificationFileApi.serveVerificationFile oauth)
+    |> ignore

@@ -31,6 +31,7 @@ let all: Entry list =
         e 40013 "invalid appid" "check the appid in the configuration or the request; retrying does not help" false
         e 40014 "invalid access_token" "refresh the token and retry once" true
         e 40029 "invalid web OAuth code" "start web OAuth again; a code is never retried" false
+        e 40163 "web OAuth code already used" "start web OAuth again; a code is used once" false
         e
             40090
             "request from an unexpected client IP (reported by one SDK only)"

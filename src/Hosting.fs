@@ -90,17 +90,25 @@ type WeChatFsExtensions =
     /// work) and registers the store, the WeChat client and the token services.
     [<Extension>]
     static member AddWeChatFs(services: IServiceCollection, configuration: IConfiguration) =
-        let options =
-            match load configuration with
-            | Ok o -> o
-            | Error errors -> raise (WeChatFsConfigurationException errors)
+        let options, oauthOptions =
+            match load configuration, OAuthConfig.load configuration with
+            | Ok o, Ok oauth -> o, oauth
+            | first, second ->
+                let errorsOf =
+                    function
+                    | Ok _ -> []
+                    | Error errors -> errors
+
+                raise (WeChatFsConfigurationException(errorsOf first @ errorsOf second))
 
         // Request lines carry auth codes in query strings; keep them out of the logs.
         services.AddLogging(fun b ->
             b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning)
             |> ignore
 
-            b.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning) |> ignore)
+            b.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning) |> ignore
+            // The route matcher logs request paths at Debug, and a wxTkId travels in one.
+            b.AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information) |> ignore)
         |> ignore
 
         services.AddSingleton options |> ignore
@@ -144,6 +152,15 @@ type WeChatFsExtensions =
         services.AddHostedService<Authorizers.AuthorizerRefresher>() |> ignore
         services.AddSingleton<Inbox.InboxService>() |> ignore
         services.AddHostedService<Inbox.DeliveryWorker>() |> ignore
+        // Web pages on behalf of accounts: OAuth with funcKey routes, JS-SDK, verification files.
+        services.AddSingleton oauthOptions |> ignore
+
+        services.AddSingleton<OAuthStore.IOAuthStore>(fun sp -> OAuthStore.over (sp.GetRequiredService<Store.IStore>()))
+        |> ignore
+
+        services.AddSingleton<OAuthFlow.OAuthService>() |> ignore
+        services.AddSingleton<JsApiTickets.JsApiTicketService>() |> ignore
+        services.AddHostedService<OAuthFlow.OAuthSeeder>() |> ignore
         services
 
     /// Maps the WeChat-facing endpoints and the internal API.

@@ -64,19 +64,32 @@ let migrations (d: Dialect) =
         2, [ "ALTER TABLE inbox DROP COLUMN raw_xml" ]
         // The event log is purged by age; without this the purge would read the whole log.
         3, [ "CREATE INDEX events_at ON events (at)" ]
+        // Web pages on behalf of accounts (OAuthStore.fs): funcKey routes, followers, wxTkId hashes,
+        // used OAuth codes, jsapi_tickets and domain verification files.
+        5,
+        [
+            "CREATE TABLE oauth_func_keys (func_key TEXT PRIMARY KEY, target_url TEXT NOT NULL, scope TEXT NOT NULL, description TEXT, tenant TEXT, source TEXT NOT NULL, updated_at BIGINT NOT NULL)"
+            "CREATE TABLE oauth_followers (authorizer_appid TEXT NOT NULL, openid TEXT NOT NULL, unionid TEXT, scope TEXT NOT NULL, profile TEXT, refresh_token TEXT, refresh_expires_at BIGINT, first_seen_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (authorizer_appid, openid))"
+            "CREATE TABLE oauth_tracking_tokens (token_hash TEXT PRIMARY KEY, authorizer_appid TEXT NOT NULL, openid TEXT NOT NULL, unionid TEXT, tenant TEXT, func_key TEXT NOT NULL, scope TEXT NOT NULL, nickname TEXT, headimgurl TEXT, expires_at BIGINT NOT NULL)"
+            "CREATE INDEX oauth_tracking_tokens_expiry ON oauth_tracking_tokens (expires_at)"
+            "CREATE TABLE oauth_codes (code_hash TEXT PRIMARY KEY, used_at BIGINT NOT NULL)"
+            "CREATE INDEX oauth_codes_used ON oauth_codes (used_at)"
+            "CREATE TABLE jsapi_tickets (authorizer_appid TEXT PRIMARY KEY, ticket TEXT NOT NULL, expires_at BIGINT NOT NULL)"
+            "CREATE TABLE verification_files (name TEXT PRIMARY KEY, content TEXT NOT NULL, updated_at BIGINT NOT NULL)"
+        ]
     ]
 
 // ---- small ADO.NET helpers ---------------------------------------------------------------------
 
-let private ms (t: DateTimeOffset) = t.ToUnixTimeMilliseconds()
+let ms (t: DateTimeOffset) = t.ToUnixTimeMilliseconds()
 
-let private ofMs (v: int64) =
+let ofMs (v: int64) =
     DateTimeOffset.FromUnixTimeMilliseconds v
 
-let private dbValue (v: obj) =
+let dbValue (v: obj) =
     if isNull v then box DBNull.Value else v
 
-let private command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: (string * obj) list) =
+let command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: (string * obj) list) =
     let c = conn.CreateCommand()
     c.CommandText <- sql
     c.Transaction <- tx
@@ -89,13 +102,13 @@ let private command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: 
 
     c
 
-let private exec conn tx sql ps =
+let exec conn tx sql ps =
     task {
         use c = command conn tx sql ps
         return! c.ExecuteNonQueryAsync()
     }
 
-let private query conn tx sql ps (read: DbDataReader -> 'a) =
+let query conn tx sql ps (read: DbDataReader -> 'a) =
     task {
         use c = command conn tx sql ps
         use! r = c.ExecuteReaderAsync()
@@ -108,23 +121,23 @@ let private query conn tx sql ps (read: DbDataReader -> 'a) =
     }
 
 /// The first row, if any: for lookups by key.
-let private tryOne conn tx sql ps (read: DbDataReader -> 'a) =
+let tryOne conn tx sql ps (read: DbDataReader -> 'a) =
     task {
         let! rows = query conn tx sql ps read
         return List.tryHead rows
     }
 
-let private scalar conn tx sql ps =
+let scalar conn tx sql ps =
     task {
         use c = command conn tx sql ps
         let! v = c.ExecuteScalarAsync()
         return v
     }
 
-let private text (r: DbDataReader) (i: int) =
+let text (r: DbDataReader) (i: int) =
     if r.IsDBNull i then None else Some(r.GetString i)
 
-let private int64Of (r: DbDataReader) (i: int) =
+let int64Of (r: DbDataReader) (i: int) =
     if r.IsDBNull i then
         None
     else
@@ -176,6 +189,13 @@ module private Task =
             with ex ->
                 return Some ex
         }
+
+/// What stores of later features that share the database (OAuthStore, ...) build on: the same
+/// connections, dialect and sealer as the store itself.
+type ISqlAccess =
+    abstract Dialect: Dialect
+    abstract Run: (DbConnection -> Task<'a>) -> Task<'a>
+    abstract Sealer: Secrets.Sealer
 
 type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secrets.Sealer) =
     let run work = connections.Run work
@@ -311,6 +331,11 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
 
                     do! tx.CommitAsync()
         }
+
+    interface ISqlAccess with
+        member _.Dialect = dialect
+        member _.Run work = connections.Run work
+        member _.Sealer = sealer
 
     interface IStore with
         member _.Provider = dialect.Name

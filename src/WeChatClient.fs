@@ -128,6 +128,25 @@ type Client(http: HttpClient, apiBase: Uri, componentAppId: ComponentAppId, appS
 
     member _.ComponentAppId = componentAppId
 
+    /// GET a JSON API (sns/*, cgi-bin/ticket/getticket); an errcode becomes ApiError, the root goes to `read`.
+    member _.GetJson(path: string, query: (string * string) list, read: JsonElement -> Result<'a, WeChatError>) =
+        task {
+            use request = new HttpRequestMessage(HttpMethod.Get, url path query)
+
+            match! send request with
+            | Error e -> return Error e
+            | Ok(response, _) when not response.IsSuccessStatusCode -> return Error(HttpStatus(int response.StatusCode))
+            | Ok(_, bytes) ->
+                try
+                    use doc = JsonDocument.Parse(ReadOnlyMemory bytes)
+
+                    match errcodeOf doc.RootElement with
+                    | Some(code, msg) -> return Error(ApiError(code, msg))
+                    | None -> return read doc.RootElement
+                with :? JsonException as ex ->
+                    return Error(InvalidResponse ex.Message)
+        }
+
     /// api_component_token: the ticket buys a token valid `expires_in` seconds.
     member _.ComponentToken(VerifyTicket ticket) =
         postJson

@@ -37,13 +37,17 @@ public static class Commands
             .AddEnvironmentVariables()
             .AddCommandLine(args)
             .Build();
+        var errors = new List<Config.ConfigError>();
         var result = Config.load(configuration);
-        if (result.IsOk)
+        if (result.IsError) errors.AddRange(result.ErrorValue);
+        var oauth = OAuthConfig.load(configuration);
+        if (oauth.IsError) errors.AddRange(oauth.ErrorValue);
+        if (errors.Count == 0)
         {
             Console.WriteLine("configuration is valid");
             return 0;
         }
-        foreach (var error in result.ErrorValue)
+        foreach (var error in errors)
         {
             Console.Error.WriteLine(Config.describe(error));
         }

@@ -56,6 +56,13 @@ public static class Demo
             ["WeChatFs:WeChat:OpenBaseUrl"] = simulatorUrl,
             ["WeChatFs:Storage:ConnectionString"] = $"Data Source={Path.Combine(dataFolder, "wechatfs.db")}",
             ["WeChatFs:Admin:ApiKey"] = AdminKey,
+            // Web pages on behalf of accounts: two menu destinations, both the simulator's stand-in business page.
+            ["WeChatFs:OAuth:FuncKeys:member:TargetUrl"] = $"{simulatorUrl}/sim/business-page",
+            ["WeChatFs:OAuth:FuncKeys:member:Scope"] = "snsapi_userinfo",
+            ["WeChatFs:OAuth:FuncKeys:member:Description"] = "member card (asks for the profile)",
+            ["WeChatFs:OAuth:FuncKeys:home:TargetUrl"] = $"{simulatorUrl}/sim/business-page?page=home",
+            ["WeChatFs:OAuth:FuncKeys:home:Scope"] = "snsapi_base",
+            ["WeChatFs:VerificationFiles:MP_verify_demo.txt"] = "demo",
         };
         var gateway = Gateway.Build(args.Where(a => !a.StartsWith("--gateway=") && !a.StartsWith("--simulator=") && !a.StartsWith("--data=")).ToArray(), settings, jsonLogs: false);
         await gateway.StartAsync();
@@ -82,6 +89,10 @@ public static class Demo
               send it a message as WeChat would:
                 curl -X POST {simulatorUrl}/sim/messages -d '{messageExample}'
               run WeChat's full-network release check: curl -X POST {simulatorUrl}/sim/release-test
+              once wxsimoa00000000001 is authorized, open its menu page as a follower would:
+                {gatewayUrl}/wechat/oauth/wxsimoa00000000001/member?state=hello
+              and resolve the wxTkId the business page shows:
+                curl -H "Authorization: Bearer {AdminKey}" {gatewayUrl}/api/oauth/tracking-tokens/<wxTkId>
 
             Ctrl+C stops both.
             """);

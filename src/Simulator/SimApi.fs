@@ -13,6 +13,12 @@ let private errmsgs =
     dict
         [
             40001, "invalid credential, access_token is invalid or not latest"
+            40003, "invalid openid"
+            40029, "invalid code"
+            40030, "invalid refresh_token"
+            40163, "code been used"
+            42002, "refresh_token expired"
+            48001, "api unauthorized"
             40097, "invalid args"
             40125, "invalid appsecret"
             41001, "access_token missing"

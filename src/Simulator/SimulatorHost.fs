@@ -393,6 +393,30 @@ let map (app: IEndpointRouteBuilder) (state: SimState) =
     app.MapPost("/sim/authorize/confirm", AuthPage.confirmForm state) |> ignore
     app.MapGet("/", home state) |> ignore
     mapControl app state
+    // Web OAuth on behalf of an official account (facts §7): the open host's page and the sns APIs.
+    let oauth = SimOAuth.SimOAuthState state
+
+    app.MapGet("/connect/oauth2/authorize", SimOAuth.authorize state oauth)
+    |> ignore
+
+    app.MapPost("/sim/oauth/confirm", SimOAuth.confirm state oauth) |> ignore
+    app.MapGet("/sim/oauth/followers", SimOAuth.followerList state) |> ignore
+    app.MapGet("/sim/business-page", SimOAuth.businessPage) |> ignore
+
+    app.MapGet(
+        "/sns/oauth2/component/access_token",
+        api state "sns_component_access_token" (SimOAuth.exchange state oauth)
+    )
+    |> ignore
+
+    app.MapGet(
+        "/sns/oauth2/component/refresh_token",
+        api state "sns_component_refresh_token" (SimOAuth.refresh state oauth)
+    )
+    |> ignore
+
+    app.MapGet("/sns/userinfo", api state "sns_userinfo" (SimOAuth.userInfo state oauth))
+    |> ignore
 
 /// Pushes a ticket now and then every TicketInterval (facts §1.1), while a URL is configured.
 let private runPusher (state: SimState) (stopping: CancellationToken) =

@@ -109,6 +109,7 @@ let startGatewayWith (simUrl: string) (dataFolder: string) (clock: OffsetClock) 
                 "WeChatFs:Component:CheckInterval", "00:00:00.200"
                 "WeChatFs:WeChat:ApiBaseUrl", simUrl
                 "WeChatFs:WeChat:MpBaseUrl", simUrl
+                "WeChatFs:WeChat:OpenBaseUrl", simUrl
                 "WeChatFs:Storage:ConnectionString", "Data Source=" + Path.Combine(dataFolder, "wechatfs.db")
                 "WeChatFs:Storage:RefreshLease", "00:00:02"
                 "WeChatFs:Admin:ApiKey", adminKey

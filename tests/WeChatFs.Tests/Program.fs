@@ -18,6 +18,8 @@ let all =
             WireTests.tests
             MessagesTests.tests
             ConfigTests.tests
+            OAuthTests.tests
+            OAuthConfigTests.tests
             GroupCommitTests.tests
             StoreTests.tests
             SqlStoreTests.tests
@@ -25,11 +27,16 @@ let all =
             ComponentTokensTests.tests
             AuthorizersTests.tests
             InboxTests.tests
+            OAuthStoreTests.tests
             ComponentApiTests.tests
             AuthorizerApiTests.tests
             MultiInstanceTests.tests
             MessageApiTests.tests
             SimulatorTests.tests
+            OAuthApiTests.tests
+            JsApiTicketsTests.tests
+            SimOAuthTests.tests
+            BrowserTests.tests
         ]
 
 /// The line CI reads, from the run's own counts: errored tests count as failed, ignored as skipped.
