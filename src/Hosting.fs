@@ -12,6 +12,7 @@ open Microsoft.Extensions.Configuration
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.DependencyInjection.Extensions
 open Microsoft.Extensions.Logging
+open OpenTelemetry.Metrics
 open WeChatFs.Config
 
 /// A configuration that cannot work: the start stops with every problem named, key and fix.
@@ -90,10 +91,12 @@ type WeChatFsExtensions =
     /// work) and registers the store, the WeChat client and the token services.
     [<Extension>]
     static member AddWeChatFs(services: IServiceCollection, configuration: IConfiguration) =
-        let options =
-            match load configuration with
-            | Ok o -> o
-            | Error errors -> raise (WeChatFsConfigurationException errors)
+        let options, operator =
+            match load configuration, loadOperator configuration with
+            | Ok o, Ok op -> o, op
+            | Error errors, Ok _
+            | Ok _, Error errors -> raise (WeChatFsConfigurationException errors)
+            | Error e1, Error e2 -> raise (WeChatFsConfigurationException(e1 @ e2))
 
         // Request lines carry auth codes in query strings; keep them out of the logs.
         services.AddLogging(fun b ->
@@ -117,10 +120,36 @@ type WeChatFsExtensions =
                 (sp.GetRequiredService<ILoggerFactory>()))
         |> ignore
 
-        services.AddSingleton<WeChatClient.Client>(fun _ ->
+        services.AddSingleton operator |> ignore
+
+        services.AddSingleton<Metrics.GatewayMetrics>(fun sp ->
+            new Metrics.GatewayMetrics(
+                sp.GetRequiredService<Diagnostics.Metrics.IMeterFactory>(),
+                sp.GetRequiredService<TimeProvider>()
+            ))
+        |> ignore
+
+        services
+            .AddOpenTelemetry()
+            .WithMetrics(fun metrics ->
+                metrics
+                    .AddMeter("WeChatFs")
+                    .AddPrometheusExporter(fun o -> o.ScrapeResponseCacheDurationMilliseconds <- 0)
+                |> ignore)
+        |> ignore
+
+        OpenApiDoc.addServices services
+
+        services.AddSingleton<WeChatClient.Client>(fun sp ->
             // Our own HttpClient, not the factory's: its handler logs full URLs, and tokens live in them.
+            // Every call is counted on its way (wechatfs_wechat_calls_total).
             let http =
-                new HttpClient(new SocketsHttpHandler(PooledConnectionLifetime = TimeSpan.FromMinutes 5.))
+                new HttpClient(
+                    new Metrics.CallCounter(
+                        sp.GetRequiredService<Metrics.GatewayMetrics>(),
+                        new SocketsHttpHandler(PooledConnectionLifetime = TimeSpan.FromMinutes 5.)
+                    )
+                )
 
             http.Timeout <- TimeSpan.FromSeconds 15.
             WeChatClient.Client(http, options.ApiBaseUrl, options.ComponentAppId, options.AppSecret))
@@ -166,5 +195,21 @@ type WeChatFsExtensions =
             services
             (sp.GetRequiredService<Authorizers.AuthorizerService>())
             (sp.GetRequiredService<Inbox.InboxService>())
+
+        MetricsApi.map
+            app
+            services
+            (sp.GetRequiredService<Metrics.GatewayMetrics>())
+            (sp.GetRequiredService<OperatorOptions>())
+
+        OpenApiDoc.map app
+
+        ConsoleApi.map
+            app
+            services
+            (sp.GetRequiredService<Authorizers.AuthorizerService>())
+            (sp.GetRequiredService<Metrics.GatewayMetrics>())
+            (sp.GetRequiredService<OperatorOptions>())
+            (sp.GetRequiredService<Secrets.MasterKey>())
 
         app
