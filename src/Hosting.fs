@@ -122,9 +122,12 @@ type WeChatFsExtensions =
 
         services.AddSingleton operator |> ignore
 
+        let meterName = Metrics.nextMeterName ()
+
         services.AddSingleton<Metrics.GatewayMetrics>(fun sp ->
             new Metrics.GatewayMetrics(
                 sp.GetRequiredService<Diagnostics.Metrics.IMeterFactory>(),
+                meterName,
                 sp.GetRequiredService<TimeProvider>()
             ))
         |> ignore
@@ -133,7 +136,7 @@ type WeChatFsExtensions =
             .AddOpenTelemetry()
             .WithMetrics(fun metrics ->
                 metrics
-                    .AddMeter("WeChatFs")
+                    .AddMeter(meterName)
                     .AddPrometheusExporter(fun o -> o.ScrapeResponseCacheDurationMilliseconds <- 0)
                 |> ignore)
         |> ignore

@@ -75,8 +75,9 @@ type RefreshRecord =
         Outcome: CallOutcome
     }
 
-/// Paths WeChat's API uses: lowercase segments. Anything else (a proxy call with an odd path) is "other".
-let private apiPath = Regex("^[a-z0-9_]+(/[a-z0-9_]+){0,5}$", RegexOptions.Compiled)
+/// Paths WeChat's API uses: lowercase segments (cgi-bin/...). Anything else (a proxy call with an odd path) is "other".
+let private apiPath =
+    Regex("^[a-z0-9_-]+(/[a-z0-9_-]+){0,5}$", RegexOptions.Compiled)
 
 /// At most this many distinct `api` labels; further paths count as "other".
 let maxApiLabels = 200
@@ -93,9 +94,19 @@ let private refreshRole (api: string) =
     | "cgi-bin/component/api_authorizer_token" -> Some "authorizer"
     | _ -> None
 
+let private gatewaysInProcess = ref 0
+
+/// The meter's name: "WeChatFs", or "WeChatFs.2", "WeChatFs.3"... for further gateways in the same
+/// process (tests, the benchmark). A metrics pipeline listens to meters by name across the process,
+/// so a shared name would count every gateway's pushes in each one's `/metrics`.
+let nextMeterName () =
+    match Interlocked.Increment gatewaysInProcess with
+    | 1 -> "WeChatFs"
+    | n -> $"WeChatFs.{n}"
+
 /// Every instrument of one gateway; created from the host's IMeterFactory.
-type GatewayMetrics(meterFactory: IMeterFactory, clock: TimeProvider) =
-    let meter = meterFactory.Create "WeChatFs"
+type GatewayMetrics(meterFactory: IMeterFactory, meterName: string, clock: TimeProvider) =
+    let meter = meterFactory.Create meterName
 
     let pushes =
         meter.CreateCounter<int64>("wechatfs_pushes_total", description = "pushes from WeChat, by endpoint and outcome")
@@ -179,12 +190,12 @@ type GatewayMetrics(meterFactory: IMeterFactory, clock: TimeProvider) =
                 match tokenSecondsLeft with
                 | Some s -> Seq.singleton (Measurement<float>(s))
                 | None -> Seq.empty),
-            unit = "s",
             description = "seconds until the stored component token expires (absent when there is none)"
         )
         |> ignore
 
     member _.Meter = meter
+    member _.MeterName = meterName
 
     /// One push answered: endpoint is a fixed name, outcome accepted | duplicate | refused.
     member _.RecordPush(endpoint: string, outcome: string, seconds: float) =

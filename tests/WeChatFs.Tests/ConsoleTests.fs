@@ -1,0 +1,224 @@
+/// The operator console over HTTP: sign-in, the session cookie, anti-forgery tokens, and the pure
+/// pieces (tokens, the push chart, the settings).
+module WeChatFs.Tests.ConsoleTests
+
+open System
+open System.Collections.Generic
+open System.Net
+open System.Net.Http
+open System.Text.RegularExpressions
+open System.Threading.Tasks
+open FsCheck
+open FsCheck.FSharp
+open Microsoft.Extensions.Configuration
+open Xunit
+open WeChatFs
+open WeChatFs.Tests.Harness
+
+[<Fact>]
+let ``an anti-forgery token holds only for the session it was made for`` () =
+    let key = Array.init 32 byte
+
+    Prop.forAll (Arb.fromGen (Gen.zip Helpers.xmlSafeString Helpers.xmlSafeString)) (fun (a, b) ->
+        let token = ConsoleSession.csrfToken key a
+
+        (a = "" || ConsoleSession.csrfValid key a token)
+        && (a = b || not (ConsoleSession.csrfValid key b token))
+        && not (ConsoleSession.csrfValid key a "")
+        && not (ConsoleSession.csrfValid (Array.create 32 7uy) a token))
+    |> fun p -> Check.One(Config.QuickThrowOnFailure.WithMaxTest(200), p)
+
+[<Fact>]
+let ``a session lasts until it expires and ends when the admin key changes`` () =
+    let key = Array.init 32 byte
+    let now = DateTimeOffset(2026, 11, 30, 10, 0, 0, TimeSpan.Zero)
+
+    let cookie =
+        ConsoleSession.issue key "admin-1" (now.AddHours 8.) (Array.zeroCreate 16)
+
+    Assert.True(ConsoleSession.valid key (Some "admin-1") (now.AddHours 7.) cookie)
+    Assert.False(ConsoleSession.valid key (Some "admin-1") (now.AddHours 9.) cookie)
+    Assert.False(ConsoleSession.valid key (Some "admin-2") now cookie)
+    Assert.False(ConsoleSession.valid key None now cookie)
+    Assert.False(ConsoleSession.valid key (Some "admin-1") now (cookie.Replace('.', '-')))
+    Assert.False(ConsoleSession.valid (Array.create 32 1uy) (Some "admin-1") now cookie)
+
+[<Fact>]
+let ``the push chart draws one bar per busy minute, none taller than the chart`` () =
+    let points =
+        Gen.listOfLength 60 (Gen.frequency [ 2, Gen.constant 0L; 3, Gen.choose (1, 5000) |> Gen.map int64 ])
+        |> Arb.fromGen
+
+    Prop.forAll points (fun counts ->
+        let series = counts |> List.mapi (fun i n -> int64 (1000 + i), n)
+
+        let svg =
+            ConsoleViews.pushChart series |> Giraffe.ViewEngine.RenderView.AsString.xmlNode
+
+        let bars = Regex.Matches(svg, "<rect [^>]*height=\"([0-9.]+)\"")
+        let heights = bars |> Seq.map (fun m -> float m.Groups[1].Value) |> List.ofSeq
+
+        bars.Count = (counts |> List.filter (fun n -> n > 0L) |> List.length)
+        && heights |> List.forall (fun h -> h > 0. && h <= 160.0001)
+        && (counts |> List.exists (fun n -> n > 0L) |> not
+            || heights |> List.exists (fun h -> abs (h - 160.) < 0.01)))
+    |> fun p -> Check.One(Config.QuickThrowOnFailure.WithMaxTest(100), p)
+
+[<Fact>]
+let ``console and metrics settings are validated with the key named`` () =
+    let load (pairs: (string * string) list) =
+        ConfigurationBuilder().AddInMemoryCollection(pairs |> List.map (fun (k, v) -> KeyValuePair(k, v))).Build()
+        |> WeChatFs.Config.loadOperator
+
+    match load [] with
+    | Ok o ->
+        Assert.True o.ConsoleEnabled
+        Assert.Equal(TimeSpan.FromHours 8., o.SessionLifetime)
+        Assert.False o.MetricsAnonymous
+    | Error e -> Assert.True(false, $"%A{e}")
+
+    match
+        load
+            [
+                "WeChatFs:Console:SessionLifetime", "00:00:10"
+                "WeChatFs:Metrics:Anonymous", "yes"
+            ]
+    with
+    | Ok _ -> Assert.True(false, "accepted a 10 s session and 'yes'")
+    | Error errors ->
+        let keys = errors |> List.map (fun e -> e.Key)
+        Assert.Contains("WeChatFs:Console:SessionLifetime", keys)
+        Assert.Contains("WeChatFs:Metrics:Anonymous", keys)
+
+/// A browser-like client: keeps cookies, does not follow redirects.
+let browser () =
+    let cookies = CookieContainer()
+    new HttpClient(new HttpClientHandler(CookieContainer = cookies, AllowAutoRedirect = false)), cookies
+
+let csrfOf (html: string) =
+    let m = Regex.Match(html, "name=\"__csrf\" value=\"([^\"]+)\"")
+    Assert.True(m.Success, "no anti-forgery field in the page")
+    m.Groups[1].Value
+
+let form (pairs: (string * string) list) =
+    new FormUrlEncodedContent(pairs |> List.map (fun (k, v) -> KeyValuePair(k, v)))
+
+/// Signs in with `key`; answers the sign-in POST's response.
+let signIn (client: HttpClient) (gateway: Gateway) (key: string) =
+    task {
+        let! page = client.GetStringAsync(gateway.Url "/console/sign-in")
+
+        return!
+            client.PostAsync(
+                gateway.Url "/console/sign-in",
+                form [ "__csrf", csrfOf page; "key", key; "return", "/console" ]
+            )
+    }
+
+[<Fact>]
+let ``the console asks for the admin key and then keeps a strict, HttpOnly, expiring session`` () =
+    task {
+        use! pair = startPair ()
+        let client, _ = browser ()
+        use _ = client
+        let! first = client.GetAsync(pair.Gateway.Url "/console/authorizers?tenant=a")
+        Assert.Equal(HttpStatusCode.Redirect, first.StatusCode)
+        Assert.StartsWith("/console/sign-in?return=", string first.Headers.Location)
+
+        let! wrong = signIn client pair.Gateway "not-the-key"
+        Assert.Equal(HttpStatusCode.Unauthorized, wrong.StatusCode)
+
+        Assert.False(
+            wrong.Headers.Contains "Set-Cookie"
+            && (wrong.Headers.GetValues "Set-Cookie"
+                |> Seq.exists (fun c -> c.StartsWith "wechatfs_console="))
+        )
+
+        let! right = signIn client pair.Gateway adminKey
+        Assert.Equal(HttpStatusCode.Redirect, right.StatusCode)
+        Assert.Equal("/console", string right.Headers.Location)
+
+        let cookie =
+            right.Headers.GetValues "Set-Cookie"
+            |> Seq.find (fun c -> c.StartsWith "wechatfs_console=")
+
+        let lower = cookie.ToLowerInvariant()
+        Assert.Contains("httponly", lower)
+        Assert.Contains("samesite=strict", lower)
+        Assert.Contains("path=/console", lower)
+        Assert.Contains("expires=", lower)
+        Assert.DoesNotContain(adminKey, cookie)
+
+        let! overview = client.GetAsync(pair.Gateway.Url "/console")
+        let! html = overview.Content.ReadAsStringAsync()
+        Assert.Equal(HttpStatusCode.OK, overview.StatusCode)
+        Assert.Contains("Component", html)
+        Assert.Contains("Sign out", html)
+
+        // Signed out, the same browser is asked for the key again.
+        let! out =
+            client.PostAsync(pair.Gateway.Url "/console/sign-out", form [ "__csrf", csrfOf html ])
+
+        Assert.Equal(HttpStatusCode.Redirect, out.StatusCode)
+        let! after = client.GetAsync(pair.Gateway.Url "/console")
+        Assert.Equal(HttpStatusCode.Redirect, after.StatusCode)
+    }
+
+[<Fact>]
+let ``a form without its anti-forgery token is refused and changes nothing`` () =
+    task {
+        use! pair = startPair ()
+        let! _ = pushTicket pair
+
+        let! _ =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task {
+                    let! s, _ = componentToken pair
+                    return s = HttpStatusCode.OK
+                })
+
+        let! _ = AuthorizerApiTests.authorizeVia pair "shop-csrf" "wxsimoa00000000001"
+        let client, _ = browser ()
+        use _ = client
+        let! signedIn = signIn client pair.Gateway adminKey
+        Assert.Equal(HttpStatusCode.Redirect, signedIn.StatusCode)
+        let! before = calls pair "api_authorizer_token"
+        let url = pair.Gateway.Url "/console/authorizers/wxsimoa00000000001/refresh"
+
+        let! missing = client.PostAsync(url, form [])
+        Assert.Equal(HttpStatusCode.BadRequest, missing.StatusCode)
+        let! forged = client.PostAsync(url, form [ "__csrf", String('0', 64) ])
+        Assert.Equal(HttpStatusCode.BadRequest, forged.StatusCode)
+        let! notAForm = client.PostAsync(url, null)
+        Assert.Equal(HttpStatusCode.BadRequest, notAForm.StatusCode)
+        // A sign-in form without its token is refused too, even with the right key.
+        let other, _ = browser ()
+        use _ = other
+
+        let! blind =
+            other.PostAsync(pair.Gateway.Url "/console/sign-in", form [ "key", adminKey ])
+
+        Assert.Equal(HttpStatusCode.BadRequest, blind.StatusCode)
+        let! after = calls pair "api_authorizer_token"
+        Assert.Equal(before, after)
+
+        // With its token the same form works.
+        let! page =
+            client.GetStringAsync(pair.Gateway.Url "/console/authorizers/wxsimoa00000000001")
+
+        let! ok = client.PostAsync(url, form [ "__csrf", csrfOf page ])
+        Assert.Equal(HttpStatusCode.Redirect, ok.StatusCode)
+        Assert.Contains("notice=", string ok.Headers.Location)
+        let! refreshed = calls pair "api_authorizer_token"
+        Assert.Equal(before + 1, refreshed)
+    }
+
+[<Fact>]
+let ``the console can be turned off`` () =
+    task {
+        use! pair =
+            startPairWith (simulatorOptions ()) [ "WeChatFs:Console:Enabled", "false" ]
+
+        let! r = pair.Http.GetAsync(pair.Gateway.Url "/console/sign-in")
+        Assert.Equal(HttpStatusCode.NotFound, r.StatusCode)
+    }
