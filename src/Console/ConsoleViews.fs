@@ -149,7 +149,7 @@ let private css =
 *{box-sizing:border-box}body{font-family:system-ui,-apple-system,sans-serif;margin:0;color:#1b1b1b;background:#f6f7f9;line-height:1.45}
 a{color:#0b57d0}header{background:#1e2a38;color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;align-items:center;gap:.4rem 1rem}
 header a{color:#fff;text-decoration:none;padding:.3rem .1rem}header a[aria-current=page]{border-bottom:2px solid #7fd4a8}
-header .brand{font-weight:700;margin-right:.5rem}header nav ul{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:.2rem .9rem}
+header .brand{font-weight:700;margin-right:.5rem}main a[aria-current]{font-weight:700;text-decoration:none}header nav ul{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:.2rem .9rem}
 header form{margin-left:auto}main{max-width:72rem;margin:0 auto;padding:1rem}
 h1{font-size:1.5rem;margin:.4rem 0 1rem}h2{font-size:1.15rem;margin:1.4rem 0 .5rem}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(15rem,1fr));gap:.8rem}

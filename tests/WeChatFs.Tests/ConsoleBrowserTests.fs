@@ -229,6 +229,18 @@ let ``an operator signs in, authorizes an account, finds it, retries a dead deli
 
         Assert.Contains("61023", text driver "#explanation")
 
+        // On a phone's width the overview fits without sideways scrolling.
+        driver.Manage().Window.Size <- Drawing.Size(390, 844)
+        driver.Navigate().GoToUrl(url "/console")
+
+        let fits =
+            driver.ExecuteScript "return document.documentElement.scrollWidth <= window.innerWidth + 1;"
+            |> unbox<bool>
+
+        Assert.True(fits, "the overview is wider than a phone's screen")
+        shoot driver "09-overview-phone"
+        driver.Manage().Window.Size <- Drawing.Size(1280, 1000)
+
         // Signing out ends the session.
         driver.FindElement(By.CssSelector "#sign-out button").Click()
         Assert.True(until driver 10. (fun () -> driver.Url.StartsWith(url "/console/sign-in")), driver.Url)

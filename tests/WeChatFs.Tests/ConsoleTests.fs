@@ -222,3 +222,46 @@ let ``the console can be turned off`` () =
         let! r = pair.Http.GetAsync(pair.Gateway.Url "/console/sign-in")
         Assert.Equal(HttpStatusCode.NotFound, r.StatusCode)
     }
+
+let private storeSettings (provider: string) =
+    if provider = "postgres" then
+        [
+            "WeChatFs:Storage:Provider", "postgres"
+            "WeChatFs:Storage:ConnectionString", Helpers.postgres.Force().NewDatabase()
+        ]
+    else
+        []
+
+[<Theory; InlineData("sqlite"); InlineData("postgres")>]
+let ``the overview and the gauges read the store`` (provider: string) =
+    task {
+        use! pair = startPairWith (simulatorOptions ()) (storeSettings provider)
+        let! _ = pushTicket pair
+
+        let! _ =
+            eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                task {
+                    let! s, _ = componentToken pair
+                    return s = HttpStatusCode.OK
+                })
+
+        let! _ = AuthorizerApiTests.authorizeVia pair "shop-store" "wxsimoa00000000001"
+        let client, _ = browser ()
+        use _ = client
+        let! _ = signIn client pair.Gateway adminKey
+        let! html = client.GetStringAsync(pair.Gateway.Url "/console")
+        Assert.Contains("href=\"/console/authorizers?status=authorized\">1</a>", html)
+        Assert.Contains("href=\"/console/authorizers?status=revoked\">0</a>", html)
+
+        let! list =
+            client.GetStringAsync(pair.Gateway.Url "/console/authorizers?tenant=shop-store&status=authorized")
+
+        Assert.Contains("wxsimoa00000000001", list)
+
+        let! none =
+            client.GetStringAsync(pair.Gateway.Url "/console/authorizers?tenant=shop-other")
+
+        Assert.DoesNotContain("wxsimoa00000000001", none)
+        let! metrics = pair.Gateway.Api.GetStringAsync "/metrics"
+        Assert.Equal(Some 1., MetricsTests.valueOf metrics "wechatfs_authorizers{status=\"authorized\"}")
+    }
