@@ -355,7 +355,10 @@ let map (app: IEndpointRouteBuilder) =
     app.MapScalarApiReference(
         "/docs",
         fun (options: ScalarOptions) ->
-            options.WithTitle("WeChatFs API").WithOpenApiRoutePattern("/openapi/{documentName}.json")
+            options
+                .WithTitle("WeChatFs API")
+                .WithOpenApiRoutePattern("/openapi/{documentName}.json")
+                .AddPreferredSecuritySchemes([ "Bearer" ])
             |> ignore
     )
     |> ignore

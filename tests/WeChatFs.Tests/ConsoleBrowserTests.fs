@@ -229,6 +229,16 @@ let ``an operator signs in, authorizes an account, finds it, retries a dead deli
 
         Assert.Contains("61023", text driver "#explanation")
 
+        // The API reference renders the document, with nothing fetched from elsewhere.
+        driver.Navigate().GoToUrl(url "/docs/")
+
+        Assert.True(
+            until driver 20. (fun () -> driver.PageSource.Contains "WeChatFs internal API"),
+            "the reference page did not render the document"
+        )
+
+        shoot driver "10-api-reference"
+
         // On a phone's width the overview fits without sideways scrolling.
         driver.Manage().Window.Size <- Drawing.Size(390, 844)
         driver.Navigate().GoToUrl(url "/console")
