@@ -3,6 +3,7 @@ module WeChatFs.Api
 
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Routing
+open Microsoft.Extensions.DependencyInjection
 open WeChatFs.Http
 open WeChatFs.Authorizers
 open Microsoft.Extensions.DependencyInjection
@@ -18,10 +19,16 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
                     }
         }
 
+    // Pushes are counted and timed by endpoint and outcome (wechatfs_pushes_total).
+    let metrics = app.ServiceProvider.GetRequiredService<Metrics.GatewayMetrics>()
+
     app.MapGet("/healthz", handler (fun ctx -> writeText ctx 200 "ok")) |> ignore
     app.MapGet("/readyz", ComponentApi.readiness s) |> ignore
     // WeChat-facing
-    app.MapPost("/wechat/component/events", ComponentApi.componentEvents s handlers)
+    app.MapPost(
+        "/wechat/component/events",
+        MetricsApi.timedPush metrics "component_events" (ComponentApi.componentEvents s handlers)
+    )
     |> ignore
 
     app.MapGet("/wechat/component/authorize", AuthorizerApi.authorizePage s authorizers)
@@ -60,7 +67,10 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.Map("/api/authorizers/{appid}/wechat/{**path}", AuthorizerApi.authorizerProxy s authorizers)
     |> ignore
 
-    app.MapPost("/wechat/authorizers/{appid}/callback", MessageApi.callback s authorizers inbox)
+    app.MapPost(
+        "/wechat/authorizers/{appid}/callback",
+        MetricsApi.timedPush metrics "authorizer_callback" (MessageApi.callback s authorizers inbox)
+    )
     |> ignore
 
     app.MapGet("/wechat/authorizers/{appid}/callback", MessageApi.callbackCheck s)

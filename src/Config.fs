@@ -368,3 +368,49 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                     |> Option.forall (fun v -> v.ToLowerInvariant() <> "false")
             }
     }
+
+// ---- the operator's side: console and metrics ------------------------------------------------------
+
+/// The operator console and the metrics endpoint; kept apart from GatewayOptions so that a host can
+/// read them without the platform's credentials.
+type OperatorOptions =
+    {
+        /// `/console` is mapped (sign-in with the admin key).
+        ConsoleEnabled: bool
+        /// How long a console sign-in lasts before the operator signs in again.
+        SessionLifetime: TimeSpan
+        /// `/metrics` answers without the admin key (for a Prometheus on a private network).
+        MetricsAnonymous: bool
+    }
+
+let private flag cfg name (defaultValue: bool) =
+    match text cfg name with
+    | None -> Ok defaultValue
+    | Some v ->
+        match v.ToLowerInvariant() with
+        | "true" -> Ok true
+        | "false" -> Ok false
+        | _ ->
+            Error
+                {
+                    Key = key name
+                    Problem = $"'{v}' is not true or false"
+                    Fix = "write true or false"
+                }
+
+let loadOperator (cfg: IConfiguration) : Result<OperatorOptions, ConfigError list> =
+    validation {
+        let! enabled = flag cfg "Console:Enabled" true
+
+        and! lifetime =
+            timeSpan cfg "Console:SessionLifetime" (TimeSpan.FromHours 8.) (TimeSpan.FromMinutes 1.)
+
+        and! anonymous = flag cfg "Metrics:Anonymous" false
+
+        return
+            {
+                ConsoleEnabled = enabled
+                SessionLifetime = lifetime
+                MetricsAnonymous = anonymous
+            }
+    }

@@ -12,6 +12,7 @@ open Microsoft.Extensions.Configuration
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.DependencyInjection.Extensions
 open Microsoft.Extensions.Logging
+open OpenTelemetry.Metrics
 open WeChatFs.Config
 
 /// A configuration that cannot work: the start stops with every problem named, key and fix.
@@ -90,16 +91,16 @@ type WeChatFsExtensions =
     /// work) and registers the store, the WeChat client and the token services.
     [<Extension>]
     static member AddWeChatFs(services: IServiceCollection, configuration: IConfiguration) =
-        let options, oauthOptions =
-            match load configuration, OAuthConfig.load configuration with
-            | Ok o, Ok oauth -> o, oauth
-            | first, second ->
+        let options, oauthOptions, operator =
+            match load configuration, OAuthConfig.load configuration, loadOperator configuration with
+            | Ok o, Ok oauth, Ok op -> o, oauth, op
+            | first, second, third ->
                 let errorsOf =
                     function
                     | Ok _ -> []
                     | Error errors -> errors
 
-                raise (WeChatFsConfigurationException(errorsOf first @ errorsOf second))
+                raise (WeChatFsConfigurationException(errorsOf first @ errorsOf second @ errorsOf third))
 
         // Request lines carry auth codes in query strings; keep them out of the logs.
         services.AddLogging(fun b ->
@@ -125,10 +126,39 @@ type WeChatFsExtensions =
                 (sp.GetRequiredService<ILoggerFactory>()))
         |> ignore
 
-        services.AddSingleton<WeChatClient.Client>(fun _ ->
+        services.AddSingleton operator |> ignore
+
+        let meterName = Metrics.nextMeterName ()
+
+        services.AddSingleton<Metrics.GatewayMetrics>(fun sp ->
+            new Metrics.GatewayMetrics(
+                sp.GetRequiredService<Diagnostics.Metrics.IMeterFactory>(),
+                meterName,
+                sp.GetRequiredService<TimeProvider>()
+            ))
+        |> ignore
+
+        services
+            .AddOpenTelemetry()
+            .WithMetrics(fun metrics ->
+                metrics
+                    .AddMeter(meterName)
+                    .AddPrometheusExporter(fun o -> o.ScrapeResponseCacheDurationMilliseconds <- 0)
+                |> ignore)
+        |> ignore
+
+        OpenApiDoc.addServices services
+
+        services.AddSingleton<WeChatClient.Client>(fun sp ->
             // Our own HttpClient, not the factory's: its handler logs full URLs, and tokens live in them.
+            // Every call is counted on its way (wechatfs_wechat_calls_total).
             let http =
-                new HttpClient(new SocketsHttpHandler(PooledConnectionLifetime = TimeSpan.FromMinutes 5.))
+                new HttpClient(
+                    new Metrics.CallCounter(
+                        sp.GetRequiredService<Metrics.GatewayMetrics>(),
+                        new SocketsHttpHandler(PooledConnectionLifetime = TimeSpan.FromMinutes 5.)
+                    )
+                )
 
             http.Timeout <- TimeSpan.FromSeconds 15.
             WeChatClient.Client(http, options.ApiBaseUrl, options.ComponentAppId, options.AppSecret))
@@ -183,5 +213,21 @@ type WeChatFsExtensions =
             services
             (sp.GetRequiredService<Authorizers.AuthorizerService>())
             (sp.GetRequiredService<Inbox.InboxService>())
+
+        MetricsApi.map
+            app
+            services
+            (sp.GetRequiredService<Metrics.GatewayMetrics>())
+            (sp.GetRequiredService<OperatorOptions>())
+
+        OpenApiDoc.map app
+
+        ConsoleApi.map
+            app
+            services
+            (sp.GetRequiredService<Authorizers.AuthorizerService>())
+            (sp.GetRequiredService<Metrics.GatewayMetrics>())
+            (sp.GetRequiredService<OperatorOptions>())
+            (sp.GetRequiredService<Secrets.MasterKey>())
 
         app

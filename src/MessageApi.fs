@@ -121,7 +121,9 @@ let callback (s: Services) (authorizers: Authorizers.AuthorizerService) (inbox: 
 
                             match outcome with
                             // WeChat's retry of something stored: delivered once, so just acknowledge.
-                            | Duplicate _ -> do! success ctx
+                            | Duplicate _ ->
+                                ctx.Items[Metrics.duplicatePushKey] <- true
+                                do! success ctx
                             | Stored _ ->
                                 match! inbox.FirstAttempt(id, tenant, payload) with
                                 | None -> do! success ctx

@@ -78,6 +78,9 @@ public static class Demo
               gateway    {gatewayUrl}   admin key: {AdminKey}
               simulator  {simulatorUrl}   (stands in for WeChat; open it to see the simulated accounts)
               store      {Path.GetFullPath(dataFolder)}
+              console    {gatewayUrl}/console   (sign in with the admin key)
+              API docs   {gatewayUrl}/docs   ({gatewayUrl}/openapi/v1.json)
+              metrics    {gatewayUrl}/metrics   (Prometheus text; the admin key as bearer)
 
               component token: {token}
 

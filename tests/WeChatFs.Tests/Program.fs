@@ -37,6 +37,10 @@ let all =
             JsApiTicketsTests.tests
             SimOAuthTests.tests
             BrowserTests.tests
+            MetricsTests.tests
+            OpenApiDocTests.tests
+            ConsoleTests.tests
+            ConsoleBrowserTests.tests
         ]
 
 /// The line CI reads, from the run's own counts: errored tests count as failed, ignored as skipped.
