@@ -3,6 +3,7 @@ module WeChatFs.Api
 
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Routing
+open Microsoft.Extensions.DependencyInjection
 open WeChatFs.Http
 open WeChatFs.Authorizers
 
@@ -68,3 +69,19 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.MapGet("/api/deliveries", MessageApi.listDeliveries s) |> ignore
     app.MapGet("/api/deliveries/{id}", MessageApi.getDelivery s) |> ignore
     app.MapPost("/api/deliveries/{id}/retry", MessageApi.retryDelivery s) |> ignore
+
+    // Cash red packets
+    let redPacks =
+        app.ServiceProvider.GetRequiredService<RedPackService.RedPackService>()
+
+    app.MapPut("/api/merchants/{mch_id}", RedPackApi.putMerchant s redPacks)
+    |> ignore
+
+    app.MapGet("/api/merchants", RedPackApi.listMerchants s redPacks) |> ignore
+
+    app.MapGet("/api/merchants/{mch_id}", RedPackApi.getMerchant s redPacks)
+    |> ignore
+
+    app.MapPost("/api/redpacks", RedPackApi.sendRedPack s redPacks) |> ignore
+    app.MapGet("/api/redpacks", RedPackApi.listRedPacks s redPacks) |> ignore
+    app.MapGet("/api/redpacks/{id}", RedPackApi.getRedPack s redPacks) |> ignore

@@ -144,6 +144,11 @@ type WeChatFsExtensions =
         services.AddHostedService<Authorizers.AuthorizerRefresher>() |> ignore
         services.AddSingleton<Inbox.InboxService>() |> ignore
         services.AddHostedService<Inbox.DeliveryWorker>() |> ignore
+        services.AddSingleton<PayClient.Client>() |> ignore
+        // Replaced by a store lookup where web OAuth tracking tokens exist.
+        services.TryAddSingleton<RedPackService.ITrackingTokens, RedPackService.NoTrackingTokens>()
+        services.AddSingleton<RedPackService.RedPackService>() |> ignore
+        services.AddHostedService<RedPackService.RedPackWorker>() |> ignore
         services
 
     /// Maps the WeChat-facing endpoints and the internal API.

@@ -64,19 +64,38 @@ let migrations (d: Dialect) =
         2, [ "ALTER TABLE inbox DROP COLUMN raw_xml" ]
         // The event log is purged by age; without this the purge would read the whole log.
         3, [ "CREATE INDEX events_at ON events (at)" ]
+        // Cash red packets: merchants (API key and private key sealed) and every packet, stored
+        // before WeChat Pay is asked; one row per Idempotency-Key and per mch_billno.
+        7,
+        [
+            "CREATE TABLE merchants (mch_id TEXT PRIMARY KEY, tenant TEXT, send_name TEXT NOT NULL, bound_appids TEXT NOT NULL, api_key TEXT NOT NULL, certificate_pem TEXT NOT NULL, private_key TEXT NOT NULL, cert_subject TEXT NOT NULL, cert_not_after BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+            "CREATE TABLE redpacks (id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL, request_hash TEXT NOT NULL, mch_id TEXT NOT NULL, mch_billno TEXT NOT NULL, authorizer_appid TEXT NOT NULL, tenant TEXT, openid TEXT NOT NULL, amount_fen BIGINT NOT NULL, request TEXT NOT NULL, status TEXT NOT NULL, send_listid TEXT, err_code TEXT, err_code_des TEXT, hb_status TEXT, attempts INTEGER NOT NULL, version INTEGER NOT NULL, next_check_at BIGINT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+            "CREATE UNIQUE INDEX redpacks_key ON redpacks (idempotency_key)"
+            "CREATE UNIQUE INDEX redpacks_billno ON redpacks (mch_billno)"
+            "CREATE INDEX redpacks_due ON redpacks (status, next_check_at)"
+            "CREATE INDEX redpacks_stale ON redpacks (status, updated_at)"
+            "CREATE INDEX redpacks_mch ON redpacks (mch_id, created_at)"
+        ]
     ]
+
+/// What a store kept in another file (red packets, ...) needs of this one: the dialect, a connection
+/// in turn, and the sealer. Implemented by every store `openStore` makes.
+type ISqlBackend =
+    abstract Dialect: Dialect
+    abstract Run: (DbConnection -> Task<'a>) -> Task<'a>
+    abstract Sealer: Secrets.Sealer
 
 // ---- small ADO.NET helpers ---------------------------------------------------------------------
 
-let private ms (t: DateTimeOffset) = t.ToUnixTimeMilliseconds()
+let internal ms (t: DateTimeOffset) = t.ToUnixTimeMilliseconds()
 
-let private ofMs (v: int64) =
+let internal ofMs (v: int64) =
     DateTimeOffset.FromUnixTimeMilliseconds v
 
-let private dbValue (v: obj) =
+let internal dbValue (v: obj) =
     if isNull v then box DBNull.Value else v
 
-let private command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: (string * obj) list) =
+let internal command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: (string * obj) list) =
     let c = conn.CreateCommand()
     c.CommandText <- sql
     c.Transaction <- tx
@@ -89,13 +108,13 @@ let private command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: 
 
     c
 
-let private exec conn tx sql ps =
+let internal exec conn tx sql ps =
     task {
         use c = command conn tx sql ps
         return! c.ExecuteNonQueryAsync()
     }
 
-let private query conn tx sql ps (read: DbDataReader -> 'a) =
+let internal query conn tx sql ps (read: DbDataReader -> 'a) =
     task {
         use c = command conn tx sql ps
         use! r = c.ExecuteReaderAsync()
@@ -108,23 +127,23 @@ let private query conn tx sql ps (read: DbDataReader -> 'a) =
     }
 
 /// The first row, if any: for lookups by key.
-let private tryOne conn tx sql ps (read: DbDataReader -> 'a) =
+let internal tryOne conn tx sql ps (read: DbDataReader -> 'a) =
     task {
         let! rows = query conn tx sql ps read
         return List.tryHead rows
     }
 
-let private scalar conn tx sql ps =
+let internal scalar conn tx sql ps =
     task {
         use c = command conn tx sql ps
         let! v = c.ExecuteScalarAsync()
         return v
     }
 
-let private text (r: DbDataReader) (i: int) =
+let internal text (r: DbDataReader) (i: int) =
     if r.IsDBNull i then None else Some(r.GetString i)
 
-let private int64Of (r: DbDataReader) (i: int) =
+let internal int64Of (r: DbDataReader) (i: int) =
     if r.IsDBNull i then
         None
     else
@@ -133,7 +152,7 @@ let private int64Of (r: DbDataReader) (i: int) =
 let private hashOf (value: string) =
     SHA256.HashData(Encoding.UTF8.GetBytes value) |> Convert.ToHexStringLower
 
-let private optionalMs (t: DateTimeOffset option) =
+let internal optionalMs (t: DateTimeOffset option) =
     t |> Option.map (fun t -> box (ms t)) |> Option.toObj
 
 // ---- profile as JSON (no secrets in it) --------------------------------------------------------
@@ -311,6 +330,11 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
 
                     do! tx.CommitAsync()
         }
+
+    interface ISqlBackend with
+        member _.Dialect = dialect
+        member _.Run work = run work
+        member _.Sealer = sealer
 
     interface IStore with
         member _.Provider = dialect.Name
