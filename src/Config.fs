@@ -321,7 +321,7 @@ let private payServerCa cfg =
     | Some path ->
         try
             use _ =
-                Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile path
+                Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(File.ReadAllText path)
 
             Ok(Some path)
         with ex ->

@@ -22,7 +22,8 @@ let clientCertificate (certificatePem: string) (privateKeyPem: string) =
 
 type Client(options: GatewayOptions) =
     let trustedCa =
-        options.PayServerCaCertificate |> Option.map X509Certificate2.CreateFromPemFile
+        options.PayServerCaCertificate
+        |> Option.map (fun path -> X509Certificate2.CreateFromPem(IO.File.ReadAllText path))
 
     let clients = ConcurrentDictionary<string, Lazy<HttpClient>>()
 

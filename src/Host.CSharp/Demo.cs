@@ -54,6 +54,8 @@ public static class Demo
             ["WeChatFs:WeChat:ApiBaseUrl"] = simulatorUrl,
             ["WeChatFs:WeChat:MpBaseUrl"] = simulatorUrl,
             ["WeChatFs:WeChat:OpenBaseUrl"] = simulatorUrl,
+            ["WeChatFs:WeChat:PayBaseUrl"] = simulator.PayBaseUrl,
+            ["WeChatFs:WeChat:PayServerCaCertificate"] = simulator.PayCaFile,
             ["WeChatFs:Storage:ConnectionString"] = $"Data Source={Path.Combine(dataFolder, "wechatfs.db")}",
             ["WeChatFs:Admin:ApiKey"] = AdminKey,
         };
@@ -82,6 +84,7 @@ public static class Demo
               send it a message as WeChat would:
                 curl -X POST {simulatorUrl}/sim/messages -d '{messageExample}'
               run WeChat's full-network release check: curl -X POST {simulatorUrl}/sim/release-test
+              send a cash red packet: see "Cash red packets" in the README (WeChat Pay is simulated at {simulator.PayBaseUrl})
 
             Ctrl+C stops both.
             """);
