@@ -1,0 +1,120 @@
+module WeChatFs.Tests.RedPackServiceTests
+
+open System
+open System.IO
+open System.Net.Http
+open System.Text
+open System.Text.Json
+open System.Threading.Tasks
+open Xunit
+open WeChatFs.Simulator
+open WeChatFs.Tests.Harness
+open WeChatFs.Tests.RedPackApiTests
+
+/// `wechatfs serve` settings against the simulator, on the SQLite store in `folder`.
+let private processSettings (sim: SimulatorHost.RunningSimulator) (folder: string) (sendTimeout: string) =
+    [
+        "WeChatFs:Component:AppId", componentAppId
+        "WeChatFs:Component:AppSecret", appSecret
+        "WeChatFs:Component:Token", token
+        "WeChatFs:Component:EncodingAesKey", encodingAesKey
+        "WeChatFs:WeChat:ApiBaseUrl", sim.BaseUrl
+        "WeChatFs:Storage:ConnectionString", "Data Source=" + Path.Combine(folder, "wechatfs.db")
+        "WeChatFs:Admin:ApiKey", adminKey
+        "WeChatFs:RedPacks:SendTimeout", sendTimeout
+    ]
+    @ paySettings sim
+
+[<Fact>]
+let ``a gateway killed between sending and storing the answer settles the packet after a restart, paid once`` () =
+    task {
+        let! sim = SimulatorHost.start (simulatorOptions ()) "http://127.0.0.1:0"
+        use _ = sim
+        use http = new HttpClient()
+        let simUrl (path: string) = sim.BaseUrl.TrimEnd('/') + path
+        let folder = newDataFolder ()
+
+        // A long send timeout: the first gateway waits for WeChat Pay's answer until it is killed.
+        let! first = startGatewayProcess (processSettings sim folder "00:01:00")
+        let! merchant = http.GetAsync(simUrl $"/sim/pay/merchants/{mchId}")
+        let! m = json merchant
+
+        let! put =
+            first.Api.PutAsync(
+                $"/api/merchants/{mchId}",
+                new StringContent(
+                    JsonSerializer.Serialize
+                        {|
+                            api_key = str m "api_key"
+                            certificate_pem = str m "certificate_pem"
+                            private_key_pem = str m "private_key_pem"
+                            bound_appids = [ appid ]
+                            send_name = "Demo Coffee"
+                        |},
+                    Encoding.UTF8,
+                    "application/json"
+                )
+            )
+
+        Assert.Equal(Net.HttpStatusCode.Created, put.StatusCode)
+        let! _ = postJson http (simUrl "/sim/pay/outcome") {| outcome = "none" |}
+        let! _ = postJson http (simUrl "/sim/pay/hold") {| hold = true |}
+
+        use request = new HttpRequestMessage(HttpMethod.Post, "/api/redpacks")
+        request.Headers.Add("Idempotency-Key", "kill-1")
+
+        request.Content <-
+            new StringContent(JsonSerializer.Serialize(packetBody 100), Encoding.UTF8, "application/json")
+
+        let pending =
+            task {
+                try
+                    let! r = first.Api.SendAsync request
+                    return Some r.StatusCode
+                with _ ->
+                    return None
+            }
+
+        // WeChat Pay has paid and holds its answer: now the gateway dies before it can store it.
+        let! held =
+            eventually (TimeSpan.FromSeconds 20.) (fun () ->
+                task {
+                    let! r = http.GetAsync(simUrl "/sim/pay/held")
+                    let! root = json r
+                    return root.GetProperty("held").GetInt32() = 1
+                })
+
+        Assert.True(held, "the send should reach the simulator")
+        first.Process.Kill true
+        first.Process.WaitForExit()
+        (first :> IDisposable).Dispose()
+        let! answered = pending
+        Assert.Equal(None, answered)
+        let! _ = postJson http (simUrl "/sim/pay/hold") {| hold = false |}
+
+        // The same store, a new process, a short send timeout so it takes the stale packet over soon.
+        use! second = startGatewayProcess (processSettings sim folder "00:00:00.500")
+
+        let! settled =
+            eventually (TimeSpan.FromSeconds 30.) (fun () ->
+                task {
+                    let! r = second.Api.GetAsync "/api/redpacks"
+                    let! root = json r
+                    let items = [ for i in root.GetProperty("items").EnumerateArray() -> i ]
+                    return items.Length = 1 && str items.Head "status" = "sent"
+                })
+
+        Assert.True(settled, "the restarted gateway should find the packet sent")
+        let! r = http.GetAsync(simUrl "/sim/pay/redpacks")
+        let! packets = json r
+        Assert.Equal(1, packets.GetArrayLength())
+        Assert.Equal("1", str packets[0] "sends")
+        let! c = http.GetAsync(simUrl "/sim/calls")
+        let! counts = json c
+        Assert.Equal(1, counts.GetProperty("sendredpack").GetInt32())
+
+        try
+            Directory.Delete(folder, true)
+        with _ ->
+            ()
+    }
