@@ -32,6 +32,12 @@ type NoTrackingTokens() =
         member _.Resolve(_, _) =
             Task.FromResult(Error TrackingNotSupported)
 
+/// The openid a packet goes to: the one given, or the one a tracking token stands for.
+let resolveRecipient (tracking: ITrackingTokens) (authorizerAppId: string) (recipient: Recipient) =
+    match recipient with
+    | OpenId o -> Task.FromResult(Ok o)
+    | TrackingToken t -> tracking.Resolve(authorizerAppId, t)
+
 type SendError =
     | Invalid of FieldError list
     | UnknownMerchant of string
@@ -241,10 +247,7 @@ type RedPackService
                     match! packs.GetRedPackByKey key with
                     | Some existing -> return sameRequest existing
                     | None ->
-                        let! openid =
-                            match request.Recipient with
-                            | OpenId o -> Task.FromResult(Ok o)
-                            | TrackingToken t -> tracking.Resolve(request.AuthorizerAppId, t)
+                        let! openid = resolveRecipient tracking request.AuthorizerAppId request.Recipient
 
                         match openid with
                         | Error e -> return Error(Tracking e)

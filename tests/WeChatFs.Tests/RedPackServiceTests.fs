@@ -118,3 +118,38 @@ let ``a gateway killed between sending and storing the answer settles the packet
         with _ ->
             ()
     }
+
+/// Tracking tokens as a store would answer them: a token stands for one openid under one account.
+type private KnownTokens(known: Map<string * string, string>) =
+    interface WeChatFs.RedPackService.ITrackingTokens with
+        member _.Resolve(appid, token) =
+            Task.FromResult(
+                match known |> Map.tryFind (appid, token) with
+                | Some openid -> Ok openid
+                | None -> Error(WeChatFs.RedPackService.UnknownTrackingToken "no such wx_tk_id for this account")
+            )
+
+[<Fact>]
+let ``a wx_tk_id recipient is resolved through the tracking tokens, and refused where there are none`` () =
+    task {
+        let tokens = KnownTokens(Map [ ("wxsimoa00000000001", "tk-1"), "oFROM_TOKEN" ])
+        let resolve = WeChatFs.RedPackService.resolveRecipient tokens
+
+        let! byToken = resolve "wxsimoa00000000001" (WeChatFs.RedPacks.TrackingToken "tk-1")
+        Assert.Equal(Ok "oFROM_TOKEN", byToken)
+
+        let! otherAccount =
+            resolve "wxsimoa00000000002" (WeChatFs.RedPacks.TrackingToken "tk-1")
+
+        Assert.True(Result.isError otherAccount)
+        let! byOpenId = resolve "wxsimoa00000000001" (WeChatFs.RedPacks.OpenId "oDIRECT")
+        Assert.Equal(Ok "oDIRECT", byOpenId)
+
+        let! unsupported =
+            WeChatFs.RedPackService.resolveRecipient
+                (WeChatFs.RedPackService.NoTrackingTokens())
+                "wxsimoa00000000001"
+                (WeChatFs.RedPacks.TrackingToken "tk-1")
+
+        Assert.Equal(Error WeChatFs.RedPackService.TrackingNotSupported, unsupported)
+    }
