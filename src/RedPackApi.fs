@@ -15,6 +15,7 @@ open WeChatFs.Http
 open WeChatFs.RedPacks
 open WeChatFs.RedPackStore
 open WeChatFs.RedPackService
+open WeChatFs.RedPackView
 
 let private merchantView (m: Merchant) =
     {|
@@ -169,10 +170,14 @@ let getMerchant (s: Services) (service: RedPackService) =
             | None -> do! writeProblem ctx 404 "Not found" "no such merchant" []
         })
 
+/// Chinese err_code_des and names as they are, not as \u escapes.
+let private relaxed =
+    JsonSerializerOptions(Encoder = Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
+
 let private writePack (ctx: HttpContext) (status: int) (r: RedPackRecord) =
     ctx.Response.StatusCode <- status
     ctx.Response.ContentType <- "application/json; charset=utf-8"
-    ctx.Response.WriteAsync((view r).ToJsonString())
+    ctx.Response.WriteAsync((view r).ToJsonString relaxed)
 
 /// 201 once decided (sent, received, refunded, failed); 202 while not.
 let private statusFor (r: RedPackRecord) =
@@ -321,5 +326,5 @@ let listRedPacks (s: Services) (service: RedPackService) =
                 body["total"] <- JsonValue.Create page.Total
                 body["items"] <- JsonArray(page.Items |> List.map (fun r -> view r :> JsonNode) |> Array.ofList)
                 ctx.Response.ContentType <- "application/json; charset=utf-8"
-                do! ctx.Response.WriteAsync(body.ToJsonString())
+                do! ctx.Response.WriteAsync(body.ToJsonString relaxed)
         })

@@ -476,7 +476,7 @@ let start (options: SimulatorOptions) (url: string) =
         IO.Directory.CreateDirectory caFolder |> ignore
         let caFile = IO.Path.Combine(caFolder, "pay-ca.pem")
         IO.File.WriteAllText(caFile, pay.CaPem)
-        SimPayApi.mapControl app pay (fun () -> payUrl) (fun () -> caFile)
+        SimPayControl.mapControl app pay (fun () -> payUrl) (fun () -> caFile)
         do! app.StartAsync()
         let stopping = new CancellationTokenSource()
 

@@ -6,6 +6,7 @@ open System.Net.Http
 open System.Text
 open System.Text.Json
 open System.Threading.Tasks
+open Microsoft.Extensions.Configuration
 open Xunit
 open WeChatFs.Simulator
 open WeChatFs.Tests.Harness
@@ -153,3 +154,47 @@ let ``a wx_tk_id recipient is resolved through the tracking tokens, and refused 
 
         Assert.Equal(Error WeChatFs.RedPackService.TrackingNotSupported, unsupported)
     }
+
+let private configure (pairs: (string * string) list) =
+    Microsoft.Extensions.Configuration
+        .ConfigurationBuilder()
+        .AddInMemoryCollection(
+            ([
+                "WeChatFs:Component:AppId", "wxcomponent"
+                "WeChatFs:Component:AppSecret", "secret"
+                "WeChatFs:Component:Token", "token"
+                "WeChatFs:Component:EncodingAesKey", encodingAesKey
+             ]
+             @ pairs)
+            |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v))
+        )
+        .Build()
+    |> WeChatFs.Config.load
+
+[<Fact>]
+let ``red-packet settings have their documented defaults, and a bad value names the key`` () =
+    match configure [] with
+    | Ok o ->
+        Assert.Equal(TimeSpan.FromMinutes 10., o.RedPacks.ReconcileInterval)
+        Assert.Equal(TimeSpan.FromSeconds 1., o.RedPacks.ResolveRetryBase)
+        Assert.Equal(TimeSpan.FromSeconds 15., o.RedPacks.SendTimeout)
+        Assert.Equal<Set<string>>(set [ "NOT_FOUND" ], o.RedPacks.NotFoundCodes)
+        Assert.Equal(None, o.PayServerCaCertificate)
+        Assert.Equal("https://api.mch.weixin.qq.com/", string o.PayBaseUrl)
+    | Error e -> failwith $"{e}"
+
+    match
+        configure
+            [
+                "WeChatFs:WeChat:PayServerCaCertificate", "/nonexistent/ca.pem"
+                "WeChatFs:RedPacks:ReconcileInterval", "soon"
+                "WeChatFs:RedPacks:ClientIp", "not-an-ip"
+            ]
+    with
+    | Ok _ -> failwith "should be refused"
+    | Error errors ->
+        let keys = errors |> List.map (fun e -> e.Key)
+        Assert.Contains("WeChatFs:WeChat:PayServerCaCertificate", keys)
+        Assert.Contains("WeChatFs:RedPacks:ReconcileInterval", keys)
+        Assert.Contains("WeChatFs:RedPacks:ClientIp", keys)
+        Assert.True(errors |> List.forall (fun e -> e.Fix <> ""))
