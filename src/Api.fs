@@ -124,3 +124,18 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     // Only names of the verification-file pattern: the root route must not take anyone else's paths.
     app.MapGet("/{name:regex(^[A-Za-z0-9_-]{{1,64}}\\.txt$)}", VerificationFileApi.serveVerificationFile oauth)
     |> ignore
+    // Cash red packets
+    let redPacks =
+        app.ServiceProvider.GetRequiredService<RedPackService.RedPackService>()
+
+    app.MapPut("/api/merchants/{mch_id}", RedPackApi.putMerchant s redPacks)
+    |> ignore
+
+    app.MapGet("/api/merchants", RedPackApi.listMerchants s redPacks) |> ignore
+
+    app.MapGet("/api/merchants/{mch_id}", RedPackApi.getMerchant s redPacks)
+    |> ignore
+
+    app.MapPost("/api/redpacks", RedPackApi.sendRedPack s redPacks) |> ignore
+    app.MapGet("/api/redpacks", RedPackApi.listRedPacks s redPacks) |> ignore
+    app.MapGet("/api/redpacks/{id}", RedPackApi.getRedPack s redPacks) |> ignore

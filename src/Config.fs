@@ -39,6 +39,23 @@ type WebhookOptions =
         DeliveredRetention: TimeSpan
     }
 
+/// Cash red packets (`WeChatFs:RedPacks:*`).
+type RedPackOptions =
+    {
+        /// How often a sent packet is checked with gethbinfo until a final status.
+        ReconcileInterval: TimeSpan
+        /// The first wait before an undecided packet is queried; doubled each time, up to five minutes.
+        ResolveRetryBase: TimeSpan
+        /// How long one call to WeChat Pay may take.
+        SendTimeout: TimeSpan
+        /// How often each instance looks for packets due a check.
+        PollInterval: TimeSpan
+        /// gethbinfo's err_code values that mean "no such mch_billno" (facts §11.2 names none: [U]).
+        NotFoundCodes: Set<string>
+        /// client_ip sent to WeChat Pay; None = the address the request came in on.
+        ClientIp: string option
+    }
+
 type GatewayOptions =
     {
         ComponentAppId: ComponentAppId
@@ -51,6 +68,8 @@ type GatewayOptions =
         MpBaseUrl: Uri
         OpenBaseUrl: Uri
         PayBaseUrl: Uri
+        /// A PEM file with the CA that WeChat Pay's server certificate must chain to; None = system trust.
+        PayServerCaCertificate: string option
         StorageProvider: string
         ConnectionString: string
         /// Where the SQLite file and a generated master key live.
@@ -75,6 +94,7 @@ type GatewayOptions =
         EventRetention: TimeSpan
         /// Answers WeChat's full-network release check for its test accounts (facts §6).
         ReleaseResponder: bool
+        RedPacks: RedPackOptions
     }
 
 let private key (name: string) = "WeChatFs:" + name
@@ -287,6 +307,71 @@ let private masterKey cfg =
                         "generate one with `openssl rand -base64 32`, or remove it to have one generated into the data folder"
                 }
 
+let private payServerCa cfg =
+    match text cfg "WeChat:PayServerCaCertificate" with
+    | None -> Ok None
+    | Some path when not (File.Exists path) ->
+        Error
+            {
+                Key = key "WeChat:PayServerCaCertificate"
+                Problem = $"the file '{path}' does not exist"
+                Fix =
+                    "give the path of a PEM file with the CA certificate, or remove the key to use the system's trust store"
+            }
+    | Some path ->
+        try
+            use _ =
+                Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(File.ReadAllText path)
+
+            Ok(Some path)
+        with ex ->
+            Error
+                {
+                    Key = key "WeChat:PayServerCaCertificate"
+                    Problem = $"'{path}' is not a PEM certificate ({ex.Message})"
+                    Fix = "give a file starting with -----BEGIN CERTIFICATE-----"
+                }
+
+let private redPacks cfg =
+    validation {
+        let! reconcile =
+            timeSpan cfg "RedPacks:ReconcileInterval" (TimeSpan.FromMinutes 10.) (TimeSpan.FromMilliseconds 100.)
+
+        and! retryBase =
+            timeSpan cfg "RedPacks:ResolveRetryBase" (TimeSpan.FromSeconds 1.) (TimeSpan.FromMilliseconds 10.)
+
+        and! timeout =
+            timeSpan cfg "RedPacks:SendTimeout" (TimeSpan.FromSeconds 15.) (TimeSpan.FromMilliseconds 100.)
+
+        and! poll =
+            timeSpan cfg "RedPacks:PollInterval" (TimeSpan.FromSeconds 1.) (TimeSpan.FromMilliseconds 10.)
+
+        and! clientIp =
+            match text cfg "RedPacks:ClientIp" with
+            | Some ip when ip.Length > 15 || not (fst (Net.IPAddress.TryParse ip)) ->
+                Error
+                    {
+                        Key = key "RedPacks:ClientIp"
+                        Problem = $"'{ip}' is not an IPv4 address"
+                        Fix = "give the gateway's outbound IPv4 address, e.g. 203.0.113.7, or remove the key"
+                    }
+            | other -> Ok other
+
+        return
+            {
+                ReconcileInterval = reconcile
+                ResolveRetryBase = retryBase
+                SendTimeout = timeout
+                PollInterval = poll
+                NotFoundCodes =
+                    text cfg "RedPacks:NotFoundCodes"
+                    |> Option.defaultValue "NOT_FOUND"
+                    |> fun v -> v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+                    |> Set.ofArray
+                ClientIp = clientIp
+            }
+    }
+
 /// Reads and validates everything, reporting all problems at once so one restart fixes them all.
 let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
     validation {
@@ -331,6 +416,9 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
         and! eventRetention =
             timeSpan cfg "Events:Retention" (TimeSpan.FromDays 90.) (TimeSpan.FromDays 1.)
 
+        and! payCa = payServerCa cfg
+        and! redPackOptions = redPacks cfg
+
         return
             {
                 ComponentAppId = ComponentAppId appId
@@ -342,6 +430,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 MpBaseUrl = mpBase
                 OpenBaseUrl = openBase
                 PayBaseUrl = payBase
+                PayServerCaCertificate = payCa
                 StorageProvider = provider
                 ConnectionString = connectionString
                 DataFolder =
@@ -366,6 +455,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 ReleaseResponder =
                     text cfg "ReleaseTest:Enabled"
                     |> Option.forall (fun v -> v.ToLowerInvariant() <> "false")
+                RedPacks = redPackOptions
             }
     }
 

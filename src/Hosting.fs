@@ -191,6 +191,11 @@ type WeChatFsExtensions =
         services.AddSingleton<OAuthFlow.OAuthService>() |> ignore
         services.AddSingleton<JsApiTickets.JsApiTicketService>() |> ignore
         services.AddHostedService<OAuthFlow.OAuthSeeder>() |> ignore
+        services.AddSingleton<PayClient.Client>() |> ignore
+        // A wx_tk_id recipient is resolved through the web OAuth tracking tokens.
+        services.TryAddSingleton<RedPackService.ITrackingTokens, RedPackService.OAuthTrackingTokens>()
+        services.AddSingleton<RedPackService.RedPackService>() |> ignore
+        services.AddHostedService<RedPackService.RedPackWorker>() |> ignore
         services
 
     /// Maps the WeChat-facing endpoints and the internal API.

@@ -77,6 +77,18 @@ let migrations (d: Dialect) =
             "CREATE TABLE jsapi_tickets (authorizer_appid TEXT PRIMARY KEY, ticket TEXT NOT NULL, expires_at BIGINT NOT NULL)"
             "CREATE TABLE verification_files (name TEXT PRIMARY KEY, content TEXT NOT NULL, updated_at BIGINT NOT NULL)"
         ]
+        // Cash red packets: merchants (API key and private key sealed) and every packet, stored
+        // before WeChat Pay is asked; one row per Idempotency-Key and per mch_billno.
+        7,
+        [
+            "CREATE TABLE merchants (mch_id TEXT PRIMARY KEY, tenant TEXT, send_name TEXT NOT NULL, bound_appids TEXT NOT NULL, api_key TEXT NOT NULL, certificate_pem TEXT NOT NULL, private_key TEXT NOT NULL, cert_subject TEXT NOT NULL, cert_not_after BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+            "CREATE TABLE redpacks (id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL, request_hash TEXT NOT NULL, mch_id TEXT NOT NULL, mch_billno TEXT NOT NULL, authorizer_appid TEXT NOT NULL, tenant TEXT, openid TEXT NOT NULL, amount_fen BIGINT NOT NULL, request TEXT NOT NULL, status TEXT NOT NULL, send_listid TEXT, err_code TEXT, err_code_des TEXT, hb_status TEXT, attempts INTEGER NOT NULL, version INTEGER NOT NULL, next_check_at BIGINT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+            "CREATE UNIQUE INDEX redpacks_key ON redpacks (idempotency_key)"
+            "CREATE UNIQUE INDEX redpacks_billno ON redpacks (mch_billno)"
+            "CREATE INDEX redpacks_due ON redpacks (status, next_check_at)"
+            "CREATE INDEX redpacks_stale ON redpacks (status, updated_at)"
+            "CREATE INDEX redpacks_mch ON redpacks (mch_id, created_at)"
+        ]
     ]
 
 // ---- small ADO.NET helpers ---------------------------------------------------------------------
@@ -146,7 +158,7 @@ let int64Of (r: DbDataReader) (i: int) =
 let private hashOf (value: string) =
     SHA256.HashData(Encoding.UTF8.GetBytes value) |> Convert.ToHexStringLower
 
-let private optionalMs (t: DateTimeOffset option) =
+let internal optionalMs (t: DateTimeOffset option) =
     t |> Option.map (fun t -> box (ms t)) |> Option.toObj
 
 // ---- profile as JSON (no secrets in it) --------------------------------------------------------
@@ -190,7 +202,7 @@ module private Task =
                 return Some ex
         }
 
-/// What stores of later features that share the database (OAuthStore, ...) build on: the same
+/// What the stores of later features that share the database (OAuthStore, RedPackStore) build on: the same
 /// connections, dialect and sealer as the store itself.
 type ISqlAccess =
     abstract Dialect: Dialect

@@ -54,6 +54,8 @@ public static class Demo
             ["WeChatFs:WeChat:ApiBaseUrl"] = simulatorUrl,
             ["WeChatFs:WeChat:MpBaseUrl"] = simulatorUrl,
             ["WeChatFs:WeChat:OpenBaseUrl"] = simulatorUrl,
+            ["WeChatFs:WeChat:PayBaseUrl"] = simulator.PayBaseUrl,
+            ["WeChatFs:WeChat:PayServerCaCertificate"] = simulator.PayCaFile,
             ["WeChatFs:Storage:ConnectionString"] = $"Data Source={Path.Combine(dataFolder, "wechatfs.db")}",
             ["WeChatFs:Admin:ApiKey"] = AdminKey,
             // Web pages on behalf of accounts: two menu destinations, both the simulator's stand-in business page.
@@ -96,6 +98,7 @@ public static class Demo
                 {gatewayUrl}/wechat/oauth/wxsimoa00000000001/member?state=hello
               and resolve the wxTkId the business page shows:
                 curl -H "Authorization: Bearer {AdminKey}" {gatewayUrl}/api/oauth/tracking-tokens/<wxTkId>
+              send a cash red packet: see "Cash red packets" in the README (WeChat Pay is simulated at {simulator.PayBaseUrl})
 
             Ctrl+C stops both.
             """);

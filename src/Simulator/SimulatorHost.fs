@@ -436,12 +436,27 @@ let private runPusher (state: SimState) (stopping: CancellationToken) =
             ()
     }
 
-type RunningSimulator(app: WebApplication, state: SimState, stopping: CancellationTokenSource, pusher: Task) =
+type RunningSimulator
+    (
+        app: WebApplication,
+        state: SimState,
+        stopping: CancellationTokenSource,
+        pusher: Task,
+        pay: SimPay.SimPay,
+        payApp: WebApplication,
+        payUrl: string,
+        caFile: string
+    ) =
     member _.BaseUrl =
         app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>().Addresses
         |> Seq.head
 
     member _.State = state
+    /// The simulated WeChat Pay (HTTPS, client certificates from the test CA).
+    member _.Pay = pay
+    member _.PayBaseUrl = payUrl
+    /// The test CA as a PEM file: what `WeChatFs:WeChat:PayServerCaCertificate` points at.
+    member _.PayCaFile = caFile
     member _.SetEventUrl(url: string option) = state.SetEventUrl url
     member _.SetMessageUrlTemplate(url: string option) = state.SetMessageUrlTemplate url
 
@@ -451,6 +466,13 @@ type RunningSimulator(app: WebApplication, state: SimState, stopping: Cancellati
             do! pusher
             do! app.StopAsync()
             do! app.DisposeAsync()
+            do! payApp.StopAsync()
+            do! payApp.DisposeAsync()
+
+            try
+                IO.Directory.Delete(IO.Path.GetDirectoryName caFile, true)
+            with _ ->
+                ()
         }
 
     interface IAsyncDisposable with
@@ -469,6 +491,16 @@ let start (options: SimulatorOptions) (url: string) =
         let app = builder.Build()
         let state = SimState(options)
         map app state
+        let pay = SimPay.SimPay(SimPayCerts.Authority(), state)
+        let! payApp, payUrl = SimPayApi.start pay
+
+        let caFolder =
+            IO.Path.Combine(IO.Path.GetTempPath(), $"wechatfs-sim-pay-{Guid.NewGuid():N}")
+
+        IO.Directory.CreateDirectory caFolder |> ignore
+        let caFile = IO.Path.Combine(caFolder, "pay-ca.pem")
+        IO.File.WriteAllText(caFile, pay.CaPem)
+        SimPayControl.mapControl app pay (fun () -> payUrl) (fun () -> caFile)
         do! app.StartAsync()
         let stopping = new CancellationTokenSource()
 
@@ -478,5 +510,5 @@ let start (options: SimulatorOptions) (url: string) =
             else
                 Task.CompletedTask
 
-        return new RunningSimulator(app, state, stopping, pusher)
+        return new RunningSimulator(app, state, stopping, pusher, pay, payApp, payUrl, caFile)
     }

@@ -17,6 +17,8 @@ let all =
             SecretsTests.tests
             WireTests.tests
             MessagesTests.tests
+            RedPacksTests.tests
+            RedPackStateTests.tests
             ConfigTests.tests
             OAuthTests.tests
             OAuthConfigTests.tests
@@ -28,6 +30,7 @@ let all =
             AuthorizersTests.tests
             InboxTests.tests
             OAuthStoreTests.tests
+            RedPackStoreTests.tests
             ComponentApiTests.tests
             AuthorizerApiTests.tests
             MultiInstanceTests.tests
@@ -41,6 +44,8 @@ let all =
             OpenApiDocTests.tests
             ConsoleTests.tests
             ConsoleBrowserTests.tests
+            RedPackApiTests.tests
+            RedPackServiceTests.tests
         ]
 
 /// The line CI reads, from the run's own counts: errored tests count as failed, ignored as skipped.

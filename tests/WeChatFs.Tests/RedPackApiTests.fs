@@ -1,0 +1,525 @@
+module WeChatFs.Tests.RedPackApiTests
+
+open System
+open System.Net
+open System.Net.Http
+open System.Security.Cryptography
+open System.Security.Cryptography.X509Certificates
+open System.Text
+open System.Text.Json
+open System.Threading.Tasks
+open Expecto
+open WeChatFs.Tests.Helpers
+open WeChatFs.Simulator
+open WeChatFs.Tests.Harness
+
+let mchId = "1900000109"
+let appid = "wxsimoa00000000001"
+let openid = "oSIM_USER_0001"
+
+/// The pay settings a gateway needs for the simulator, with short waits so the worker acts at once.
+let paySettings (sim: SimulatorHost.RunningSimulator) =
+    [
+        "WeChatFs:WeChat:PayBaseUrl", sim.PayBaseUrl
+        "WeChatFs:WeChat:PayServerCaCertificate", sim.PayCaFile
+        "WeChatFs:RedPacks:ResolveRetryBase", "00:00:00.100"
+        "WeChatFs:RedPacks:PollInterval", "00:00:00.100"
+        "WeChatFs:RedPacks:ReconcileInterval", "00:00:00.300"
+    ]
+
+/// A simulator and a gateway on `provider`'s store, wired for red packets.
+let startPayPair (provider: string) (extra: (string * string) list) =
+    task {
+        let! sim = SimulatorHost.start (simulatorOptions ()) "http://127.0.0.1:0"
+
+        let storage =
+            if provider = "postgres" then
+                [
+                    "WeChatFs:Storage:Provider", "postgres"
+                    "WeChatFs:Storage:ConnectionString", Helpers.postgres.Force().NewDatabase()
+                ]
+            else
+                []
+
+        let! gateway =
+            startGatewayWith sim.BaseUrl (newDataFolder ()) (OffsetClock()) (paySettings sim @ storage @ extra)
+
+        return
+            {
+                Sim = sim
+                Gateway = gateway
+                Http = new HttpClient()
+            }
+    }
+
+/// The merchant as the simulated WeChat Pay console hands it out.
+let simMerchant (pair: Pair) (mch: string) =
+    task {
+        let! r = pair.Http.GetAsync(pair.SimUrl $"/sim/pay/merchants/{mch}")
+        return! json r
+    }
+
+let putMerchant (pair: Pair) (mch: string) (body: obj) =
+    pair.Gateway.Api.PutAsync(
+        $"/api/merchants/{mch}",
+        new StringContent(JsonSerializer.Serialize body, Encoding.UTF8, "application/json")
+    )
+
+let registerMerchant (pair: Pair) =
+    task {
+        let! m = simMerchant pair mchId
+
+        let! r =
+            putMerchant
+                pair
+                mchId
+                {|
+                    api_key = str m "api_key"
+                    certificate_pem = str m "certificate_pem"
+                    private_key_pem = str m "private_key_pem"
+                    bound_appids = [ appid ]
+                    send_name = "Demo Coffee"
+                |}
+
+        Expect.equal r.StatusCode HttpStatusCode.Created "r.StatusCode"
+        return m
+    }
+
+let packetBody (amount: int) =
+    {|
+        mch_id = mchId
+        authorizer_appid = appid
+        openid = openid
+        amount_fen = amount
+        wishing = "Thank you for visiting"
+        act_name = "Opening week"
+        remark = "One per guest"
+    |}
+
+let sendPacket (pair: Pair) (key: string) (body: obj) =
+    task {
+        use request = new HttpRequestMessage(HttpMethod.Post, "/api/redpacks")
+        request.Content <- new StringContent(JsonSerializer.Serialize body, Encoding.UTF8, "application/json")
+
+        if key <> "" then
+            request.Headers.Add("Idempotency-Key", key)
+
+        let! r = pair.Gateway.Api.SendAsync request
+        let! root = json r
+        return r.StatusCode, root
+    }
+
+let simPackets (pair: Pair) =
+    task {
+        let! r = pair.Http.GetAsync(pair.SimUrl "/sim/pay/redpacks")
+        let! root = json r
+        return [ for p in root.EnumerateArray() -> p ]
+    }
+
+let simPay (pair: Pair) (path: string) (body: obj) =
+    task {
+        let! r = postJson pair.Http (pair.SimUrl path) body
+        r.EnsureSuccessStatusCode() |> ignore
+    }
+
+let packetStatus (pair: Pair) (id: string) =
+    task {
+        let! r = pair.Gateway.Api.GetAsync $"/api/redpacks/{id}"
+        let! root = json r
+        return str root "status"
+    }
+
+let untilStatus (pair: Pair) (id: string) (wanted: string) =
+    eventually (TimeSpan.FromSeconds 15.) (fun () ->
+        task {
+            let! s = packetStatus pair id
+            return s = wanted
+        })
+
+let private selfSigned (notBefore: DateTimeOffset) (notAfter: DateTimeOffset) =
+    use key = RSA.Create 2048
+
+    let req =
+        CertificateRequest("CN=1900000109", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1)
+
+    use cert = req.CreateSelfSigned(notBefore, notAfter)
+    cert.ExportCertificatePem(), key.ExportPkcs8PrivateKeyPem()
+
+
+let tests =
+    testSequencedGroup "RedPackApi"
+    <| testList
+        "RedPackApi"
+        [
+            testTheoryTask
+                "a red packet is sent once, reconciled to received, and told to the webhook"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! hook = startWebhook ()
+                    use _ = hook
+                    let! pair = startPayPair provider (webhookSettings hook)
+                    use _ = pair
+                    let! _ = registerMerchant pair
+
+                    do!
+                        simPay
+                            pair
+                            "/sim/pay/outcome"
+                            {|
+                                outcome = "receive"
+                                after_seconds = 0
+                            |}
+
+                    let! status, packet = sendPacket pair "order-1001" (packetBody 888)
+                    Expect.isTrue (str packet "status" = "sent") (packet.GetRawText())
+                    Expect.equal status HttpStatusCode.Created "status"
+                    Expect.equal (str packet "status") "sent" "str packet 'status'"
+                    let bill = str packet "mch_billno"
+                    Expect.equal bill.Length 28 "bill.Length"
+
+                    Expect.stringStarts
+                        bill
+                        (mchId + DateTimeOffset.UtcNow.ToOffset(TimeSpan.FromHours 8.).ToString("yyyyMM"))
+                        "bill"
+
+                    Expect.isNotNull (str packet "send_listid") "str packet 'send_listid'"
+
+                    // The same key again: the same packet, and WeChat Pay is not asked again.
+                    let! againStatus, again = sendPacket pair "order-1001" (packetBody 888)
+                    Expect.equal againStatus HttpStatusCode.Created "againStatus"
+                    Expect.equal (str again "id") (str packet "id") "str again 'id'"
+
+                    let! received = untilStatus pair (str packet "id") "received"
+                    Expect.isTrue received "the packet should be reconciled to received"
+                    let! packets = simPackets pair
+                    Expect.equal packets.Length 1 "packets.Length"
+                    Expect.equal (str packets.Head "mch_billno") bill "str packets.Head 'mch_billno'"
+                    Expect.equal (str packets.Head "sends") "1" "str packets.Head 'sends'"
+                    let! sends = calls pair "sendredpack"
+                    Expect.equal sends 1 "sends"
+
+                    let! told =
+                        eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                            task {
+                                let kinds = hook.Payloads |> List.map (fun p -> str p "kind")
+                                return List.contains "redpack.received" kinds
+                            })
+
+                    Expect.isTrue told "redpack.received should reach the webhook"
+                    let kinds = hook.Payloads |> List.map (fun p -> str p "kind")
+                    Expect.equal (kinds |> List.sort) ([ "redpack.received"; "redpack.sent" ]) "kinds |> List.sort"
+                    let first = hook.Received.Head
+                    Expect.equal first.Signature (WeChatFs.Messages.signBody "hook-secret" first.Body) "first.Signature"
+
+                    // A reused key with a different request is refused, and nothing is sent.
+                    let! reusedStatus, _ = sendPacket pair "order-1001" (packetBody 999)
+                    Expect.equal reusedStatus (enum<HttpStatusCode> 422) "reusedStatus"
+                }
+
+            testCaseTask "SYSTEMERROR after paying is resolved by gethbinfo without a second send"
+            <| fun () ->
+                task {
+                    let! pair = startPayPair "sqlite" []
+                    use _ = pair
+                    let! _ = registerMerchant pair
+                    do! simPay pair "/sim/pay/outcome" {| outcome = "none" |}
+
+                    do!
+                        simPay
+                            pair
+                            "/sim/pay/faults"
+                            {|
+                                api = "sendredpack"
+                                fault = "SYSTEMERROR"
+                                pay_first = true
+                            |}
+
+                    let! status, packet = sendPacket pair "sys-1" (packetBody 100)
+                    Expect.equal status HttpStatusCode.Accepted "status"
+                    Expect.equal (str packet "status") "undecided" "str packet 'status'"
+
+                    let! sent = untilStatus pair (str packet "id") "sent"
+                    Expect.isTrue sent "gethbinfo should settle the packet as sent"
+                    let! sends = calls pair "sendredpack"
+                    Expect.equal sends 1 "sends"
+                    let! packets = simPackets pair
+                    Expect.equal packets.Length 1 "packets.Length"
+                }
+
+            testCaseTask "SYSTEMERROR before paying is sent again under the same mch_billno, paid once"
+            <| fun () ->
+                task {
+                    let! pair = startPayPair "sqlite" []
+                    use _ = pair
+                    let! _ = registerMerchant pair
+                    do! simPay pair "/sim/pay/outcome" {| outcome = "none" |}
+
+                    do!
+                        simPay
+                            pair
+                            "/sim/pay/faults"
+                            {|
+                                api = "sendredpack"
+                                fault = "PROCESSING"
+                                pay_first = false
+                            |}
+
+                    let! status, packet = sendPacket pair "sys-2" (packetBody 100)
+                    Expect.equal status HttpStatusCode.Accepted "status"
+
+                    let! sent = untilStatus pair (str packet "id") "sent"
+                    Expect.isTrue sent "the packet should be sent again and settle as sent"
+                    let! sends = calls pair "sendredpack"
+                    Expect.equal sends 2 "sends"
+                    let! packets = simPackets pair
+                    Expect.equal packets.Length 1 "packets.Length"
+
+                    Expect.equal
+                        (str packets.Head "mch_billno")
+                        (str packet "mch_billno")
+                        "str packets.Head 'mch_billno'"
+                }
+
+            testCaseTask "a connection dropped after the simulator paid gives one packet and a known state"
+            <| fun () ->
+                task {
+                    let! pair = startPayPair "sqlite" []
+                    use _ = pair
+                    let! _ = registerMerchant pair
+
+                    do!
+                        simPay
+                            pair
+                            "/sim/pay/outcome"
+                            {|
+                                outcome = "refund"
+                                after_seconds = 0
+                            |}
+
+                    do!
+                        simPay
+                            pair
+                            "/sim/pay/faults"
+                            {|
+                                api = "sendredpack"
+                                fault = "drop"
+                                pay_first = true
+                            |}
+
+                    let! status, packet = sendPacket pair "drop-1" (packetBody 100)
+                    Expect.equal status HttpStatusCode.Accepted "status"
+                    Expect.equal (str packet "status") "undecided" "str packet 'status'"
+
+                    let! refunded = untilStatus pair (str packet "id") "refunded"
+                    Expect.isTrue refunded "gethbinfo should find the packet and follow it to its refund"
+                    let! sends = calls pair "sendredpack"
+                    Expect.equal sends 1 "sends"
+                    let! packets = simPackets pair
+                    Expect.equal packets.Length 1 "packets.Length"
+                }
+
+            testTheoryTask "50 concurrent requests with one Idempotency-Key give one packet" [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! pair = startPayPair provider []
+                    use _ = pair
+                    let! _ = registerMerchant pair
+
+                    let! answers =
+                        [ 1..50 ]
+                        |> List.map (fun _ -> sendPacket pair "burst-1" (packetBody 500))
+                        |> Task.WhenAll
+
+                    for status, _ in answers do
+                        Expect.isTrue (int status >= 200 && int status < 300) ($"every request gets 2xx, not {status}")
+
+                    let ids = answers |> Array.map (fun (_, p) -> str p "id") |> Array.distinct
+                    Expect.equal ids.Length 1 "ids.Length"
+                    let! sent = untilStatus pair ids[0] "sent"
+                    Expect.isTrue sent "sent"
+                    let! sends = calls pair "sendredpack"
+                    Expect.equal sends 1 "sends"
+                    let! packets = simPackets pair
+                    Expect.equal packets.Length 1 "packets.Length"
+                }
+
+            testCaseTask
+                "a certificate that does not match its key, or has expired, is refused; secrets never come back"
+            <| fun () ->
+                task {
+                    let! pair = startPayPair "sqlite" []
+                    use _ = pair
+                    let! a = simMerchant pair mchId
+                    let! b = simMerchant pair "1900000110"
+
+                    let body cert key =
+                        {|
+                            api_key = str a "api_key"
+                            certificate_pem = cert
+                            private_key_pem = key
+                            bound_appids = [ appid ]
+                            send_name = "Demo Coffee"
+                        |}
+
+                    let! mismatch =
+                        putMerchant pair mchId (body (str a "certificate_pem") (str b "private_key_pem"))
+
+                    Expect.equal mismatch.StatusCode HttpStatusCode.BadRequest "mismatch.StatusCode"
+                    let! problem = json mismatch
+                    Expect.equal (str problem "field") "certificate_pem" "str problem 'field'"
+                    Expect.stringContains (str problem "detail") "does not match" "str problem 'detail'"
+
+                    let expiredCert, expiredKey =
+                        selfSigned (DateTimeOffset.UtcNow.AddDays -30.) (DateTimeOffset.UtcNow.AddDays -1.)
+
+                    let! expired = putMerchant pair mchId (body expiredCert expiredKey)
+                    Expect.equal expired.StatusCode HttpStatusCode.BadRequest "expired.StatusCode"
+                    let! problem = json expired
+                    Expect.stringContains (str problem "detail") "expired" "str problem 'detail'"
+
+                    let! _ = registerMerchant pair
+                    let! listed = pair.Gateway.Api.GetAsync "/api/merchants"
+                    let! text = listed.Content.ReadAsStringAsync()
+                    Expect.stringContains text "certificate_expires_at" "text"
+                    Expect.stringContains text "CN=1900000109" "text"
+                    Expect.isFalse (text.Contains(str a "api_key": string)) "text must not contain str a 'api_key'"
+                    Expect.isFalse (text.Contains("PRIVATE KEY")) "text has no 'PRIVATE KEY'"
+
+                    for line in pair.Gateway.Logs.All do
+                        Expect.isFalse (line.Contains(str a "api_key": string)) "line must not contain str a 'api_key'"
+                        Expect.isFalse (line.Contains("PRIVATE KEY")) "line has no 'PRIVATE KEY'"
+                }
+
+            testCaseTask
+                "WeChat Pay refuses a certificate it did not issue and a wrong API key: the packet fails with the reason"
+            <| fun () ->
+                task {
+                    let! pair = startPayPair "sqlite" []
+                    use _ = pair
+                    let! m = simMerchant pair mchId
+
+                    let cert, key =
+                        selfSigned (DateTimeOffset.UtcNow.AddDays -1.) (DateTimeOffset.UtcNow.AddDays 30.)
+
+                    let! _ =
+                        putMerchant
+                            pair
+                            mchId
+                            {|
+                                api_key = str m "api_key"
+                                certificate_pem = cert
+                                private_key_pem = key
+                                bound_appids = [ appid ]
+                                send_name = "Demo Coffee"
+                            |}
+
+                    let! status, packet = sendPacket pair "ca-1" (packetBody 100)
+                    Expect.equal status HttpStatusCode.Created "status"
+                    Expect.equal (str packet "status") "failed" "str packet 'status'"
+                    Expect.equal (str packet "err_code") "CA_ERROR" "str packet 'err_code'"
+                    Expect.isNotNull (str packet "err_action") "str packet 'err_action'"
+
+                    let! _ =
+                        putMerchant
+                            pair
+                            mchId
+                            {|
+                                api_key = String('k', 32)
+                                certificate_pem = str m "certificate_pem"
+                                private_key_pem = str m "private_key_pem"
+                                bound_appids = [ appid ]
+                                send_name = "Demo Coffee"
+                            |}
+
+                    let! _, signed = sendPacket pair "sign-1" (packetBody 100)
+                    Expect.equal (str signed "err_code") "SIGN_ERROR" "str signed 'err_code'"
+                    let! packets = simPackets pair
+                    Expect.isEmpty packets "packets"
+                }
+
+            testCaseTask "requests are checked before WeChat Pay is asked, with the field named"
+            <| fun () ->
+                task {
+                    let! pair = startPayPair "sqlite" []
+                    use _ = pair
+                    let! _ = registerMerchant pair
+
+                    let! noKey, _ = sendPacket pair "" (packetBody 100)
+                    Expect.equal noKey HttpStatusCode.BadRequest "noKey"
+
+                    let! small, problem = sendPacket pair "v-1" (packetBody 99)
+                    Expect.equal small HttpStatusCode.BadRequest "small"
+                    Expect.equal (str problem "field") "amount_fen" "str problem 'field'"
+
+                    let! _, unbound =
+                        sendPacket
+                            pair
+                            "v-2"
+                            {| packetBody 100 with
+                                authorizer_appid = "wxsimoa00000000002"
+                            |}
+
+                    Expect.equal (str unbound "field") "authorizer_appid" "str unbound 'field'"
+
+                    let! _, wishing =
+                        sendPacket
+                            pair
+                            "v-3"
+                            {| packetBody 100 with
+                                wishing = String('w', 129)
+                            |}
+
+                    Expect.equal (str wishing "field") "wishing" "str wishing 'field'"
+
+                    let! tkStatus, tk =
+                        sendPacket
+                            pair
+                            "v-4"
+                            {|
+                                mch_id = mchId
+                                authorizer_appid = appid
+                                wx_tk_id = "tk_0123456789"
+                                amount_fen = 100
+                                wishing = "w"
+                                act_name = "a"
+                                remark = "r"
+                            |}
+
+                    Expect.equal tkStatus HttpStatusCode.BadRequest "tkStatus"
+                    Expect.equal (str tk "field") "wx_tk_id" "str tk 'field'"
+                    Expect.stringContains (str tk "detail") "unknown or has expired" "str tk 'detail'"
+
+                    let! sends = calls pair "sendredpack"
+                    Expect.equal sends 0 "sends"
+                }
+
+            testCaseTask "the simulated WeChat Pay answers CA_ERROR to a caller without a client certificate"
+            <| fun () ->
+                task {
+                    let! sim = SimulatorHost.start (simulatorOptions ()) "http://127.0.0.1:0"
+                    use _ = sim
+                    let ca = X509Certificate2.CreateFromPem(IO.File.ReadAllText sim.PayCaFile)
+                    use handler = new HttpClientHandler()
+
+                    handler.ServerCertificateCustomValidationCallback <-
+                        fun _ cert _ _ ->
+                            use chain = new X509Chain()
+                            chain.ChainPolicy.TrustMode <- X509ChainTrustMode.CustomRootTrust
+                            chain.ChainPolicy.CustomTrustStore.Add ca |> ignore
+                            chain.ChainPolicy.RevocationMode <- X509RevocationMode.NoCheck
+                            chain.Build cert
+
+                    use http = new HttpClient(handler)
+
+                    let! r =
+                        http.PostAsync(
+                            sim.PayBaseUrl.TrimEnd('/') + "/mmpaymkttransfers/sendredpack",
+                            new StringContent("<xml><mch_id>1900000109</mch_id></xml>", Encoding.UTF8, "text/xml")
+                        )
+
+                    let! body = r.Content.ReadAsStringAsync()
+                    Expect.stringContains body "CA_ERROR" "body"
+                }
+
+        ]
