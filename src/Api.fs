@@ -68,3 +68,10 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.MapGet("/api/deliveries", MessageApi.listDeliveries s) |> ignore
     app.MapGet("/api/deliveries/{id}", MessageApi.getDelivery s) |> ignore
     app.MapPost("/api/deliveries/{id}/retry", MessageApi.retryDelivery s) |> ignore
+
+    // Hardening: compare-then-invalidate of an authorizer token WeChat refused.
+    app.MapPost(
+        "/api/authorizers/{appid}/access-token/invalidate",
+        AuthorizerTokenApi.invalidateAuthorizerToken s authorizers
+    )
+    |> ignore

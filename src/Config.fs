@@ -39,6 +39,20 @@ type WebhookOptions =
         DeliveredRetention: TimeSpan
     }
 
+/// Limits that keep a flood or a trick from costing more than it should (see the README's
+/// "Security and failure behaviour").
+type HardeningOptions =
+    {
+        /// The largest body the proxies pass on to WeChat; larger ones are answered 413 unread.
+        ProxyMaxBodyBytes: int64
+        /// Whether `/wechat/component/authorize?tenant=X` works without a link the business issued.
+        AllowUnsignedTenant: bool
+        /// Refusals of one reason logged per minute; the rest are only counted.
+        RefusalLogsPerMinute: int
+        /// At most one api_start_push_ticket per this interval after WeChat refused the ticket.
+        TicketPushRequestInterval: TimeSpan
+    }
+
 type GatewayOptions =
     {
         ComponentAppId: ComponentAppId
@@ -75,6 +89,7 @@ type GatewayOptions =
         EventRetention: TimeSpan
         /// Answers WeChat's full-network release check for its test accounts (facts §6).
         ReleaseResponder: bool
+        Hardening: HardeningOptions
     }
 
 let private key (name: string) = "WeChatFs:" + name
@@ -287,6 +302,53 @@ let private masterKey cfg =
                         "generate one with `openssl rand -base64 32`, or remove it to have one generated into the data folder"
                 }
 
+let private flag cfg name (fallback: bool) =
+    match text cfg name with
+    | None -> Ok fallback
+    | Some v ->
+        match v.ToLowerInvariant() with
+        | "true" -> Ok true
+        | "false" -> Ok false
+        | _ ->
+            Error
+                {
+                    Key = key name
+                    Problem = $"'{v}' is not true or false"
+                    Fix = "write true or false"
+                }
+
+let private byteCount cfg name (fallback: int64) =
+    match text cfg name with
+    | None -> Ok fallback
+    | Some v ->
+        match Int64.TryParse v with
+        | true, n when n >= 1024L && n <= int64 Int32.MaxValue -> Ok n
+        | _ ->
+            Error
+                {
+                    Key = key name
+                    Problem = $"'{v}' is not a number of bytes between 1024 and {Int32.MaxValue}"
+                    Fix = "write the limit in bytes, e.g. 10485760 for 10 MiB"
+                }
+
+let private hardening cfg =
+    validation {
+        let! maxBody = byteCount cfg "Proxy:MaxBodyBytes" (10L * 1024L * 1024L)
+        and! unsigned = flag cfg "Authorization:AllowUnsignedTenant" false
+        and! perMinute = positiveInt cfg "Logging:RefusalLogsPerMinute" 10
+
+        and! pushInterval =
+            timeSpan cfg "Component:TicketPushRequestInterval" (TimeSpan.FromMinutes 1.) (TimeSpan.FromSeconds 1.)
+
+        return
+            {
+                ProxyMaxBodyBytes = maxBody
+                AllowUnsignedTenant = unsigned
+                RefusalLogsPerMinute = perMinute
+                TicketPushRequestInterval = pushInterval
+            }
+    }
+
 /// Reads and validates everything, reporting all problems at once so one restart fixes them all.
 let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
     validation {
@@ -331,6 +393,8 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
         and! eventRetention =
             timeSpan cfg "Events:Retention" (TimeSpan.FromDays 90.) (TimeSpan.FromDays 1.)
 
+        and! limits = hardening cfg
+
         return
             {
                 ComponentAppId = ComponentAppId appId
@@ -366,5 +430,6 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 ReleaseResponder =
                     text cfg "ReleaseTest:Enabled"
                     |> Option.forall (fun v -> v.ToLowerInvariant() <> "false")
+                Hardening = limits
             }
     }

@@ -56,6 +56,9 @@ public static class Demo
             ["WeChatFs:WeChat:OpenBaseUrl"] = simulatorUrl,
             ["WeChatFs:Storage:ConnectionString"] = $"Data Source={Path.Combine(dataFolder, "wechatfs.db")}",
             ["WeChatFs:Admin:ApiKey"] = AdminKey,
+            // The walk-through opens the start page with a bare ?tenant=; a deployment uses the
+            // signed links of POST /api/authorization-links instead.
+            ["WeChatFs:Authorization:AllowUnsignedTenant"] = "true",
         };
         var gateway = Gateway.Build(args.Where(a => !a.StartsWith("--gateway=") && !a.StartsWith("--simulator=") && !a.StartsWith("--data=")).ToArray(), settings, jsonLogs: false);
         await gateway.StartAsync();

@@ -371,18 +371,24 @@ let ``deliveries are claimed once, retried with backoff, dead-lettered and retri
         // The receiver's claim on id2 ran out: another instance may take it.
         let! later = store.ClaimDeliveries("B", t0.AddSeconds 6., t0.AddSeconds 36., 10)
         Assert.Equal<string list>([ "id2" ], later |> List.map (fun d -> d.Id))
-        do! store.MarkDelivered("id2", t0.AddSeconds 7.)
-        do! store.MarkFailed("id1", "HTTP 500", Some(t0.AddSeconds 60.))
+        // The receiver's late outcome, after B took its claim over, is left to B.
+        do! store.MarkFailed("id2", "timed out", Some(t0.AddSeconds 60.), "receiver")
+        do! store.MarkDelivered("id2", t0.AddSeconds 7., "receiver")
+        let! stillB = store.GetDelivery "id2"
+        Assert.Equal(Pending, stillB.Value.Status)
+        Assert.Equal(0, stillB.Value.Attempts)
+        do! store.MarkDelivered("id2", t0.AddSeconds 7., "B")
+        do! store.MarkFailed("id1", "HTTP 500", Some(t0.AddSeconds 60.), "A")
         let! notYet = store.ClaimDeliveries("C", t0.AddSeconds 40., t0.AddSeconds 70., 10)
         Assert.Empty notYet
         let! due = store.ClaimDeliveries("C", t0.AddSeconds 61., t0.AddSeconds 90., 10)
         Assert.Equal(1, due.Head.Attempts)
-        do! store.MarkFailed("id1", "HTTP 500", None)
+        do! store.MarkFailed("id1", "HTTP 500", None, "C")
         let! dead = store.ListDeliveries(Some Dead, 0, 10)
         Assert.Equal<string list>([ "id1" ], dead.Items |> List.map (fun d -> d.Id))
         Assert.Equal(Some "HTTP 500", dead.Items.Head.LastError)
         // A late failure from the instance whose claim on id2 ran out does not undo the delivery.
-        do! store.MarkFailed("id2", "timed out", Some(t0.AddSeconds 60.))
+        do! store.MarkFailed("id2", "timed out", Some(t0.AddSeconds 60.), "receiver")
         let! delivered = store.GetDelivery "id2"
         Assert.Equal(Delivered, delivered.Value.Status)
         Assert.Equal(1, delivered.Value.Attempts)
@@ -392,6 +398,22 @@ let ``deliveries are claimed once, retried with backoff, dead-lettered and retri
         Assert.False notRetried
         let! back = store.ClaimDeliveries("C", t0.AddSeconds 100., t0.AddSeconds 130., 10)
         Assert.Equal<string list>([ "id1" ], back |> List.map (fun d -> d.Id))
+    }
+
+[<Theory; InlineData("sqlite"); InlineData("postgres")>]
+let ``claims held before a restart are released for that holder only`` (provider: string) =
+    task {
+        let! store, _, _ = openFresh provider
+        use store = store
+        let! _ = append store [ item "wxa" "m1" "id1"; item "wxa" "m2" "id2" ]
+        let! a = store.ClaimDeliveries("A", t0, t0.AddSeconds 30., 1)
+        let! b = store.ClaimDeliveries("B", t0, t0.AddSeconds 30., 1)
+        Assert.Equal(1, a.Length)
+        Assert.Equal(1, b.Length)
+        let! released = store.ReleaseClaims "A"
+        Assert.Equal(1, released)
+        let! again = store.ClaimDeliveries("A", t0.AddSeconds 1., t0.AddSeconds 30., 10)
+        Assert.Equal<string list>(a |> List.map (fun d -> d.Id), again |> List.map (fun d -> d.Id))
     }
 
 [<Theory; InlineData("sqlite"); InlineData("postgres")>]
@@ -410,10 +432,10 @@ let ``only deliveries delivered before the cut-off are purged, first due first a
                         }
                 ]
 
-        do! store.MarkDelivered("id1", t0)
-        do! store.MarkDelivered("id2", t0.AddMinutes 1.)
-        do! store.MarkDelivered("id3", t0.AddHours 2.)
-        do! store.MarkFailed("id4", "HTTP 500", None)
+        do! store.MarkDelivered("id1", t0, "A")
+        do! store.MarkDelivered("id2", t0.AddMinutes 1., "A")
+        do! store.MarkDelivered("id3", t0.AddHours 2., "A")
+        do! store.MarkFailed("id4", "HTTP 500", None, "A")
         let! first = store.PurgeDelivered(t0.AddHours 1., 1)
         Assert.Equal(1, first)
         let! gone = store.GetDelivery "id1"
