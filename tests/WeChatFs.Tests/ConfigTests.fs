@@ -97,3 +97,51 @@ let ``a delivered-message retention shorter than WeChat's retries is refused`` (
     match load (valid @ [ "WeChatFs:Webhooks:DeliveredRetention", "00:05:00" ]) with
     | Ok _ -> failwith "accepted"
     | Error errors -> Assert.Contains(errors, fun e -> e.Key = "WeChatFs:Webhooks:DeliveredRetention")
+
+[<Fact>]
+let ``the hardening limits have safe defaults and bad values name their keys`` () =
+    match load valid with
+    | Ok o ->
+        Assert.Equal(10L * 1024L * 1024L, o.Hardening.ProxyMaxBodyBytes)
+        Assert.False o.Hardening.AllowUnsignedTenant
+        Assert.Equal(10, o.Hardening.RefusalLogsPerMinute)
+        Assert.Equal(TimeSpan.FromMinutes 1., o.Hardening.TicketPushRequestInterval)
+    | Error e -> failwith $"{e}"
+
+    match
+        load (
+            valid
+            @ [
+                "WeChatFs:Proxy:MaxBodyBytes", "ten megabytes"
+                "WeChatFs:Authorization:AllowUnsignedTenant", "yes"
+                "WeChatFs:Logging:RefusalLogsPerMinute", "0"
+                "WeChatFs:Component:TicketPushRequestInterval", "00:00:00.100"
+            ]
+        )
+    with
+    | Ok _ -> failwith "accepted"
+    | Error errors ->
+        let keys = errors |> List.map (fun e -> e.Key) |> Set.ofList
+
+        for k in
+            [
+                "WeChatFs:Proxy:MaxBodyBytes"
+                "WeChatFs:Authorization:AllowUnsignedTenant"
+                "WeChatFs:Logging:RefusalLogsPerMinute"
+                "WeChatFs:Component:TicketPushRequestInterval"
+            ] do
+            Assert.Contains(k, keys)
+
+    match
+        load (
+            valid
+            @ [
+                "WeChatFs:Authorization:AllowUnsignedTenant", "True"
+                "WeChatFs:Proxy:MaxBodyBytes", "65536"
+            ]
+        )
+    with
+    | Ok o ->
+        Assert.True o.Hardening.AllowUnsignedTenant
+        Assert.Equal(65536L, o.Hardening.ProxyMaxBodyBytes)
+    | Error e -> failwith $"{e}"
