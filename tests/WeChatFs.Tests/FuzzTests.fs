@@ -10,6 +10,7 @@ open System.Diagnostics
 open System.Net
 open System.Net.Http
 open System.Text
+open System.Threading
 open System.Threading.Tasks
 open FsCheck
 open FsCheck.FSharp
@@ -152,6 +153,7 @@ let ``10,000 malformed requests: no 5xx, nothing stored, memory and log bounded`
         let total = 10_000
         let workers = 16
         let mutable peak = memoryBefore
+        let unhealthy = ref 0
         let clock = Stopwatch.StartNew()
 
         let worker (w: int) =
@@ -193,6 +195,11 @@ let ``10,000 malformed requests: no 5xx, nothing stored, memory and log bounded`
                     if i % 100 = 0 && w = 0 then
                         gateway.Process.Refresh()
                         peak <- max peak gateway.Process.WorkingSet64
+                        // The gateway stays up throughout, not only at the end.
+                        let! health = http.GetAsync(gateway.Url "/healthz")
+
+                        if health.StatusCode <> HttpStatusCode.OK then
+                            Interlocked.Increment &unhealthy.contents |> ignore
             }
 
         let! _ = [ for w in 0 .. workers - 1 -> worker w ] |> Task.WhenAll
@@ -217,6 +224,7 @@ let ``10,000 malformed requests: no 5xx, nothing stored, memory and log bounded`
         )
 
         Assert.True(sent >= 10_000, $"only {sent} requests")
+        Assert.Equal(0, unhealthy.Value)
         Assert.True(statuses.Keys |> Seq.forall (fun s -> s < 500), summary)
         Assert.True(peak - memoryBefore < 300L * 1048576L, $"memory grew by {(peak - memoryBefore) / 1048576L} MB")
         // At most 10 lines a minute per reason, each short: far below the probe's 22 MB.
