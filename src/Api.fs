@@ -139,3 +139,9 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.MapPost("/api/redpacks", RedPackApi.sendRedPack s redPacks) |> ignore
     app.MapGet("/api/redpacks", RedPackApi.listRedPacks s redPacks) |> ignore
     app.MapGet("/api/redpacks/{id}", RedPackApi.getRedPack s redPacks) |> ignore
+    // Hardening: compare-then-invalidate of an authorizer token WeChat refused.
+    app.MapPost(
+        "/api/authorizers/{appid}/access-token/invalidate",
+        AuthorizerTokenApi.invalidateAuthorizerToken s authorizers
+    )
+    |> ignore

@@ -86,9 +86,37 @@ let authorizePage (s: Services) (authorizers: AuthorizerService) =
     handler (fun ctx ->
         task {
             let q = ctx.Request.Query
+            let link = string q["link"]
+            let tenantGiven = not (String.IsNullOrWhiteSpace(string q["tenant"]))
 
-            match validateLinkRequest (string q["tenant"]) (string q["auth_type"]) (string q["biz_appid"]) with
-            | Error e -> do! html ctx 400 "Cannot start authorization" $"<p>{enc e}</p>"
+            let request =
+                if link <> "" then
+                    match
+                        AuthorizationLinks.verify
+                            (AuthorizationLinks.linkKey authorizers.StateKey)
+                            (s.Clock.GetUtcNow())
+                            link
+                    with
+                    | Ok c ->
+                        validateLinkRequest c.Tenant c.AuthType c.BizAppId
+                        |> Result.mapError (fun e -> 400, e)
+                    | Error Secrets.AuthState.Expired ->
+                        Error(400, "this authorization link has expired; ask the shop for a new one")
+                    | Error _ -> Error(400, "this authorization link was altered or does not come from this platform")
+                elif tenantGiven && not s.Options.Hardening.AllowUnsignedTenant then
+                    // Anyone who knows a tenant id could otherwise bind their own account to it.
+                    Error(
+                        403,
+                        "this page opens only from a link the shop's system issued (authorize_page_url of POST /api/authorization-links)"
+                    )
+                else
+                    validateLinkRequest (string q["tenant"]) (string q["auth_type"]) (string q["biz_appid"])
+                    |> Result.mapError (fun e -> 400, e)
+
+            match request with
+            | Error(status, e) ->
+                s.Refusals.Refused("authorize_page", status, e)
+                do! html ctx status "Cannot start authorization" $"<p>{enc e}</p>"
             | Ok r ->
                 match!
                     authorizers.CreateLinks(r.Tenant, r.AuthType, r.BizAppId, s.Options.AuthorizationStateLifetime)
@@ -145,14 +173,19 @@ let authorizationLinks (s: Services) (authorizers: AuthorizerService) =
                 with
                 | Error e -> do! authorizationProblem ctx e
                 | Ok links ->
-                    let page =
-                        [
-                            "tenant", Some(Ids.tenant r.Tenant)
-                            "auth_type", r.AuthType |> Option.map string
-                            "biz_appid", r.BizAppId
-                        ]
-                        |> List.choose (fun (k, v) -> v |> Option.map (fun v -> $"{k}={Uri.EscapeDataString v}"))
-                        |> String.concat "&"
+                    // The start page opens only with this signed, expiring link (unless unsigned
+                    // tenants are allowed): the business decides who binds to which tenant.
+                    let token =
+                        AuthorizationLinks.sign
+                            (AuthorizationLinks.linkKey authorizers.StateKey)
+                            (s.Clock.GetUtcNow() + s.Options.AuthorizationStateLifetime)
+                            {
+                                Tenant = Ids.tenant r.Tenant
+                                AuthType = r.AuthType |> Option.map string |> Option.defaultValue ""
+                                BizAppId = r.BizAppId |> Option.defaultValue ""
+                            }
+
+                    let page = "link=" + Uri.EscapeDataString token
 
                     do!
                         writeJson
@@ -199,40 +232,51 @@ let authorizedCallback (s: Services) (authorizers: AuthorizerService) =
                         "Authorization was not completed"
                         "<p>WeChat returned no authorization code. Start again if you want to authorize.</p>"
             | Ok tenant ->
-                match! authorizers.Complete(AuthorizationCode code, Some(TenantId tenant), None) with
-                | Ok(a, _) ->
-                    match s.Options.AuthorizationReturnUrl with
-                    | Some url ->
-                        let sep = if url.Query.Length > 1 then "&" else "?"
+                match! AuthorizationLinks.claim s.Store (string q["state"]) code with
+                | AuthorizationLinks.UsedByAnotherCode ->
+                    s.Refusals.Refused("authorization_state_reused", 400, "a second authorization code with one state")
 
-                        ctx.Response.Redirect(
-                            $"{url}{sep}appid={Uri.EscapeDataString(Ids.authorizerAppId a.AppId)}&tenant={Uri.EscapeDataString tenant}"
-                        )
-                    | None ->
-                        let name = a.Profile |> Option.map (fun p -> p.NickName) |> Option.defaultValue ""
-
-                        do!
-                            html
-                                ctx
-                                200
-                                "Authorization complete"
-                                $"""<p><b>{enc name}</b> (<code id="appid">{enc (Ids.authorizerAppId a.AppId)}</code>) is now authorized for <b id="tenant">{enc tenant}</b>.</p><p>You can close this page.</p>"""
-                | Error(WeChatRefused(ApiError((61009 | 61010) as code, _))) ->
                     do!
                         html
                             ctx
                             400
-                            "This authorization code can no longer be used"
-                            $"<p>{enc (ErrorGuide.explain code)}</p><p>Start again from your shop's authorization link.</p>"
-                | Error e ->
-                    s.Logger.LogWarning("authorization callback: {Error}", describeAuthorizationError e)
+                            "This authorization link has already been used"
+                            "<p>Each authorization link completes one authorization. Start again from your shop's authorization link to authorize another account.</p>"
+                | AuthorizationLinks.FirstUse ->
+                    match! authorizers.Complete(AuthorizationCode code, Some(TenantId tenant), None) with
+                    | Ok(a, _) ->
+                        match s.Options.AuthorizationReturnUrl with
+                        | Some url ->
+                            let sep = if url.Query.Length > 1 then "&" else "?"
 
-                    do!
-                        html
-                            ctx
-                            502
-                            "Authorization could not be completed"
-                            $"<p>{enc (describeAuthorizationError e)}</p><p>Reload this page in a minute to try again.</p>"
+                            ctx.Response.Redirect(
+                                $"{url}{sep}appid={Uri.EscapeDataString(Ids.authorizerAppId a.AppId)}&tenant={Uri.EscapeDataString tenant}"
+                            )
+                        | None ->
+                            let name = a.Profile |> Option.map (fun p -> p.NickName) |> Option.defaultValue ""
+
+                            do!
+                                html
+                                    ctx
+                                    200
+                                    "Authorization complete"
+                                    $"""<p><b>{enc name}</b> (<code id="appid">{enc (Ids.authorizerAppId a.AppId)}</code>) is now authorized for <b id="tenant">{enc tenant}</b>.</p><p>You can close this page.</p>"""
+                    | Error(WeChatRefused(ApiError((61009 | 61010) as code, _))) ->
+                        do!
+                            html
+                                ctx
+                                400
+                                "This authorization code can no longer be used"
+                                $"<p>{enc (ErrorGuide.explain code)}</p><p>Start again from your shop's authorization link.</p>"
+                    | Error e ->
+                        s.Logger.LogWarning("authorization callback: {Error}", describeAuthorizationError e)
+
+                        do!
+                            html
+                                ctx
+                                502
+                                "Authorization could not be completed"
+                                $"<p>{enc (describeAuthorizationError e)}</p><p>Reload this page in a minute to try again.</p>"
         })
 
 // ---- internal API --------------------------------------------------------------------------------
@@ -395,6 +439,7 @@ let authorizerProxy (s: Services) (authorizers: AuthorizerService) =
         let appid = appIdOf ctx
 
         proxyRoute
+            s
             ctx
             (fun () ->
                 task {

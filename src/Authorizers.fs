@@ -98,6 +98,13 @@ let authorizationUrls
 
     pc, mobile
 
+/// Forced refreshes this close to the last one share its token.
+let forceCoalescing = TimeSpan.FromSeconds 5.
+
+/// Whether a forced refresh at `now` is answered by the token fetched at `refreshedAt`.
+let coalesced (now: DateTimeOffset) (refreshedAt: DateTimeOffset) =
+    now - refreshedAt < forceCoalescing && now >= refreshedAt
+
 type AuthorizerService
     (
         options: GatewayOptions,
@@ -114,6 +121,9 @@ type AuthorizerService
     let gates = ConcurrentDictionary<AuthorizerAppId, SemaphoreSlim>()
     let retryNotBefore = ConcurrentDictionary<AuthorizerAppId, DateTimeOffset * int>()
     let completion = new SemaphoreSlim(1, 1)
+    // When each account's token last came from WeChat here: forced refreshes within a few seconds of
+    // it share that token instead of calling again (200 concurrent refreshes make one call).
+    let refreshedAt = ConcurrentDictionary<AuthorizerAppId, DateTimeOffset>()
     // appid → (when read, tenant if the account is known): the message path asks on every push.
     let directory =
         ConcurrentDictionary<AuthorizerAppId, DateTimeOffset * TenantId option option>()
@@ -199,6 +209,7 @@ type AuthorizerService
                 // The rotated refresh token is written with the access token, before anyone uses either.
                 do! store.SaveAuthorizerTokens(a.AppId, issued, newRefresh, now)
                 cache[a.AppId] <- issued
+                refreshedAt[a.AppId] <- now
                 retryNotBefore.TryRemove a.AppId |> ignore
 
                 if newRefresh <> refreshToken then
@@ -300,12 +311,22 @@ type AuthorizerService
         }
 
     /// Decide with the stored record; refresh under the cross-instance lease when due (or forced).
-    let obtain (appid: AuthorizerAppId) (force: bool) =
+    /// A forced refresh that finds a token fetched less than `forceCoalescing` ago (by a refresh it
+    /// waited for at the gate, or one just before it) takes that one instead of calling again.
+    let obtain (appid: AuthorizerAppId) (forced: bool) =
         task {
             let gate = gates.GetOrAdd(appid, fun _ -> new SemaphoreSlim(1, 1))
             do! gate.WaitAsync()
 
             try
+                let force =
+                    forced
+                    && not (
+                        match refreshedAt.TryGetValue appid with
+                        | true, at -> coalesced (clock.GetUtcNow()) at
+                        | _ -> false
+                    )
+
                 match! store.GetAuthorizer appid with
                 | None -> return Error UnknownAuthorizer
                 | Some a ->
@@ -389,11 +410,14 @@ type AuthorizerService
             | Ok(code, expiresIn) ->
                 let now = clock.GetUtcNow()
 
+                // The state is bound to this pre_auth_code: its nonce is derived from the code.
+                let (PreAuthCode codeText) = code
+
                 let state =
                     Secrets.AuthState.sign
                         stateKey
                         (now + stateLifetime)
-                        (RandomNumberGenerator.GetBytes 9)
+                        (AuthorizationLinks.stateNonce stateKey codeText)
                         (Ids.tenant tenant)
 
                 let redirect =

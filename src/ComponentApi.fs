@@ -26,22 +26,41 @@ let componentEvents (s: Services) (handlers: PushHandlers) =
         task {
             match! readEncryptedPush s ctx with
             | Rejected(status, reason) ->
-                s.Logger.LogWarning("authorization event refused ({Status}): {Reason}", status, reason)
+                s.Refusals.Refused("component_push", status, reason)
                 do! writeText ctx status reason
             | Opened(plain, _) ->
                 match Wire.parseComponentPush plain with
                 | Error e ->
-                    s.Logger.LogWarning("authorization event unreadable: {Reason}", Wire.describe e)
+                    s.Refusals.Refused("component_push_unreadable", 400, Wire.describe e)
                     do! writeText ctx 400 (Wire.describe e)
                 | Ok push ->
                     let now = s.Clock.GetUtcNow()
 
                     match push with
-                    | Wire.TicketPushed(ticket, _) ->
-                        // Durable before acknowledged: WeChat hears `success` only after the store has it.
-                        do! s.Store.SaveTicket(s.Options.ComponentAppId, { Ticket = ticket; ReceivedAt = now })
-                        s.Components.OnTicketStored()
-                        s.Logger.LogInformation("component_verify_ticket stored")
+                    | Wire.TicketPushed(ticket, created) ->
+                        let! stored = s.Store.GetValue ticketCreateTimeKey
+
+                        let storedCreated =
+                            stored
+                            |> Option.bind (fun v ->
+                                match Int64.TryParse v with
+                                | true, n -> Some n
+                                | _ -> None)
+
+                        match ticketCreateTimeToStore storedCreated created (now.ToUnixTimeSeconds()) with
+                        | None ->
+                            // A replay or a late retry: the newer ticket stays; WeChat still hears success.
+                            s.Refusals.Refused(
+                                "stale_ticket",
+                                200,
+                                $"ticket push of CreateTime {created} is older than the stored ticket's"
+                            )
+                        | Some createTime ->
+                            // Durable before acknowledged: WeChat hears `success` only after the store has it.
+                            do! s.Store.SaveTicket(s.Options.ComponentAppId, { Ticket = ticket; ReceivedAt = now })
+                            do! s.Store.PutValue(ticketCreateTimeKey, string createTime, false)
+                            s.Components.OnTicketStored()
+                            s.Logger.LogInformation("component_verify_ticket stored")
                     | Wire.UnknownInfoType infoType ->
                         s.Logger.LogInformation(
                             "authorization event with unknown InfoType {InfoType} answered",
@@ -146,6 +165,7 @@ let invalidateComponentToken (s: Services) =
 let componentProxy (s: Services) =
     admin s (fun ctx ->
         proxyRoute
+            s
             ctx
             (fun () ->
                 task {

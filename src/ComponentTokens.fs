@@ -36,6 +36,19 @@ type LastError =
         At: DateTimeOffset
     }
 
+/// The CreateTime WeChat stamped on the stored ticket, to refuse a replayed or stale push.
+let ticketCreateTimeKey = "component:ticket_create_time"
+
+/// Whether a ticket push may replace the stored ticket, and the CreateTime to remember for it: one
+/// stamped before the stored ticket's is stale (a replay, or a late retry) and changes nothing. A
+/// CreateTime in the future counts as now, so one odd push cannot hold back every later one.
+let ticketCreateTimeToStore (stored: int64 option) (incoming: int64) (nowSeconds: int64) =
+    let effective = min incoming nowSeconds
+
+    match stored with
+    | Some s when incoming < s -> None
+    | _ -> Some effective
+
 let private lastErrorKey = "component:last_error"
 let private rejectedTicketKey = "component:rejected_ticket_at"
 
@@ -51,6 +64,37 @@ type ComponentTokenService
     // After a transient failure, callers get the fallback (or an error) until this instant.
     let mutable retryNotBefore = DateTimeOffset.MinValue
     let mutable failures = 0
+    // When api_start_push_ticket was last asked for after a refused ticket (rate-limited).
+    let mutable lastPushRequest = DateTimeOffset.MinValue
+    let pushRequestLock = obj ()
+
+    /// After 61005/61006: ask WeChat to push a ticket at once rather than in up to 10 minutes, at
+    /// most once per TicketPushRequestInterval, without holding up the caller.
+    let requestTicketPush () =
+        let now = clock.GetUtcNow()
+
+        let due =
+            lock pushRequestLock (fun () ->
+                if now - lastPushRequest >= options.Hardening.TicketPushRequestInterval then
+                    lastPushRequest <- now
+                    true
+                else
+                    false)
+
+        if due then
+            Task.Run(fun () ->
+                task {
+                    try
+                        logger.LogInformation("WeChat refused the ticket; asking it to push a new one")
+
+                        match! client.StartPushTicket() with
+                        | Ok() -> ()
+                        | Error err -> logger.LogWarning("api_start_push_ticket failed: {Error}", describeError err)
+                    with ex ->
+                        logger.LogError(ex, "api_start_push_ticket failed")
+                }
+                :> Task)
+            |> ignore
 
     let recordError (err: WeChatError) =
         let value =
@@ -93,6 +137,8 @@ type ComponentTokenService
                 match failureKind err with
                 | TicketRejected ->
                     do! store.PutValue(rejectedTicketKey, string (ticket.ReceivedAt.ToUnixTimeMilliseconds()), false)
+                    // Meanwhile the still-valid token (the fallback) keeps being served.
+                    requestTicketPush ()
                 | _ ->
                     failures <- failures + 1
                     retryNotBefore <- clock.GetUtcNow() + Backoff.delay Backoff.componentToken failures

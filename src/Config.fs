@@ -56,6 +56,20 @@ type RedPackOptions =
         ClientIp: string option
     }
 
+/// Limits that keep a flood or a trick from costing more than it should (see the README's
+/// "Security and failure behaviour").
+type HardeningOptions =
+    {
+        /// The largest body the proxies pass on to WeChat; larger ones are answered 413 unread.
+        ProxyMaxBodyBytes: int64
+        /// Whether `/wechat/component/authorize?tenant=X` works without a link the business issued.
+        AllowUnsignedTenant: bool
+        /// Refusals of one reason logged per minute; the rest are only counted.
+        RefusalLogsPerMinute: int
+        /// At most one api_start_push_ticket per this interval after WeChat refused the ticket.
+        TicketPushRequestInterval: TimeSpan
+    }
+
 type GatewayOptions =
     {
         ComponentAppId: ComponentAppId
@@ -95,6 +109,7 @@ type GatewayOptions =
         /// Answers WeChat's full-network release check for its test accounts (facts §6).
         ReleaseResponder: bool
         RedPacks: RedPackOptions
+        Hardening: HardeningOptions
     }
 
 let private key (name: string) = "WeChatFs:" + name
@@ -372,6 +387,53 @@ let private redPacks cfg =
             }
     }
 
+let private flag cfg name (fallback: bool) =
+    match text cfg name with
+    | None -> Ok fallback
+    | Some v ->
+        match v.ToLowerInvariant() with
+        | "true" -> Ok true
+        | "false" -> Ok false
+        | _ ->
+            Error
+                {
+                    Key = key name
+                    Problem = $"'{v}' is not true or false"
+                    Fix = "write true or false"
+                }
+
+let private byteCount cfg name (fallback: int64) =
+    match text cfg name with
+    | None -> Ok fallback
+    | Some v ->
+        match Int64.TryParse v with
+        | true, n when n >= 1024L && n <= int64 Int32.MaxValue -> Ok n
+        | _ ->
+            Error
+                {
+                    Key = key name
+                    Problem = $"'{v}' is not a number of bytes between 1024 and {Int32.MaxValue}"
+                    Fix = "write the limit in bytes, e.g. 10485760 for 10 MiB"
+                }
+
+let private hardening cfg =
+    validation {
+        let! maxBody = byteCount cfg "Proxy:MaxBodyBytes" (10L * 1024L * 1024L)
+        and! unsigned = flag cfg "Authorization:AllowUnsignedTenant" false
+        and! perMinute = positiveInt cfg "Logging:RefusalLogsPerMinute" 10
+
+        and! pushInterval =
+            timeSpan cfg "Component:TicketPushRequestInterval" (TimeSpan.FromMinutes 1.) (TimeSpan.FromSeconds 1.)
+
+        return
+            {
+                ProxyMaxBodyBytes = maxBody
+                AllowUnsignedTenant = unsigned
+                RefusalLogsPerMinute = perMinute
+                TicketPushRequestInterval = pushInterval
+            }
+    }
+
 /// Reads and validates everything, reporting all problems at once so one restart fixes them all.
 let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
     validation {
@@ -418,6 +480,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
 
         and! payCa = payServerCa cfg
         and! redPackOptions = redPacks cfg
+        and! limits = hardening cfg
 
         return
             {
@@ -456,6 +519,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                     text cfg "ReleaseTest:Enabled"
                     |> Option.forall (fun v -> v.ToLowerInvariant() <> "false")
                 RedPacks = redPackOptions
+                Hardening = limits
             }
     }
 
@@ -472,21 +536,6 @@ type OperatorOptions =
         /// `/metrics` answers without the admin key (for a Prometheus on a private network).
         MetricsAnonymous: bool
     }
-
-let private flag cfg name (defaultValue: bool) =
-    match text cfg name with
-    | None -> Ok defaultValue
-    | Some v ->
-        match v.ToLowerInvariant() with
-        | "true" -> Ok true
-        | "false" -> Ok false
-        | _ ->
-            Error
-                {
-                    Key = key name
-                    Problem = $"'{v}' is not true or false"
-                    Fix = "write true or false"
-                }
 
 let loadOperator (cfg: IConfiguration) : Result<OperatorOptions, ConfigError list> =
     validation {

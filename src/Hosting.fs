@@ -75,6 +75,11 @@ module internal Startup =
             SqlStore.openStore options.StorageProvider options.ConnectionString (Secrets.Sealer key)
 
         store.Migrate().GetAwaiter().GetResult()
+        // Before anything is served: claims this instance held before a crash are free again.
+        let released = store.ReleaseClaims(options.InstanceId).GetAwaiter().GetResult()
+
+        if released > 0 then
+            logger.LogInformation("released {Count} deliveries claimed before a restart", released)
 
         logger.LogInformation(
             "store {Provider} ready (master key {Fingerprint})",
@@ -109,7 +114,11 @@ type WeChatFsExtensions =
 
             b.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning) |> ignore
             // The route matcher logs request paths at Debug, and a wxTkId travels in one.
-            b.AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information) |> ignore)
+            b.AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information) |> ignore
+            // Two lines per request ("Executing/Executed endpoint") made a flood of refused requests
+            // a flood of log: 2.7 KB each. Refusals have their own short, rate-limited lines.
+            b.AddFilter("Microsoft.AspNetCore.Routing.EndpointMiddleware", LogLevel.Warning)
+            |> ignore)
         |> ignore
 
         services.AddSingleton options |> ignore
@@ -164,6 +173,15 @@ type WeChatFsExtensions =
             WeChatClient.Client(http, options.ApiBaseUrl, options.ComponentAppId, options.AppSecret))
         |> ignore
 
+        // Read by the handlers, and by the metrics: refusals and suppressed log lines per reason.
+        services.AddSingleton<Refusals.RefusalLog>(fun sp ->
+            Refusals.RefusalLog(
+                sp.GetRequiredService<ILoggerFactory>().CreateLogger "WeChatFs.Refusals",
+                options.Hardening.RefusalLogsPerMinute,
+                sp.GetRequiredService<TimeProvider>()
+            ))
+        |> ignore
+
         services.AddSingleton<ComponentTokens.ComponentTokenService>() |> ignore
         services.AddHostedService<ComponentTokens.ComponentTokenRefresher>() |> ignore
 
@@ -211,6 +229,7 @@ type WeChatFsExtensions =
                 Components = sp.GetRequiredService<ComponentTokens.ComponentTokenService>()
                 Clock = sp.GetRequiredService<TimeProvider>()
                 Logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger "WeChatFs.Api"
+                Refusals = sp.GetRequiredService<Refusals.RefusalLog>()
             }
 
         Api.map

@@ -29,6 +29,8 @@ type Services =
         Components: ComponentTokenService
         Clock: TimeProvider
         Logger: ILogger
+        /// Refused requests, logged at most a few times per minute per reason and counted.
+        Refusals: Refusals.RefusalLog
     }
 
 /// WeChat's pushes are small; anything larger is refused before it is read (and before any work).
@@ -90,13 +92,14 @@ let tokenProblem (ctx: HttpContext) (err: TokenError) =
 
 let handler (f: HttpContext -> Task) = RequestDelegate(fun ctx -> f ctx)
 
-/// Bearer `WeChatFs:Admin:ApiKey`; with no key configured every call is refused.
+/// Bearer `WeChatFs:Admin:ApiKey`; with no key configured every call is refused. The scheme's name
+/// is case-insensitive (RFC 7235), so `bearer <key>` works too.
 let authorizedAdmin (options: GatewayOptions) (ctx: HttpContext) =
     let header = string ctx.Request.Headers.Authorization
 
     match options.AdminApiKey with
     | None -> false
-    | Some key when header.StartsWith("Bearer ", StringComparison.Ordinal) ->
+    | Some key when header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ->
         let given = Encoding.UTF8.GetBytes(header.Substring(7).Trim())
         let expected = Encoding.UTF8.GetBytes key
         CryptographicOperations.FixedTimeEquals(ReadOnlySpan given, ReadOnlySpan expected)
@@ -108,6 +111,7 @@ let admin (s: Services) (f: HttpContext -> Task) =
             f ctx
         else
             ctx.Response.Headers.WWWAuthenticate <- "Bearer"
+            s.Refusals.Refused("admin_key", 401, string ctx.Request.Path)
 
             writeProblem
                 ctx
@@ -234,13 +238,6 @@ let proxyWithRetry
             | Ok(raw, _) -> do! writeRaw raw
     }
 
-let requestBody (ctx: HttpContext) =
-    task {
-        use buffer = new MemoryStream()
-        do! ctx.Request.Body.CopyToAsync buffer
-        return buffer.ToArray()
-    }
-
 /// What a proxy route (`.../wechat/{**path}`) passes on to WeChat, read once from the request.
 type ProxiedCall =
     {
@@ -251,24 +248,56 @@ type ProxiedCall =
         ContentType: string option
     }
 
-/// A proxy route: reads the call, then forwards it with `proxyWithRetry` (`send` adds the token).
+/// A proxy route: checks the path (rebuilt from re-encoded segments, tricks refused with 400) and the
+/// body's size (413 over `WeChatFs:Proxy:MaxBodyBytes`, unread), then forwards the call with
+/// `proxyWithRetry` (`send` adds the token; the caller's own token parameters are dropped).
 let proxyRoute
+    (s: Services)
     (ctx: HttpContext)
     (getToken: unit -> Task<Result<'token, HttpContext -> Task>>)
     (invalidate: 'token -> Task)
     (send: ProxiedCall -> 'token -> Task<Result<RawResponse * int option, WeChatError>>)
     =
     task {
-        let! body = requestBody ctx
+        let raw =
+            match ctx.Features.Get<Features.IHttpRequestFeature>() with
+            | null -> ""
+            | f -> f.RawTarget
 
-        let call =
-            {
-                Method = HttpMethod(ctx.Request.Method)
-                Path = string ctx.Request.RouteValues["path"]
-                Query = proxyQuery ctx
-                Body = Some body
-                ContentType = Option.ofObj ctx.Request.ContentType
-            }
+        let checkedPath =
+            if ProxyPath.rawHasDotSegment raw then
+                Error ProxyPath.DotSegment
+            else
+                ProxyPath.normalize (string ctx.Request.RouteValues["path"])
 
-        do! proxyWithRetry ctx getToken invalidate (send call)
+        match checkedPath with
+        | Error e ->
+            let detail = ProxyPath.describe e
+            s.Refusals.Refused("proxy_path", 400, detail)
+            do! writeProblem ctx 400 "Bad proxy path" detail []
+        | Ok path ->
+            let limit = s.Options.Hardening.ProxyMaxBodyBytes
+
+            match! readLimited ctx (int limit) with
+            | TooLarge ->
+                s.Refusals.Refused("proxy_body", 413, $"body over {limit} bytes")
+
+                do!
+                    writeProblem
+                        ctx
+                        413
+                        "Body too large"
+                        $"the proxies pass on bodies of at most {limit} bytes (WeChatFs:Proxy:MaxBodyBytes)"
+                        []
+            | Body body ->
+                let call =
+                    {
+                        Method = HttpMethod(ctx.Request.Method)
+                        Path = path
+                        Query = ProxyPath.forwardedQuery (proxyQuery ctx)
+                        Body = Some body
+                        ContentType = Option.ofObj ctx.Request.ContentType
+                    }
+
+                do! proxyWithRetry ctx getToken invalidate (send call)
     }

@@ -104,11 +104,11 @@ type InboxService
 
             match result with
             | Ok body ->
-                do! store.MarkDelivered(id, now)
+                do! store.MarkDelivered(id, now, options.InstanceId)
                 return Some body
             | Error reason ->
                 let next = retryAt hooks now (attemptsSoFar + 1)
-                do! store.MarkFailed(id, reason, next)
+                do! store.MarkFailed(id, reason, next, options.InstanceId)
 
                 match next with
                 | Some at -> logger.LogWarning("delivery {Id} failed ({Reason}); retry at {At}", id, reason, at)

@@ -49,11 +49,13 @@ let callback (s: Services) (authorizers: Authorizers.AuthorizerService) (inbox: 
 
             match! readEncryptedPush s ctx with
             | Rejected(status, reason) ->
-                s.Logger.LogWarning("message push refused ({Status}): {Reason}", status, reason)
+                s.Refusals.Refused("message_push", status, reason)
                 do! writeText ctx status reason
             | Opened(plain, key) ->
                 match Messages.parse plain with
-                | Error e -> do! writeText ctx 400 (Wire.describe e)
+                | Error e ->
+                    s.Refusals.Refused("message_push_unreadable", 400, Wire.describe e)
+                    do! writeText ctx 400 (Wire.describe e)
                 | Ok m ->
                     let release =
                         if s.Options.ReleaseResponder then
@@ -84,7 +86,7 @@ let callback (s: Services) (authorizers: Authorizers.AuthorizerService) (inbox: 
                     | Messages.NotARelease ->
                         match! authorizers.Lookup(AuthorizerAppId appid) with
                         | None ->
-                            s.Logger.LogWarning("message for unknown authorizer {AppId} recorded and answered", appid)
+                            s.Refusals.Refused("unknown_authorizer", 200, $"message for unknown authorizer {appid}")
 
                             do!
                                 s.Store.AppendEvent
@@ -109,7 +111,7 @@ let callback (s: Services) (authorizers: Authorizers.AuthorizerService) (inbox: 
                                 inbox.Append
                                     {
                                         Id = id
-                                        DedupeKey = Messages.dedupeKey m
+                                        DedupeKey = Messages.dedupeKeyOf m plain
                                         AuthorizerAppId = appid
                                         Tenant = tenant
                                         Kind = kind

@@ -158,6 +158,18 @@ let dedupeKey (m: Message) =
     | Some id -> "msg:" + id
     | None -> String.Join(":", "evt", m.Header.FromUserName, m.Header.CreateTime, text "Event" m.Fields)
 
+/// The dedupe key of a push: `dedupeKey` when the push carries what makes one (a MsgId, or a sender
+/// and a CreateTime); otherwise a hash of the decrypted body, so pushes of unknown shape are not all
+/// collapsed into one record, while WeChat's retries (the same body) still are.
+let dedupeKeyOf (m: Message) (plainXml: string) =
+    match m.Header.MsgId with
+    | Some id when id <> "" -> "msg:" + id
+    | _ when m.Header.FromUserName <> "" && m.Header.CreateTime <> 0L -> dedupeKey m
+    | _ ->
+        "body:"
+        + (Security.Cryptography.SHA256.HashData(Text.Encoding.UTF8.GetBytes plainXml)
+           |> Convert.ToHexStringLower)
+
 /// The typed fields, snake_case, for the webhook's `message`.
 let messageJson (m: Message) =
     let o = JsonObject()

@@ -769,16 +769,16 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     return rows |> List.sortBy (fun d -> d.ReceivedAt, d.Id)
                 }
 
-        member _.MarkDelivered(id, at) =
+        member _.MarkDelivered(id, at, holder) =
             run (fun conn ->
                 exec
                     conn
                     null
-                    "UPDATE inbox SET status = 'delivered', delivered_at = @at, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = @id"
-                    [ "@at", box (ms at); "@id", box id ])
+                    "UPDATE inbox SET status = 'delivered', delivered_at = @at, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = @id AND (claimed_by IS NULL OR claimed_by = @holder)"
+                    [ "@at", box (ms at); "@id", box id; "@holder", box holder ])
             :> Task
 
-        member _.MarkFailed(id, error, retryAt) =
+        member _.MarkFailed(id, error, retryAt, holder) =
             let status =
                 match retryAt with
                 | Some _ -> "pending"
@@ -790,12 +790,13 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     null
                     // Only a pending delivery: if this attempt's claim ran out and another instance
                     // delivered meanwhile, a late failure must not put it back in line.
-                    "UPDATE inbox SET status = @s, attempts = attempts + 1, last_error = @e, next_attempt_at = @next, claimed_by = NULL, claimed_until = NULL WHERE id = @id AND status = 'pending'"
+                    "UPDATE inbox SET status = @s, attempts = attempts + 1, last_error = @e, next_attempt_at = @next, claimed_by = NULL, claimed_until = NULL WHERE id = @id AND status = 'pending' AND (claimed_by IS NULL OR claimed_by = @holder)"
                     [
                         "@s", box status
                         "@e", box error
                         "@next", optionalMs retryAt
                         "@id", box id
+                        "@holder", box holder
                     ])
             :> Task
 
@@ -827,6 +828,14 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                             Total = Convert.ToInt32 total
                         }
                 })
+
+        member _.ReleaseClaims(holder) =
+            run (fun conn ->
+                exec
+                    conn
+                    null
+                    "UPDATE inbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = @h AND status = 'pending'"
+                    [ "@h", box holder ])
 
         member _.RetryDelivery(id, now) =
             task {

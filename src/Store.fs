@@ -147,10 +147,16 @@ type IInboxStore =
     abstract ClaimDeliveries:
         holder: string * now: DateTimeOffset * until: DateTimeOffset * max: int -> Task<Delivery list>
 
-    abstract MarkDelivered: id: string * at: DateTimeOffset -> Task
+    /// Records the delivery, if `holder` still holds the claim (or nobody does): a holder whose
+    /// claim ran out and was taken over leaves the outcome to the new holder (at least once).
+    abstract MarkDelivered: id: string * at: DateTimeOffset * holder: string -> Task
     /// Counts the attempt; `retryAt = None` dead-letters the delivery. A delivery that is no longer
-    /// pending (delivered meanwhile, or already dead) stays as it is.
-    abstract MarkFailed: id: string * error: string * retryAt: DateTimeOffset option -> Task
+    /// pending (delivered meanwhile, or already dead), or whose claim another holder took over,
+    /// stays as it is.
+    abstract MarkFailed: id: string * error: string * retryAt: DateTimeOffset option * holder: string -> Task
+    /// At start: lets go of the claims `holder` held before a crash, so an instance restarted under
+    /// the same `WeChatFs:InstanceId` delivers them at once instead of after the claims run out.
+    abstract ReleaseClaims: holder: string -> Task<int>
     abstract GetDelivery: id: string -> Task<Delivery option>
     abstract ListDeliveries: status: DeliveryStatus option * offset: int * limit: int -> Task<Page<Delivery>>
     /// Puts a dead (or pending) delivery back in line at `now`; false when unknown or already delivered.

@@ -317,8 +317,7 @@ type Client(http: HttpClient, apiBase: Uri, componentAppId: ComponentAppId, appS
             let tokenName, tokenValue = token
 
             let query =
-                (query
-                 |> List.filter (fun (k, _) -> k <> "access_token" && k <> "component_access_token"))
+                (query |> List.filter (fun (k, _) -> not (ProxyPath.isTokenParameter k)))
                 @ [ tokenName, tokenValue ]
 
             use request = new HttpRequestMessage(method, url ("/" + path.TrimStart '/') query)

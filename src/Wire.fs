@@ -66,8 +66,20 @@ let private readFlat (xml: string) =
     else
         Some(fields |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq)
 
+/// WeChat's deepest push (news articles) nests four levels; a document much deeper is refused before
+/// it is built: turning a deep tree back into text costs the square of its depth.
+let maxDepth = 16
+
+let private checkDepth (xml: string) =
+    use reader = XmlReader.Create(new StringReader(xml), readerSettings)
+
+    while reader.Read() do
+        if reader.Depth > maxDepth then
+            raise (XmlException $"nested deeper than {maxDepth} levels")
+
 /// Nested documents keep each child's inner XML, so parts like <info> or <Articles> can be read again.
 let private readNested (xml: string) =
+    checkDepth xml
     use reader = XmlReader.Create(new StringReader(xml), readerSettings)
     let doc = XDocument.Load reader
 

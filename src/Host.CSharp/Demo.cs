@@ -65,6 +65,9 @@ public static class Demo
             ["WeChatFs:OAuth:FuncKeys:home:TargetUrl"] = $"{simulatorUrl}/sim/business-page?page=home",
             ["WeChatFs:OAuth:FuncKeys:home:Scope"] = "snsapi_base",
             ["WeChatFs:VerificationFiles:MP_verify_demo.txt"] = "demo",
+            // The walk-through opens the start page with a bare ?tenant=; a deployment uses the
+            // signed links of POST /api/authorization-links instead.
+            ["WeChatFs:Authorization:AllowUnsignedTenant"] = "true",
         };
         var gateway = Gateway.Build(args.Where(a => !a.StartsWith("--gateway=") && !a.StartsWith("--simulator=") && !a.StartsWith("--data=")).ToArray(), settings, jsonLogs: false);
         await gateway.StartAsync();

@@ -114,4 +114,52 @@ let tests =
                         (fun e -> e.Key = "WeChatFs:Webhooks:DeliveredRetention")
                         "errors has one that matches"
 
+
+            testCase "the hardening limits have safe defaults and bad values name their keys"
+            <| fun () ->
+                match load valid with
+                | Ok o ->
+                    Expect.equal o.Hardening.ProxyMaxBodyBytes (10L * 1024L * 1024L) "10 MiB by default"
+                    Expect.isFalse o.Hardening.AllowUnsignedTenant "signed links only, by default"
+                    Expect.equal o.Hardening.RefusalLogsPerMinute 10 "refusal lines per minute"
+                    Expect.equal o.Hardening.TicketPushRequestInterval (TimeSpan.FromMinutes 1.) "ticket push requests"
+                | Error e -> failwith $"{e}"
+
+                match
+                    load (
+                        valid
+                        @ [
+                            "WeChatFs:Proxy:MaxBodyBytes", "ten megabytes"
+                            "WeChatFs:Authorization:AllowUnsignedTenant", "yes"
+                            "WeChatFs:Logging:RefusalLogsPerMinute", "0"
+                            "WeChatFs:Component:TicketPushRequestInterval", "00:00:00.100"
+                        ]
+                    )
+                with
+                | Ok _ -> failwith "accepted"
+                | Error errors ->
+                    let keys = errors |> List.map (fun e -> e.Key) |> Set.ofList
+
+                    for k in
+                        [
+                            "WeChatFs:Proxy:MaxBodyBytes"
+                            "WeChatFs:Authorization:AllowUnsignedTenant"
+                            "WeChatFs:Logging:RefusalLogsPerMinute"
+                            "WeChatFs:Component:TicketPushRequestInterval"
+                        ] do
+                        Expect.contains keys k "the bad key is named"
+
+                match
+                    load (
+                        valid
+                        @ [
+                            "WeChatFs:Authorization:AllowUnsignedTenant", "True"
+                            "WeChatFs:Proxy:MaxBodyBytes", "65536"
+                        ]
+                    )
+                with
+                | Ok o ->
+                    Expect.isTrue o.Hardening.AllowUnsignedTenant "True is true"
+                    Expect.equal o.Hardening.ProxyMaxBodyBytes 65536L "a byte count"
+                | Error e -> failwith $"{e}"
         ]

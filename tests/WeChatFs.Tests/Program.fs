@@ -26,7 +26,6 @@ let all =
             StoreTests.tests
             SqlStoreTests.tests
             WeChatClientTests.tests
-            ComponentTokensTests.tests
             AuthorizersTests.tests
             InboxTests.tests
             OAuthStoreTests.tests
@@ -46,6 +45,13 @@ let all =
             ConsoleBrowserTests.tests
             RedPackApiTests.tests
             RedPackServiceTests.tests
+            ProxyPathTests.tests
+            RefusalsTests.tests
+            AuthorizationLinksTests.tests
+            AuthorizerTokenApiTests.tests
+            ComponentTokensTests.tests
+            FuzzTests.tests
+            CrashTests.tests
         ]
 
 /// The line CI reads, from the run's own counts: errored tests count as failed, ignored as skipped.

@@ -447,13 +447,19 @@ let tests =
                     // The receiver's claim on id2 ran out: another instance may take it.
                     let! later = store.ClaimDeliveries("B", t0.AddSeconds 6., t0.AddSeconds 36., 10)
                     Expect.equal (later |> List.map (fun d -> d.Id)) ([ "id2" ]) "later |> List.map (fun d -> d.Id)"
-                    do! store.MarkDelivered("id2", t0.AddSeconds 7.)
-                    do! store.MarkFailed("id1", "HTTP 500", Some(t0.AddSeconds 60.))
+                    // The receiver's late outcome, after B took its claim over, is left to B.
+                    do! store.MarkFailed("id2", "timed out", Some(t0.AddSeconds 60.), "receiver")
+                    do! store.MarkDelivered("id2", t0.AddSeconds 7., "receiver")
+                    let! stillB = store.GetDelivery "id2"
+                    Expect.equal stillB.Value.Status Pending "still B's to deliver"
+                    Expect.equal stillB.Value.Attempts 0 "no attempt counted for the receiver"
+                    do! store.MarkDelivered("id2", t0.AddSeconds 7., "B")
+                    do! store.MarkFailed("id1", "HTTP 500", Some(t0.AddSeconds 60.), "A")
                     let! notYet = store.ClaimDeliveries("C", t0.AddSeconds 40., t0.AddSeconds 70., 10)
                     Expect.isEmpty notYet "notYet"
                     let! due = store.ClaimDeliveries("C", t0.AddSeconds 61., t0.AddSeconds 90., 10)
                     Expect.equal due.Head.Attempts 1 "due.Head.Attempts"
-                    do! store.MarkFailed("id1", "HTTP 500", None)
+                    do! store.MarkFailed("id1", "HTTP 500", None, "C")
                     let! dead = store.ListDeliveries(Some Dead, 0, 10)
 
                     Expect.equal
@@ -463,7 +469,7 @@ let tests =
 
                     Expect.equal dead.Items.Head.LastError (Some "HTTP 500") "dead.Items.Head.LastError"
                     // A late failure from the instance whose claim on id2 ran out does not undo the delivery.
-                    do! store.MarkFailed("id2", "timed out", Some(t0.AddSeconds 60.))
+                    do! store.MarkFailed("id2", "timed out", Some(t0.AddSeconds 60.), "receiver")
                     let! delivered = store.GetDelivery "id2"
                     Expect.equal delivered.Value.Status Delivered "delivered.Value.Status"
                     Expect.equal delivered.Value.Attempts 1 "delivered.Value.Attempts"
@@ -473,6 +479,26 @@ let tests =
                     Expect.isFalse notRetried "notRetried"
                     let! back = store.ClaimDeliveries("C", t0.AddSeconds 100., t0.AddSeconds 130., 10)
                     Expect.equal (back |> List.map (fun d -> d.Id)) ([ "id1" ]) "back |> List.map (fun d -> d.Id)"
+                }
+
+            testTheoryTask "claims held before a restart are released for that holder only" [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+                    let! _ = append store [ item "wxa" "m1" "id1"; item "wxa" "m2" "id2" ]
+                    let! a = store.ClaimDeliveries("A", t0, t0.AddSeconds 30., 1)
+                    let! b = store.ClaimDeliveries("B", t0, t0.AddSeconds 30., 1)
+                    Expect.equal a.Length 1 "A holds one"
+                    Expect.equal b.Length 1 "B holds one"
+                    let! released = store.ReleaseClaims "A"
+                    Expect.equal released 1 "A's one claim is released"
+                    let! again = store.ClaimDeliveries("A", t0.AddSeconds 1., t0.AddSeconds 30., 10)
+
+                    Expect.equal
+                        (again |> List.map (fun d -> d.Id))
+                        (a |> List.map (fun d -> d.Id))
+                        "only A's is free again"
                 }
 
             testTheoryTask
@@ -493,10 +519,10 @@ let tests =
                                     }
                             ]
 
-                    do! store.MarkDelivered("id1", t0)
-                    do! store.MarkDelivered("id2", t0.AddMinutes 1.)
-                    do! store.MarkDelivered("id3", t0.AddHours 2.)
-                    do! store.MarkFailed("id4", "HTTP 500", None)
+                    do! store.MarkDelivered("id1", t0, "A")
+                    do! store.MarkDelivered("id2", t0.AddMinutes 1., "A")
+                    do! store.MarkDelivered("id3", t0.AddHours 2., "A")
+                    do! store.MarkFailed("id4", "HTTP 500", None, "A")
                     let! first = store.PurgeDelivered(t0.AddHours 1., 1)
                     Expect.equal first 1 "first"
                     let! gone = store.GetDelivery "id1"
