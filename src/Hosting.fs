@@ -144,6 +144,29 @@ type WeChatFsExtensions =
         services.AddHostedService<Authorizers.AuthorizerRefresher>() |> ignore
         services.AddSingleton<Inbox.InboxService>() |> ignore
         services.AddHostedService<Inbox.DeliveryWorker>() |> ignore
+
+        services.AddSingleton<CodeManagement.CodeClient>(fun sp ->
+            CodeManagement.CodeClient(
+                sp.GetRequiredService<WeChatClient.Client>(),
+                sp.GetRequiredService<Authorizers.AuthorizerService>(),
+                sp.GetRequiredService<ComponentTokens.ComponentTokenService>()
+            ))
+        |> ignore
+
+        services.AddSingleton<Deployments.DeploymentService>(fun sp ->
+            let store = sp.GetRequiredService<Store.IStore>()
+
+            Deployments.DeploymentService(
+                options,
+                store,
+                DeploymentStore.ofStore store,
+                sp.GetRequiredService<CodeManagement.CodeClient>(),
+                sp.GetRequiredService<TimeProvider>(),
+                sp.GetRequiredService<ILogger<Deployments.DeploymentService>>()
+            ))
+        |> ignore
+
+        services.AddHostedService<Deployments.DeploymentWorker>() |> ignore
         services
 
     /// Maps the WeChat-facing endpoints and the internal API.

@@ -64,19 +64,29 @@ let migrations (d: Dialect) =
         2, [ "ALTER TABLE inbox DROP COLUMN raw_xml" ]
         // The event log is purged by age; without this the purge would read the whole log.
         3, [ "CREATE INDEX events_at ON events (at)" ]
+        // Mini-program deployments (DeploymentStore.fs): a deployment, and one row per target that
+        // the workers claim; next_at is NULL while a target waits for an event or an operator.
+        6,
+        [
+            "CREATE TABLE deployments (id TEXT PRIMARY KEY, template_id BIGINT NOT NULL, user_version TEXT NOT NULL, user_desc TEXT NOT NULL, ext_json TEXT NOT NULL, audit TEXT, release_mode TEXT NOT NULL, release_requested INTEGER NOT NULL, max_concurrency INTEGER NOT NULL, targets TEXT NOT NULL, status TEXT NOT NULL, note TEXT, quota_rest INTEGER, quota_limit INTEGER, quota_checked_at BIGINT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+            "CREATE INDEX deployments_status ON deployments (status)"
+            "CREATE TABLE deployment_targets (deployment_id TEXT NOT NULL, appid TEXT NOT NULL, tenant TEXT, state TEXT NOT NULL, step TEXT, errcode INTEGER, reason TEXT, screenshots TEXT, attempts INTEGER NOT NULL, last_errcode INTEGER, audit_id BIGINT, next_at BIGINT, claimed_by TEXT, claimed_until BIGINT, version INTEGER NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, appid))"
+            "CREATE INDEX deployment_targets_due ON deployment_targets (deployment_id, next_at)"
+            "CREATE INDEX deployment_targets_appid ON deployment_targets (appid, state)"
+        ]
     ]
 
 // ---- small ADO.NET helpers ---------------------------------------------------------------------
 
-let private ms (t: DateTimeOffset) = t.ToUnixTimeMilliseconds()
+let internal ms (t: DateTimeOffset) = t.ToUnixTimeMilliseconds()
 
-let private ofMs (v: int64) =
+let internal ofMs (v: int64) =
     DateTimeOffset.FromUnixTimeMilliseconds v
 
-let private dbValue (v: obj) =
+let internal dbValue (v: obj) =
     if isNull v then box DBNull.Value else v
 
-let private command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: (string * obj) list) =
+let internal command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: (string * obj) list) =
     let c = conn.CreateCommand()
     c.CommandText <- sql
     c.Transaction <- tx
@@ -89,13 +99,13 @@ let private command (conn: DbConnection) (tx: DbTransaction) (sql: string) (ps: 
 
     c
 
-let private exec conn tx sql ps =
+let internal exec conn tx sql ps =
     task {
         use c = command conn tx sql ps
         return! c.ExecuteNonQueryAsync()
     }
 
-let private query conn tx sql ps (read: DbDataReader -> 'a) =
+let internal query conn tx sql ps (read: DbDataReader -> 'a) =
     task {
         use c = command conn tx sql ps
         use! r = c.ExecuteReaderAsync()
@@ -108,23 +118,23 @@ let private query conn tx sql ps (read: DbDataReader -> 'a) =
     }
 
 /// The first row, if any: for lookups by key.
-let private tryOne conn tx sql ps (read: DbDataReader -> 'a) =
+let internal tryOne conn tx sql ps (read: DbDataReader -> 'a) =
     task {
         let! rows = query conn tx sql ps read
         return List.tryHead rows
     }
 
-let private scalar conn tx sql ps =
+let internal scalar conn tx sql ps =
     task {
         use c = command conn tx sql ps
         let! v = c.ExecuteScalarAsync()
         return v
     }
 
-let private text (r: DbDataReader) (i: int) =
+let internal text (r: DbDataReader) (i: int) =
     if r.IsDBNull i then None else Some(r.GetString i)
 
-let private int64Of (r: DbDataReader) (i: int) =
+let internal int64Of (r: DbDataReader) (i: int) =
     if r.IsDBNull i then
         None
     else
@@ -177,7 +187,7 @@ module private Task =
                 return Some ex
         }
 
-type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secrets.Sealer) =
+type internal SqlStore(dialect: Dialect, connections: Connections, sealer: Secrets.Sealer) =
     let run work = connections.Run work
 
     let transaction (work: DbConnection -> DbTransaction -> Task<'a>) (conn: DbConnection) =
@@ -311,6 +321,11 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
 
                     do! tx.CommitAsync()
         }
+
+    /// For stores of other concerns (DeploymentStore) that share this store's connections.
+    member internal _.Dialect = dialect
+
+    member internal _.Connections = connections
 
     interface IStore with
         member _.Provider = dialect.Name

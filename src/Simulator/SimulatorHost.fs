@@ -393,6 +393,7 @@ let map (app: IEndpointRouteBuilder) (state: SimState) =
     app.MapPost("/sim/authorize/confirm", AuthPage.confirmForm state) |> ignore
     app.MapGet("/", home state) |> ignore
     mapControl app state
+    SimCodeApi.map app state |> SimCodeControl.map app state
 
 /// Pushes a ticket now and then every TicketInterval (facts §1.1), while a URL is configured.
 let private runPusher (state: SimState) (stopping: CancellationToken) =
