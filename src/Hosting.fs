@@ -166,7 +166,7 @@ type WeChatFsExtensions =
             ))
         |> ignore
 
-        services.AddHostedService<Deployments.DeploymentWorker>() |> ignore
+        services.AddHostedService<DeploymentWorker.DeploymentWorker>() |> ignore
         services
 
     /// Maps the WeChat-facing endpoints and the internal API.

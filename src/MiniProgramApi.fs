@@ -14,6 +14,7 @@ open WeChatFs.Http
 open WeChatFs.MiniPrograms
 open WeChatFs.DeploymentStore
 open WeChatFs.CodeManagement
+open WeChatFs.DeploymentRequests
 open WeChatFs.Deployments
 
 let private callProblem (ctx: HttpContext) (e: CallError) =
