@@ -73,6 +73,8 @@ let migrations (d: Dialect) =
             "CREATE TABLE deployment_targets (deployment_id TEXT NOT NULL, appid TEXT NOT NULL, tenant TEXT, state TEXT NOT NULL, step TEXT, errcode INTEGER, reason TEXT, screenshots TEXT, attempts INTEGER NOT NULL, last_errcode INTEGER, audit_id BIGINT, next_at BIGINT, claimed_by TEXT, claimed_until BIGINT, version INTEGER NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, appid))"
             "CREATE INDEX deployment_targets_due ON deployment_targets (deployment_id, next_at)"
             "CREATE INDEX deployment_targets_appid ON deployment_targets (appid, state)"
+            // Live claims are counted on every claim: without this, a scan of the whole deployment.
+            "CREATE INDEX deployment_targets_claims ON deployment_targets (deployment_id, claimed_until)"
         ]
     ]
 
