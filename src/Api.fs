@@ -1,6 +1,7 @@
 /// The HTTP edge: every endpoint, mapped with ASP.NET Core endpoint routing.
 module WeChatFs.Api
 
+open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Routing
 open Microsoft.Extensions.DependencyInjection
@@ -67,9 +68,15 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.Map("/api/authorizers/{appid}/wechat/{**path}", AuthorizerApi.authorizerProxy s authorizers)
     |> ignore
 
+    let deployments =
+        app.ServiceProvider.GetService(typeof<Deployments.DeploymentService>) :?> Deployments.DeploymentService
+
     app.MapPost(
         "/wechat/authorizers/{appid}/callback",
-        MetricsApi.timedPush metrics "authorizer_callback" (MessageApi.callback s authorizers inbox)
+        MetricsApi.timedPush
+            metrics
+            "authorizer_callback"
+            (MessageApi.callback s authorizers inbox (fun appid m -> deployments.OnMessage(appid, m)))
     )
     |> ignore
 
@@ -145,3 +152,59 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
         AuthorizerTokenApi.invalidateAuthorizerToken s authorizers
     )
     |> ignore
+    // mini programs: the template library, deployments, and code management per account
+    let code =
+        app.ServiceProvider.GetService(typeof<CodeManagement.CodeClient>) :?> CodeManagement.CodeClient
+
+    app.MapGet("/api/miniprogram/drafts", MiniProgramApi.drafts s code) |> ignore
+
+    app.MapGet("/api/miniprogram/templates", MiniProgramApi.templates s code)
+    |> ignore
+
+    app.MapPost("/api/miniprogram/templates", MiniProgramApi.addTemplate s code)
+    |> ignore
+
+    app.MapDelete("/api/miniprogram/templates/{template_id}", MiniProgramApi.deleteTemplate s code)
+    |> ignore
+
+    app.MapPost("/api/miniprogram/deployments", MiniProgramApi.createDeployment s deployments)
+    |> ignore
+
+    app.MapGet("/api/miniprogram/deployments", MiniProgramApi.listDeployments s deployments)
+    |> ignore
+
+    app.MapGet("/api/miniprogram/deployments/{id}", MiniProgramApi.getDeployment s deployments)
+    |> ignore
+
+    let control (verb: string) (act: MiniPrograms.DeploymentId -> #Task) =
+        app.MapPost(
+            $"/api/miniprogram/deployments/{{id}}/{verb}",
+            MiniProgramApi.control s deployments (fun id -> act id :> Task)
+        )
+        |> ignore
+
+    control "pause" deployments.Pause
+    control "resume" deployments.Resume
+    control "cancel" deployments.Cancel
+    control "retry-failed" deployments.RetryFailed
+    control "release" deployments.Release
+
+    app.MapGet("/api/miniprogram/deployments/{id}/events", MiniProgramApi.events s deployments)
+    |> ignore
+
+    let account (path: string) =
+        "/api/authorizers/{appid}/miniprogram/" + path
+
+    app.MapPost(account "commit", MiniProgramAccountApi.commit s code) |> ignore
+
+    app.MapPost(account "submit-audit", MiniProgramAccountApi.submitAudit s code)
+    |> ignore
+
+    app.MapPost(account "release", MiniProgramAccountApi.release s code) |> ignore
+    app.MapPost(account "revert", MiniProgramAccountApi.revert s code) |> ignore
+
+    app.MapGet(account "audit-status", MiniProgramAccountApi.auditStatus s code)
+    |> ignore
+
+    app.MapGet(account "versions", MiniProgramAccountApi.versions s code) |> ignore
+    app.MapPost(account "domains", MiniProgramAccountApi.domains s code) |> ignore

@@ -146,6 +146,21 @@ let authorizePage (s: Services) (authorizers: AuthorizerService) =
 <p class="muted">This page's code is valid until {links.ExpiresAt:u}; reload for a new one.</p>"""
         })
 
+/// The start page's URL for a link request: it opens only with this signed, expiring link (unless
+/// unsigned tenants are allowed), so the business decides who binds to which tenant.
+let authorizePageUrl (s: Services) (authorizers: AuthorizerService) (r: LinkRequest) =
+    let token =
+        AuthorizationLinks.sign
+            (AuthorizationLinks.linkKey authorizers.StateKey)
+            (s.Clock.GetUtcNow() + s.Options.AuthorizationStateLifetime)
+            {
+                Tenant = Ids.tenant r.Tenant
+                AuthType = r.AuthType |> Option.map string |> Option.defaultValue ""
+                BizAppId = r.BizAppId |> Option.defaultValue ""
+            }
+
+    $"{s.Options.PublicBaseUrl.ToString().TrimEnd('/')}/wechat/component/authorize?link={Uri.EscapeDataString token}"
+
 /// POST /api/authorization-links {tenant, auth_type?, biz_appid?}
 let authorizationLinks (s: Services) (authorizers: AuthorizerService) =
     admin s (fun ctx ->
@@ -173,27 +188,12 @@ let authorizationLinks (s: Services) (authorizers: AuthorizerService) =
                 with
                 | Error e -> do! authorizationProblem ctx e
                 | Ok links ->
-                    // The start page opens only with this signed, expiring link (unless unsigned
-                    // tenants are allowed): the business decides who binds to which tenant.
-                    let token =
-                        AuthorizationLinks.sign
-                            (AuthorizationLinks.linkKey authorizers.StateKey)
-                            (s.Clock.GetUtcNow() + s.Options.AuthorizationStateLifetime)
-                            {
-                                Tenant = Ids.tenant r.Tenant
-                                AuthType = r.AuthType |> Option.map string |> Option.defaultValue ""
-                                BizAppId = r.BizAppId |> Option.defaultValue ""
-                            }
-
-                    let page = "link=" + Uri.EscapeDataString token
-
                     do!
                         writeJson
                             ctx
                             200
                             {|
-                                authorize_page_url =
-                                    $"{s.Options.PublicBaseUrl.ToString().TrimEnd('/')}/wechat/component/authorize?{page}"
+                                authorize_page_url = authorizePageUrl s authorizers r
                                 pc_url = links.PcUrl
                                 mobile_url = links.MobileUrl
                                 expires_at = links.ExpiresAt

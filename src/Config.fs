@@ -70,6 +70,27 @@ type HardeningOptions =
         TicketPushRequestInterval: TimeSpan
     }
 
+/// Mini-program deployments (MiniPrograms.fs, Deployments.fs).
+type MiniProgramOptions =
+    {
+        /// get_auditstatus when no audit event came within this long.
+        AuditPollInterval: TimeSpan
+        /// How often each instance looks for targets that are due.
+        WorkerInterval: TimeSpan
+        /// How long a claimed target stays with its worker before another instance may take it.
+        ClaimLease: TimeSpan
+        /// The first retry's delay after -1 or a broken connection; doubled each time.
+        RetryDelay: TimeSpan
+        /// The wait after 61039 (code scan not finished).
+        ScanRetryDelay: TimeSpan
+        /// The wait after 85085, or while queryquota says no submission is left.
+        QuotaRetryDelay: TimeSpan
+        /// How often a deployment asks wxa/queryquota before submitting.
+        QuotaCheckInterval: TimeSpan
+        /// Attempts of one step before a transient error counts as failed.
+        MaxAttempts: int
+    }
+
 type GatewayOptions =
     {
         ComponentAppId: ComponentAppId
@@ -110,6 +131,7 @@ type GatewayOptions =
         ReleaseResponder: bool
         RedPacks: RedPackOptions
         Hardening: HardeningOptions
+        MiniProgram: MiniProgramOptions
     }
 
 let private key (name: string) = "WeChatFs:" + name
@@ -263,6 +285,36 @@ let private webhooks cfg =
                 RetryBase = retryBase
                 PollInterval = poll
                 DeliveredRetention = retention
+            }
+    }
+
+let private miniProgram cfg =
+    let span name (d: TimeSpan) =
+        timeSpan cfg ("MiniProgram:" + name) d (TimeSpan.FromMilliseconds 10.)
+
+    validation {
+        let! poll = span "AuditPollInterval" (TimeSpan.FromMinutes 30.)
+        and! worker = span "WorkerInterval" (TimeSpan.FromSeconds 1.)
+
+        and! lease =
+            timeSpan cfg "MiniProgram:ClaimLease" (TimeSpan.FromMinutes 2.) (TimeSpan.FromSeconds 1.)
+
+        and! retry = span "RetryDelay" (TimeSpan.FromSeconds 30.)
+        and! scan = span "ScanRetryDelay" (TimeSpan.FromMinutes 5.)
+        and! quota = span "QuotaRetryDelay" (TimeSpan.FromHours 1.)
+        and! quotaCheck = span "QuotaCheckInterval" (TimeSpan.FromMinutes 10.)
+        and! attempts = positiveInt cfg "MiniProgram:MaxAttempts" 5
+
+        return
+            {
+                AuditPollInterval = poll
+                WorkerInterval = worker
+                ClaimLease = lease
+                RetryDelay = retry
+                ScanRetryDelay = scan
+                QuotaRetryDelay = quota
+                QuotaCheckInterval = quotaCheck
+                MaxAttempts = attempts
             }
     }
 
@@ -474,6 +526,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
             timeSpan cfg "Authorizers:RefreshJitter" (TimeSpan.FromMinutes 2.) TimeSpan.Zero
 
         and! hooks = webhooks cfg
+        and! mini = miniProgram cfg
 
         and! eventRetention =
             timeSpan cfg "Events:Retention" (TimeSpan.FromDays 90.) (TimeSpan.FromDays 1.)
@@ -520,6 +573,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                     |> Option.forall (fun v -> v.ToLowerInvariant() <> "false")
                 RedPacks = redPackOptions
                 Hardening = limits
+                MiniProgram = mini
             }
     }
 

@@ -214,6 +214,29 @@ type WeChatFsExtensions =
         services.TryAddSingleton<RedPackService.ITrackingTokens, RedPackService.OAuthTrackingTokens>()
         services.AddSingleton<RedPackService.RedPackService>() |> ignore
         services.AddHostedService<RedPackService.RedPackWorker>() |> ignore
+
+        services.AddSingleton<CodeManagement.CodeClient>(fun sp ->
+            CodeManagement.CodeClient(
+                sp.GetRequiredService<WeChatClient.Client>(),
+                sp.GetRequiredService<Authorizers.AuthorizerService>(),
+                sp.GetRequiredService<ComponentTokens.ComponentTokenService>()
+            ))
+        |> ignore
+
+        services.AddSingleton<Deployments.DeploymentService>(fun sp ->
+            let store = sp.GetRequiredService<Store.IStore>()
+
+            Deployments.DeploymentService(
+                options,
+                store,
+                DeploymentStore.ofStore store,
+                sp.GetRequiredService<CodeManagement.CodeClient>(),
+                sp.GetRequiredService<TimeProvider>(),
+                sp.GetRequiredService<ILogger<Deployments.DeploymentService>>()
+            ))
+        |> ignore
+
+        services.AddHostedService<DeploymentWorker.DeploymentWorker>() |> ignore
         services
 
     /// Maps the WeChat-facing endpoints and the internal API.

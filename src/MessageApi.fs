@@ -41,8 +41,14 @@ let private writeReply
     ctx.Response.WriteAsync(Crypto.replyXml sealedReply)
 
 /// POST: verify, decrypt, type; store before answering; the webhook's reply (if it answers in time)
-/// goes back encrypted, otherwise `success`.
-let callback (s: Services) (authorizers: Authorizers.AuthorizerService) (inbox: InboxService) =
+/// goes back encrypted, otherwise `success`. `onMessage` sees every typed message first (the
+/// deployments take their audit events from it) and has stored what it needs when it returns.
+let callback
+    (s: Services)
+    (authorizers: Authorizers.AuthorizerService)
+    (inbox: InboxService)
+    (onMessage: AuthorizerAppId -> Messages.Message -> Task)
+    =
     handler (fun ctx ->
         task {
             let appid = string ctx.Request.RouteValues["appid"]
@@ -57,6 +63,8 @@ let callback (s: Services) (authorizers: Authorizers.AuthorizerService) (inbox: 
                     s.Refusals.Refused("message_push_unreadable", 400, Wire.describe e)
                     do! writeText ctx 400 (Wire.describe e)
                 | Ok m ->
+                    do! onMessage (AuthorizerAppId appid) m
+
                     let release =
                         if s.Options.ReleaseResponder then
                             Messages.decideRelease appid m

@@ -77,6 +77,18 @@ let migrations (d: Dialect) =
             "CREATE TABLE jsapi_tickets (authorizer_appid TEXT PRIMARY KEY, ticket TEXT NOT NULL, expires_at BIGINT NOT NULL)"
             "CREATE TABLE verification_files (name TEXT PRIMARY KEY, content TEXT NOT NULL, updated_at BIGINT NOT NULL)"
         ]
+        // Mini-program deployments (DeploymentStore.fs): a deployment, and one row per target that
+        // the workers claim; next_at is NULL while a target waits for an event or an operator.
+        6,
+        [
+            "CREATE TABLE deployments (id TEXT PRIMARY KEY, template_id BIGINT NOT NULL, user_version TEXT NOT NULL, user_desc TEXT NOT NULL, ext_json TEXT NOT NULL, audit TEXT, release_mode TEXT NOT NULL, release_requested INTEGER NOT NULL, max_concurrency INTEGER NOT NULL, targets TEXT NOT NULL, status TEXT NOT NULL, note TEXT, quota_rest INTEGER, quota_limit INTEGER, quota_checked_at BIGINT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+            "CREATE INDEX deployments_status ON deployments (status)"
+            "CREATE TABLE deployment_targets (deployment_id TEXT NOT NULL, appid TEXT NOT NULL, tenant TEXT, state TEXT NOT NULL, step TEXT, errcode INTEGER, reason TEXT, screenshots TEXT, attempts INTEGER NOT NULL, last_errcode INTEGER, audit_id BIGINT, next_at BIGINT, claimed_by TEXT, claimed_until BIGINT, version INTEGER NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (deployment_id, appid))"
+            "CREATE INDEX deployment_targets_due ON deployment_targets (deployment_id, next_at)"
+            "CREATE INDEX deployment_targets_appid ON deployment_targets (appid, state)"
+            // Live claims are counted on every claim: without this, a scan of the whole deployment.
+            "CREATE INDEX deployment_targets_claims ON deployment_targets (deployment_id, claimed_until)"
+        ]
         // Cash red packets: merchants (API key and private key sealed) and every packet, stored
         // before WeChat Pay is asked; one row per Idempotency-Key and per mch_billno.
         7,
@@ -202,7 +214,7 @@ module private Task =
                 return Some ex
         }
 
-/// What the stores of later features that share the database (OAuthStore, RedPackStore) build on: the same
+/// What the stores of later features that share the database (OAuthStore, RedPackStore, DeploymentStore) build on: the same
 /// connections, dialect and sealer as the store itself.
 type ISqlAccess =
     abstract Dialect: Dialect

@@ -312,7 +312,7 @@ type Client(http: HttpClient, apiBase: Uri, componentAppId: ComponentAppId, appS
 
     /// The proxy's call: any method and path under the API base, with `token` added to the query.
     /// Returns WeChat's answer as it came, plus the errcode if the body is a JSON error.
-    member private _.Forward(method: HttpMethod, path: string, query, body: byte[] option, contentType, token) =
+    member _.Forward(method: HttpMethod, path: string, query, body: byte[] option, contentType, token) =
         task {
             let tokenName, tokenValue = token
 

@@ -435,6 +435,36 @@ let main argv =
                 else
                     Load.print r share
 
+        if only = Some "deploy" then
+            let targets = arg "--targets" 10000
+
+            let providers =
+                match argv |> Array.tryFindIndex ((=) "--provider") with
+                | Some i when i + 1 < argv.Length -> [ argv[i + 1] ]
+                | _ -> [ "sqlite"; "postgres" ]
+
+            for provider in providers do
+                // A simulator of its own: the deployment goes to every mini program it knows.
+                let! deploySim =
+                    SimulatorHost.start
+                        { SimulatorOptions.defaults with
+                            TicketInterval = TimeSpan.FromHours 1.
+                            AutoPushTickets = false
+                        }
+                        "http://127.0.0.1:0"
+
+                let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
+
+                let cs =
+                    if provider = "sqlite" then
+                        "Data Source=" + Path.Combine(folder, "wechatfs.db")
+                    else
+                        pg.NewDatabase()
+
+                do! Deploy.run startGateway adminKey deploySim provider cs folder targets
+                do! deploySim.StopAsync()
+                removeFolder folder
+
         do! bareApp.StopAsync()
         do! sim.StopAsync()
         pg.Stop()

@@ -1,6 +1,7 @@
 /// Console page `/console/authorize`: a link and its QR code for a tenant, to send to a merchant. The
-/// link opens the authorization page on this gateway's own domain (WeChat checks the Referer), which
-/// asks WeChat for a fresh pre_auth_code each time it is opened, so the link does not run out.
+/// link opens the authorization page on this gateway's own domain (WeChat checks the Referer), signed
+/// for the tenant like the links of POST /api/authorization-links, and asks WeChat for a fresh
+/// pre_auth_code each time it is opened.
 module WeChatFs.ConsoleAuthorize
 
 open System
@@ -23,17 +24,6 @@ let private qrSvg (text: string) =
     use data = generator.CreateQrCode(text, QRCodeGenerator.ECCLevel.M)
     use svg = new SvgQRCode(data)
     svg.GetGraphic(4)
-
-/// The authorization page's URL for a validated request.
-let linkFor (publicBase: Uri) (r: AuthorizerApi.LinkRequest) =
-    [
-        "tenant", Some(Ids.tenant r.Tenant)
-        "auth_type", r.AuthType |> Option.map string
-        "biz_appid", r.BizAppId
-    ]
-    |> List.choose (fun (k, v) -> v |> Option.map (fun v -> $"{k}={Uri.EscapeDataString v}"))
-    |> String.concat "&"
-    |> fun q -> $"{publicBase.ToString().TrimEnd('/')}/wechat/component/authorize?{q}"
 
 let private authorize (c: ConsoleContext) =
     page c nav.Path (fun ctx ->
@@ -100,7 +90,7 @@ let private authorize (c: ConsoleContext) =
                             ]
                     | Some(Error e) -> p [ _class "error"; attr "role" "alert" ] [ str e ]
                     | Some(Ok r) ->
-                        let url = linkFor c.Services.Options.PublicBaseUrl r
+                        let url = AuthorizerApi.authorizePageUrl c.Services c.Authorizers r
 
                         section
                             [ attr "aria-labelledby" "h-link" ]
@@ -113,9 +103,9 @@ let private authorize (c: ConsoleContext) =
                                 p
                                     [ _class "muted" ]
                                     [
-                                        str "Each opening asks WeChat for a fresh code, valid for "
+                                        str "The link is signed for this tenant and works for "
                                         str (duration c.Services.Options.AuthorizationStateLifetime)
-                                        str " from that moment."
+                                        str "; each opening asks WeChat for a fresh code."
                                     ]
                             ]
                 ]

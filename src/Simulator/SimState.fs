@@ -241,6 +241,7 @@ type SimState(options: SimulatorOptions) =
     let customMessages = List<CustomMessage>()
     let mutable pushOrder = PushBeforeRedirect
     let mutable fastRegistered = 0
+    let mutable generated = 0
 
     let locked f = lock sync f
 
@@ -438,6 +439,32 @@ type SimState(options: SimulatorOptions) =
 
             authorizeNew acct (defaultPermissions MiniProgram) now
             issueCode acct.AppId now)
+
+    /// `count` new mini programs authorized with `funcIds` at once, for tests and benchmarks that need
+    /// many (appids wxsimgen + 10 digits). No push: the gateway learns of them through
+    /// api_get_authorizer_list.
+    member this.AddMiniPrograms(count: int, funcIds: int list) =
+        let now = this.Now()
+
+        locked (fun () ->
+            [
+                for _ in 1..count do
+                    generated <- generated + 1
+                    let n = generated
+
+                    let acct =
+                        account
+                            $"wxsimgen{n:D10}"
+                            $"gh_5a1gen{n:D7}"
+                            $"Generated mini {n}"
+                            "Generated Co., Ltd."
+                            MiniProgram
+                            0
+                            0
+
+                    authorizeNew acct funcIds now
+                    acct.AppId
+            ])
 
     member private this.IssueAuthorizerToken(a: Authorization) =
         issueReplacing a.Tokens (this.Now()) (newAuthorizerToken ())

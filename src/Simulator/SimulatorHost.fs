@@ -418,6 +418,8 @@ let map (app: IEndpointRouteBuilder) (state: SimState) =
     app.MapGet("/sns/userinfo", api state "sns_userinfo" (SimOAuth.userInfo state oauth))
     |> ignore
 
+    SimCodeApi.map app state |> SimCodeControl.map app state
+
 /// Pushes a ticket now and then every TicketInterval (facts §1.1), while a URL is configured.
 let private runPusher (state: SimState) (stopping: CancellationToken) =
     task {

@@ -19,6 +19,7 @@ let all =
             MessagesTests.tests
             RedPacksTests.tests
             RedPackStateTests.tests
+            MiniProgramsTests.tests
             ConfigTests.tests
             OAuthTests.tests
             OAuthConfigTests.tests
@@ -34,6 +35,8 @@ let all =
             AuthorizerApiTests.tests
             MultiInstanceTests.tests
             MessageApiTests.tests
+            DeploymentsTests.tests
+            MiniProgramApiTests.tests
             SimulatorTests.tests
             OAuthApiTests.tests
             JsApiTicketsTests.tests

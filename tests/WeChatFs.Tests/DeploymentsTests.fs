@@ -1,0 +1,601 @@
+/// Deployments end to end: a gateway and the simulator over HTTP, the template library, a
+/// deployment to many mini programs through audit (events and polling) to release, the controls,
+/// the submit quota, restarts and two instances on one PostgreSQL database.
+module WeChatFs.Tests.DeploymentsTests
+
+open System
+open System.Net
+open System.Net.Http
+open System.Text.Json
+open System.Threading.Tasks
+open Expecto
+open WeChatFs.Tests.Helpers
+open WeChatFs.Tests.Helpers
+open WeChatFs.Tests.Harness
+
+let private fast =
+    [
+        "WeChatFs:MiniProgram:WorkerInterval", "00:00:00.050"
+        "WeChatFs:MiniProgram:RetryDelay", "00:00:00.050"
+        "WeChatFs:MiniProgram:QuotaCheckInterval", "00:00:00.200"
+        "WeChatFs:MiniProgram:QuotaRetryDelay", "00:00:00.300"
+    ]
+
+let private storeSettings (provider: string) =
+    if provider = "postgres" then
+        [
+            "WeChatFs:Storage:Provider", "postgres"
+            "WeChatFs:Storage:ConnectionString", postgres.Force().NewDatabase()
+        ]
+    else
+        []
+
+let private simPost (pair: Pair) (path: string) (body: obj) =
+    task {
+        let! r = postJson pair.Http (pair.SimUrl path) body
+        r.EnsureSuccessStatusCode() |> ignore
+        return! json r
+    }
+
+/// `count` new mini programs on the simulator, known to the gateway with their profiles, and a
+/// template made from draft 1 through the gateway's template library.
+let prepare (pair: Pair) (count: int) =
+    task {
+        let! added = simPost pair "/sim/miniprograms" {| count = count |}
+
+        let appids =
+            [ for a in added.GetProperty("appids").EnumerateArray() -> a.GetString() ]
+
+        let! _ = pushTicket pair
+
+        let! ready =
+            eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                task {
+                    let! status, _ = componentToken pair
+                    return status = HttpStatusCode.OK
+                })
+
+        Expect.isTrue ready "ready"
+        let! synced = pair.Gateway.Api.PostAsync("/api/authorizers/sync", null)
+        Expect.isTrue synced.IsSuccessStatusCode "synced.IsSuccessStatusCode"
+
+        // The profiles (kind, permission sets) come with the import; "all" needs them.
+        let! profiled =
+            eventually (TimeSpan.FromSeconds 20.) (fun () ->
+                task {
+                    let! r = pair.Gateway.Api.GetAsync "/api/authorizers?limit=500"
+                    let! root = json r
+
+                    let minis =
+                        root.GetProperty("items").EnumerateArray()
+                        |> Seq.filter (fun a -> str a "kind" = "mini_program")
+                        |> Seq.length
+
+                    return minis >= count
+                })
+
+        Expect.isTrue profiled "profiled"
+
+        let! addedTemplate =
+            postJson pair.Gateway.Api "/api/miniprogram/templates" {| draft_id = 1 |}
+
+        Expect.equal addedTemplate.StatusCode HttpStatusCode.OK "addedTemplate.StatusCode"
+        let! list = pair.Gateway.Api.GetAsync "/api/miniprogram/templates"
+        let! templates = json list
+        let template = templates.GetProperty("template_list").EnumerateArray() |> Seq.last
+        return appids, template.GetProperty("template_id").GetInt64()
+    }
+
+let audit =
+    {|
+        item_list =
+            [|
+                {|
+                    address = "pages/index/index"
+                    tag = "shop"
+                    first_class = "工具"
+                    second_class = "效率"
+                    first_id = 287
+                    second_id = 612
+                    title = "Home"
+                |}
+            |]
+    |}
+
+let deploy (pair: Pair) (body: obj) =
+    task {
+        let! r = postJson pair.Gateway.Api "/api/miniprogram/deployments" body
+        let! root = json r
+        let id = str root "id"
+        Expect.equal r.StatusCode HttpStatusCode.Accepted "r.StatusCode"
+        Expect.equal (string r.Headers.Location) ($"/api/miniprogram/deployments/{id}") "string r.Headers.Location"
+        return id
+    }
+
+let getDeployment (api: HttpClient) (id: string) =
+    task {
+        let! r = api.GetAsync $"/api/miniprogram/deployments/{id}"
+        return! json r
+    }
+
+let count (d: JsonElement) (state: string) =
+    d.GetProperty("counts").GetProperty(state).GetInt32()
+
+/// Polls the deployment until `check` holds.
+let until (api: HttpClient) (id: string) (seconds: float) (check: JsonElement -> bool) =
+    eventually (TimeSpan.FromSeconds seconds) (fun () ->
+        task {
+            let! d = getDeployment api id
+            return check d
+        })
+
+let simPrograms (pair: Pair) =
+    task {
+        let! r = pair.Http.GetAsync(pair.SimUrl "/sim/miniprograms")
+        let! root = json r
+        return [ for p in root.EnumerateArray() -> str p "appid", p ] |> Map.ofList
+    }
+
+let callsOf (p: JsonElement) (api: string) =
+    match p.GetProperty("calls").TryGetProperty api with
+    | true, v -> v.GetInt32()
+    | _ -> 0
+
+/// Every target's WeChat calls happened once each: no commit, submission or release repeated.
+let assertEachOnce (pair: Pair) (appids: string list) =
+    task {
+        let! programs = simPrograms pair
+
+        for a in appids do
+            for api in [ "commit"; "submit_audit"; "release" ] do
+                Expect.isTrue (callsOf programs[a] api = 1) ($"{a}: {callsOf programs[a] api} calls of {api}")
+    }
+
+
+let tests =
+    testSequencedGroup "Deployments"
+    <| testList
+        "Deployments"
+        [
+            testTheoryTask "a deployment to 30 mini programs ends with each one's verdict" [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! pair = startPairWith (simulatorOptions ()) (fast @ storeSettings provider)
+                    use _ = pair
+                    let! appids, templateId = prepare pair 30
+                    let rejected = appids |> List.take 5
+                    let delayed = appids |> List.skip 5 |> List.take 5
+
+                    for a in rejected do
+                        let! _ =
+                            simPost
+                                pair
+                                "/sim/miniprograms/verdict"
+                                {|
+                                    appid = a
+                                    verdict = "reject"
+                                    reason = "missing privacy policy"
+                                |}
+
+                        ()
+
+                    for a in delayed do
+                        let! _ =
+                            simPost
+                                pair
+                                "/sim/miniprograms/verdict"
+                                {|
+                                    appid = a
+                                    verdict = "delay_then_approve"
+                                    reason = "more review needed"
+                                |}
+
+                        ()
+
+                    let! id =
+                        deploy
+                            pair
+                            {|
+                                template_id = templateId
+                                user_version = "1.0.0"
+                                user_desc = "first release"
+                                ext_json =
+                                    {|
+                                        extAppid = "{{appid}}"
+                                        ext = {| shop = "{{appid}}" |}
+                                    |}
+                                targets = "all"
+                                audit = audit
+                                release = "auto"
+                            |}
+
+                    let! settled = until pair.Gateway.Api id 60. (fun d -> str d "status" = "completed")
+
+                    let! d = getDeployment pair.Gateway.Api id
+                    Expect.isTrue settled (d.GetRawText())
+                    Expect.equal (count d "released") 25 "count d 'released'"
+                    Expect.equal (count d "audit_rejected") 5 "count d 'audit_rejected'"
+                    Expect.equal (d.GetProperty("total").GetInt32()) 30 "d.GetProperty('total').GetInt32()"
+
+                    let targets =
+                        [ for t in d.GetProperty("target_list").EnumerateArray() -> str t "appid", t ]
+                        |> Map.ofList
+
+                    for a in rejected do
+                        Expect.equal (str targets[a] "state") "audit_rejected" "str targets[a] 'state'"
+                        Expect.equal (str targets[a] "reason") "missing privacy policy" "str targets[a] 'reason'"
+
+                        Expect.equal
+                            (str targets[a] "screenshots")
+                            "sim_media_1|sim_media_2"
+                            "str targets[a] 'screenshots'"
+
+                    for a in delayed do
+                        Expect.equal (str targets[a] "state") "released" "str targets[a] 'state'"
+
+                    // ext_json reached WeChat as a JSON-encoded string, placeholders replaced per account.
+                    let! programs = simPrograms pair
+
+                    for a in appids do
+                        let ext = JsonDocument.Parse(str programs[a] "ext_json").RootElement
+                        Expect.equal (str ext "extAppid") a "str ext 'extAppid'"
+
+                        Expect.equal
+                            (ext.GetProperty("ext").GetProperty("shop").GetString())
+                            a
+                            "ext.GetProperty('ext').GetProperty('shop').GetString()"
+
+                        Expect.equal (callsOf programs[a] "commit") 1 "callsOf programs[a] 'commit'"
+                        Expect.equal (callsOf programs[a] "submit_audit") 1 "callsOf programs[a] 'submit_audit'"
+
+                        Expect.equal
+                            (callsOf programs[a] "release")
+                            ((if List.contains a rejected then 0 else 1))
+                            "callsOf programs[a] 'release'"
+                }
+
+            testCaseTask "an audit with no event is settled by polling get_auditstatus"
+            <| fun () ->
+                task {
+                    let! pair =
+                        startPairWith
+                            (simulatorOptions ())
+                            (fast @ [ "WeChatFs:MiniProgram:AuditPollInterval", "00:00:01" ])
+
+                    use _ = pair
+                    let! appids, templateId = prepare pair 2
+
+                    let! _ =
+                        simPost pair "/sim/miniprograms/verdict" {| verdict = "approve"; push = false |}
+
+                    let! id =
+                        deploy
+                            pair
+                            {|
+                                template_id = templateId
+                                user_version = "1.0.1"
+                                user_desc = "polled"
+                                targets = appids
+                                audit = audit
+                                release = "auto"
+                            |}
+
+                    let! released = until pair.Gateway.Api id 30. (fun d -> count d "released" = 2)
+                    Expect.isTrue released "released"
+                    let! programs = simPrograms pair
+
+                    for a in appids do
+                        Expect.isTrue
+                            (callsOf programs[a] "get_auditstatus" >= 1)
+                            "callsOf programs[a] 'get_auditstatus' >= 1"
+                }
+
+            testCaseTask "manual release waits for the release call, audit null stops after commit"
+            <| fun () ->
+                task {
+                    let! pair = startPairWith (simulatorOptions ()) fast
+                    use _ = pair
+                    let! appids, templateId = prepare pair 3
+
+                    let! manual =
+                        deploy
+                            pair
+                            {|
+                                template_id = templateId
+                                user_version = "1.1.0"
+                                user_desc = "manual"
+                                targets = appids
+                                audit = audit
+                                release = "manual"
+                            |}
+
+                    let! passed = until pair.Gateway.Api manual 30. (fun d -> count d "audit_passed" = 3)
+                    Expect.isTrue passed "passed"
+                    do! Task.Delay 300
+                    let! still = getDeployment pair.Gateway.Api manual
+                    Expect.equal (count still "released") 0 "count still 'released'"
+
+                    let! r =
+                        pair.Gateway.Api.PostAsync($"/api/miniprogram/deployments/{manual}/release", null)
+
+                    Expect.equal r.StatusCode HttpStatusCode.OK "r.StatusCode"
+
+                    let! released =
+                        until pair.Gateway.Api manual 30. (fun d -> str d "status" = "completed")
+
+                    Expect.isTrue released "released"
+                    let! d = getDeployment pair.Gateway.Api manual
+                    Expect.equal (count d "released") 3 "count d 'released'"
+
+                    let! commitOnly =
+                        deploy
+                            pair
+                            {|
+                                template_id = templateId
+                                user_version = "1.2.0"
+                                user_desc = "commit only"
+                                targets = appids
+                                audit = null
+                            |}
+
+                    let! done' =
+                        until pair.Gateway.Api commitOnly 30. (fun d -> str d "status" = "completed")
+
+                    Expect.isTrue done' "done'"
+                    let! c = getDeployment pair.Gateway.Api commitOnly
+                    Expect.equal (count c "committed") 3 "count c 'committed'"
+                }
+
+            testCaseTask "pause stops new calls, resume finishes, cancel ends what is left"
+            <| fun () ->
+                task {
+                    let! pair = startPairWith (simulatorOptions ()) fast
+                    use _ = pair
+                    let! appids, templateId = prepare pair 12
+                    // Slow commits, so the deployment is caught half way.
+                    do!
+                        inject
+                            pair
+                            {|
+                                api = "commit"
+                                latency_ms = 150
+                                times = 100
+                            |}
+
+                    let body =
+                        {|
+                            template_id = templateId
+                            user_version = "2.0.0"
+                            user_desc = "paused"
+                            targets = appids
+                            audit = audit
+                            release = "auto"
+                            max_concurrency = 2
+                        |}
+
+                    let! id = deploy pair body
+                    let! started = until pair.Gateway.Api id 10. (fun d -> count d "pending" < 12)
+                    Expect.isTrue started "started"
+                    let! r = pair.Gateway.Api.PostAsync($"/api/miniprogram/deployments/{id}/pause", null)
+                    let! paused = json r
+                    Expect.equal (str paused "status") "paused" "str paused 'status'"
+                    do! Task.Delay 600
+                    let! c1 = calls pair "commit"
+                    do! Task.Delay 600
+                    let! c2 = calls pair "commit"
+                    Expect.equal c2 c1 "c2"
+                    Expect.isTrue (c1 < 12) ($"{c1} commits before the pause took effect")
+
+                    let! _ =
+                        pair.Gateway.Api.PostAsync($"/api/miniprogram/deployments/{id}/resume", null)
+
+                    let! finished = until pair.Gateway.Api id 60. (fun d -> str d "status" = "completed")
+                    Expect.isTrue finished "finished"
+                    let! d = getDeployment pair.Gateway.Api id
+                    Expect.equal (count d "released") 12 "count d 'released'"
+
+                    let! second = deploy pair {| body with user_version = "2.0.1" |}
+                    let! _ = until pair.Gateway.Api second 10. (fun d -> count d "pending" < 12)
+
+                    let! r =
+                        pair.Gateway.Api.PostAsync($"/api/miniprogram/deployments/{second}/cancel", null)
+
+                    let! cancelled = json r
+                    Expect.equal (str cancelled "status") "cancelled" "str cancelled 'status'"
+                    let! c3 = calls pair "commit"
+                    do! Task.Delay 800
+                    let! c4 = calls pair "commit"
+                    Expect.isTrue (c4 - c3 <= 2) "at most the calls in flight finish after cancel"
+                    let! after = getDeployment pair.Gateway.Api second
+                    Expect.isTrue (count after "cancelled" > 0) "count after 'cancelled' > 0"
+                    Expect.equal (count after "pending") 0 "count after 'pending'"
+                }
+
+            testCaseTask "an exhausted submit quota stops submitting and says so"
+            <| fun () ->
+                task {
+                    let! pair = startPairWith (simulatorOptions ()) fast
+                    use _ = pair
+                    let! appids, templateId = prepare pair 5
+                    let! _ = simPost pair "/sim/miniprograms/quota" {| rest = 2; limit = 20 |}
+
+                    let! id =
+                        deploy
+                            pair
+                            {|
+                                template_id = templateId
+                                user_version = "3.0.0"
+                                user_desc = "quota"
+                                targets = appids
+                                audit = audit
+                                release = "auto"
+                            |}
+
+                    let! stuck =
+                        until pair.Gateway.Api id 30. (fun d -> count d "released" = 2 && count d "committed" = 3)
+
+                    let! d = getDeployment pair.Gateway.Api id
+                    Expect.isTrue stuck (d.GetRawText())
+                    Expect.stringContains (str d "note") "quota" "str d 'note'"
+                    do! Task.Delay 800
+                    let! submits = calls pair "submit_audit"
+                    Expect.equal submits 2 "submits"
+                    // More quota: submitting resumes by itself.
+                    let! _ = simPost pair "/sim/miniprograms/quota" {| rest = 10; limit = 20 |}
+                    let! all = until pair.Gateway.Api id 30. (fun d -> count d "released" = 5)
+                    Expect.isTrue all "all"
+                }
+
+            testCaseTask "transient errors are retried, permanent ones fail and retry-failed runs them again"
+            <| fun () ->
+                task {
+                    let! pair = startPairWith (simulatorOptions ()) fast
+                    use _ = pair
+                    let! appids, templateId = prepare pair 3
+
+                    do!
+                        inject
+                            pair
+                            {|
+                                api = "commit"
+                                errcode = -1
+                                times = 2
+                            |}
+
+                    do!
+                        inject
+                            pair
+                            {|
+                                api = "submit_audit"
+                                errcode = 86002
+                                times = 1
+                            |}
+
+                    let! id =
+                        deploy
+                            pair
+                            {|
+                                template_id = templateId
+                                user_version = "4.0.0"
+                                user_desc = "errors"
+                                targets = appids
+                                audit = audit
+                                release = "auto"
+                            |}
+
+                    let! settled = until pair.Gateway.Api id 30. (fun d -> str d "status" = "completed")
+                    Expect.isTrue settled "settled"
+                    let! d = getDeployment pair.Gateway.Api id
+                    Expect.equal (count d "released") 2 "count d 'released'"
+                    Expect.equal (count d "failed") 1 "count d 'failed'"
+
+                    let failed =
+                        d.GetProperty("target_list").EnumerateArray()
+                        |> Seq.find (fun t -> str t "state" = "failed")
+
+                    Expect.equal (str failed "step") "submit_audit" "str failed 'step'"
+
+                    Expect.equal
+                        (failed.GetProperty("last_errcode").GetInt32())
+                        86002
+                        "failed.GetProperty('last_errcode').GetInt32()"
+
+                    Expect.stringContains (str failed "last_error") "profile" "str failed 'last_error'"
+
+                    let! r =
+                        pair.Gateway.Api.PostAsync($"/api/miniprogram/deployments/{id}/retry-failed", null)
+
+                    Expect.equal r.StatusCode HttpStatusCode.OK "r.StatusCode"
+                    let! all = until pair.Gateway.Api id 30. (fun d -> count d "released" = 3)
+                    Expect.isTrue all "all"
+                }
+
+            testCaseTask "a restart in the middle repeats no call that had succeeded"
+            <| fun () ->
+                task {
+                    let! pair =
+                        startPairWith
+                            (simulatorOptions ())
+                            (fast @ [ "WeChatFs:MiniProgram:AuditPollInterval", "00:00:01" ])
+
+                    use _ = pair
+                    let! appids, templateId = prepare pair 16
+                    let! _ = simPost pair "/sim/miniprograms/latency" {| ms = 60 |}
+
+                    let! _ =
+                        simPost
+                            pair
+                            "/sim/miniprograms/verdict"
+                            {|
+                                verdict = "approve"
+                                delay_ms = 300
+                            |}
+
+                    let! id =
+                        deploy
+                            pair
+                            {|
+                                template_id = templateId
+                                user_version = "5.0.0"
+                                user_desc = "restart"
+                                targets = appids
+                                audit = audit
+                                release = "auto"
+                                max_concurrency = 4
+                            |}
+
+                    let! midway =
+                        until pair.Gateway.Api id 30. (fun d -> count d "pending" < 10 && count d "released" < 16)
+
+                    Expect.isTrue midway "midway"
+                    let! g = pair.RestartGateway fast
+                    pair.Sim.SetMessageUrlTemplate(Some(g.Url "/wechat/authorizers/$APPID$/callback"))
+                    let! before = getDeployment g.Api id
+                    Expect.isTrue (count before "released" < 16) "the restart came too late to matter"
+                    let! finished = until g.Api id 60. (fun d -> count d "released" = 16)
+                    Expect.isTrue finished "finished"
+                    do! assertEachOnce pair appids
+                }
+
+            testCaseTask "two instances share a deployment, never call twice and keep max_concurrency between them"
+            <| fun () ->
+                task {
+                    let masterKey = Convert.ToBase64String(Array.init 32 byte)
+
+                    let settings =
+                        fast @ storeSettings "postgres" @ [ "WeChatFs:Secrets:MasterKey", masterKey ]
+
+                    let! pair = startPairWith (simulatorOptions ()) settings
+                    use _ = pair
+                    let! appids, templateId = prepare pair 24
+
+                    let! second =
+                        startGatewayWith pair.Sim.BaseUrl (newDataFolder ()) (OffsetClock()) settings
+
+                    use _ = second
+                    let! _ = simPost pair "/sim/miniprograms/latency" {| ms = 40 |}
+                    let! _ = simPost pair "/sim/miniprograms/concurrency" {| |}
+
+                    let! id =
+                        deploy
+                            pair
+                            {|
+                                template_id = templateId
+                                user_version = "6.0.0"
+                                user_desc = "two instances"
+                                targets = "all"
+                                audit = audit
+                                release = "auto"
+                                max_concurrency = 3
+                            |}
+
+                    let! finished = until second.Api id 60. (fun d -> count d "released" = 24)
+                    Expect.isTrue finished "finished"
+                    do! assertEachOnce pair appids
+                    let! r = pair.Http.GetAsync(pair.SimUrl "/sim/miniprograms/concurrency")
+                    let! most = json r
+                    Expect.isTrue (most.GetProperty("max").GetInt32() <= 3) (most.GetRawText())
+                    Expect.isTrue (most.GetProperty("max").GetInt32() >= 2) (most.GetRawText())
+                }
+
+        ]
