@@ -17,8 +17,8 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
                     }
         }
 
-    app.MapGet("/healthz", handler (fun ctx -> writeText ctx 200 "ok")) |> ignore
-    app.MapGet("/readyz", ComponentApi.readiness s) |> ignore
+    // /healthz and /readyz, as ASP.NET Core health checks.
+    Health.map app
     // WeChat-facing
     app.MapPost("/wechat/component/events", ComponentApi.componentEvents s handlers)
     |> ignore

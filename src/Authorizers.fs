@@ -279,10 +279,10 @@ type AuthorizerService
 
     let awaitOtherInstance appid fallback =
         task {
-            let deadline = DateTime.UtcNow + options.RefreshLease
+            let deadline = clock.GetUtcNow() + options.RefreshLease
             let mutable result = None
 
-            while result.IsNone && DateTime.UtcNow < deadline do
+            while result.IsNone && clock.GetUtcNow() < deadline do
                 do! Task.Delay 50
                 let! a = store.GetAuthorizer appid
 

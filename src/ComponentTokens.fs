@@ -108,10 +108,10 @@ type ComponentTokenService
     /// Another instance holds the lease: watch the store for its result instead of calling WeChat.
     let awaitOtherInstance (fallback: Expiring<ComponentAccessToken> option) =
         task {
-            let deadline = DateTime.UtcNow + options.RefreshLease
+            let deadline = clock.GetUtcNow() + options.RefreshLease
             let mutable result = None
 
-            while result.IsNone && DateTime.UtcNow < deadline do
+            while result.IsNone && clock.GetUtcNow() < deadline do
                 do! Task.Delay 50
                 let! stored = store.ComponentToken appId
                 let now = clock.GetUtcNow()

@@ -15,14 +15,16 @@ open Microsoft.Extensions.Logging
 open WeChatFs.Config
 
 /// A configuration that cannot work: the start stops with every problem named, key and fix.
-type WeChatFsConfigurationException(errors: ConfigError list) =
+type WeChatFsConfigurationException internal (errors: ConfigError list) =
     inherit
         Exception(
             "WeChatFs configuration is invalid:\n"
             + (errors |> List.map (fun e -> "  " + describe e) |> String.concat "\n")
         )
 
-    member _.Errors = errors |> List.map describe
+    /// Each problem as `key: problem. Fix: fix`, as check-config prints it.
+    member _.Errors: Collections.Generic.IReadOnlyList<string> =
+        errors |> List.map describe |> Array.ofList :> _
 
 module internal Startup =
     /// The master key: configured, or read from (or generated into) the data folder with a warning,
@@ -67,41 +69,25 @@ module internal Startup =
                 | Ok k -> k
                 | Error _ -> raise (InvalidOperationException "a generated master key must be 32 bytes")
 
-    let openStore (options: GatewayOptions) (key: Secrets.MasterKey) (loggers: ILoggerFactory) =
-        let logger = loggers.CreateLogger "WeChatFs.Store"
-
-        let store =
-            SqlStore.openStore options.StorageProvider options.ConnectionString (Secrets.Sealer key)
-
-        store.Migrate().GetAwaiter().GetResult()
-
-        logger.LogInformation(
-            "store {Provider} ready (master key {Fingerprint})",
-            store.Provider,
-            Secrets.MasterKey.fingerprint key
-        )
-
-        store
+    /// Opens the store; its schema is brought up to date by StoreMigrator when the host starts.
+    let openStore (options: GatewayOptions) (key: Secrets.MasterKey) =
+        SqlStore.openStore options.StorageProvider options.ConnectionString (Secrets.Sealer key)
 
 /// services.AddWeChatFs(configuration) and app.MapWeChatFs(), for F# and C# hosts alike.
 [<Extension; AbstractClass; Sealed>]
 type WeChatFsExtensions =
-    /// Reads and validates the configuration (throws WeChatFsConfigurationException when it cannot
-    /// work) and registers the store, the WeChat client and the token services.
+    /// <summary>Reads and validates the configuration (throws <see cref="WeChatFsConfigurationException"/>
+    /// when it cannot work) and registers the store, the WeChat client, the token services
+    /// (<see cref="IWeChatFsTokens"/>), the health checks and the store migration run at start.
+    /// The host's logging configuration is left alone: filter
+    /// <c>Microsoft.AspNetCore.Hosting.Diagnostics</c> and <c>System.Net.Http.HttpClient</c> to
+    /// Warning, since request lines carry authorization codes.</summary>
     [<Extension>]
     static member AddWeChatFs(services: IServiceCollection, configuration: IConfiguration) =
         let options =
             match load configuration with
             | Ok o -> o
             | Error errors -> raise (WeChatFsConfigurationException errors)
-
-        // Request lines carry auth codes in query strings; keep them out of the logs.
-        services.AddLogging(fun b ->
-            b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning)
-            |> ignore
-
-            b.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning) |> ignore)
-        |> ignore
 
         services.AddSingleton options |> ignore
         services.TryAddSingleton<TimeProvider> TimeProvider.System
@@ -111,11 +97,11 @@ type WeChatFsExtensions =
         |> ignore
 
         services.AddSingleton<Store.IStore>(fun sp ->
-            Startup.openStore
-                options
-                (sp.GetRequiredService<Secrets.MasterKey>())
-                (sp.GetRequiredService<ILoggerFactory>()))
+            Startup.openStore options (sp.GetRequiredService<Secrets.MasterKey>()))
         |> ignore
+
+        // First of the hosted services: the schema is ready before the others start.
+        services.AddHostedService<StoreMigrator>() |> ignore
 
         services.AddSingleton<WeChatClient.Client>(fun _ ->
             // Our own HttpClient, not the factory's: its handler logs full URLs, and tokens live in them.
@@ -144,11 +130,21 @@ type WeChatFsExtensions =
         services.AddHostedService<Authorizers.AuthorizerRefresher>() |> ignore
         services.AddSingleton<Inbox.InboxService>() |> ignore
         services.AddHostedService<Inbox.DeliveryWorker>() |> ignore
+        services.TryAddSingleton<IWeChatFsTokens, WeChatFsTokens>()
+
+        services
+            .AddHealthChecks()
+            .AddCheck<Health.ReadinessCheck>(Health.ReadinessCheckName, Nullable(), [| Health.ReadyTag |])
+        |> ignore
+
         services
 
-    /// Maps the WeChat-facing endpoints and the internal API.
+    /// <summary>Maps the WeChat-facing endpoints, the internal API and the health endpoints, on one
+    /// route group with no prefix (the URLs are the documented ones).</summary>
+    /// <returns>The group, to attach conventions to, e.g. <c>.RequireHost(...)</c> or a rate limiter.</returns>
     [<Extension>]
-    static member MapWeChatFs(app: IEndpointRouteBuilder) =
+    static member MapWeChatFs(app: IEndpointRouteBuilder) : IEndpointConventionBuilder =
+        let group = app.MapGroup ""
         let sp = app.ServiceProvider
 
         let services: Http.Services =
@@ -162,9 +158,9 @@ type WeChatFsExtensions =
             }
 
         Api.map
-            app
+            group
             services
             (sp.GetRequiredService<Authorizers.AuthorizerService>())
             (sp.GetRequiredService<Inbox.InboxService>())
 
-        app
+        group

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Configuration;
 
 namespace WeChatFs.Host;
 
+/// <summary>The host's small commands: usage, explain, check-config.</summary>
 public static class Commands
 {
     public static int Usage(int code)
@@ -37,15 +38,15 @@ public static class Commands
             .AddEnvironmentVariables()
             .AddCommandLine(args)
             .Build();
-        var result = Config.load(configuration);
-        if (result.IsOk)
+        var problems = WeChatFsConfiguration.Check(configuration);
+        if (problems.Count == 0)
         {
             Console.WriteLine("configuration is valid");
             return 0;
         }
-        foreach (var error in result.ErrorValue)
+        foreach (var problem in problems)
         {
-            Console.Error.WriteLine(Config.describe(error));
+            Console.Error.WriteLine(problem);
         }
         return 3;
     }

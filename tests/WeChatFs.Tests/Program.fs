@@ -30,6 +30,7 @@ let all =
             MultiInstanceTests.tests
             MessageApiTests.tests
             SimulatorTests.tests
+            SampleTests.tests
         ]
 
 /// The line CI reads, from the run's own counts: errored tests count as failed, ignored as skipped.
