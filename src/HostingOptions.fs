@@ -173,3 +173,12 @@ type WeChatFsOptionsExtensions =
             ConfigurationBuilder().AddInMemoryCollection(options.ToConfiguration()).Build()
 
         services.AddWeChatFs(configuration :> IConfiguration)
+
+/// WeChat's errcodes explained (`wechatfs explain`), for C# callers.
+[<AbstractClass; Sealed>]
+type WeChatFsErrorGuide =
+    /// <summary>What <paramref name="errcode"/> means and what to do about it.</summary>
+    static member Explain(errcode: int) : string = ErrorGuide.explain errcode
+
+    /// <summary>Whether the guide knows <paramref name="errcode"/>.</summary>
+    static member IsKnown(errcode: int) : bool = (ErrorGuide.tryFind errcode).IsSome

@@ -27,8 +27,8 @@ public static class Commands
             Console.Error.WriteLine("usage: wechatfs explain <errcode>, e.g. wechatfs explain 40001");
             return 2;
         }
-        Console.WriteLine(ErrorGuide.explain(code));
-        return ErrorGuide.tryFind(code) is null ? 1 : 0;
+        Console.WriteLine(WeChatFsErrorGuide.Explain(code));
+        return WeChatFsErrorGuide.IsKnown(code) ? 0 : 1;
     }
 
     public static int CheckConfig(string[] args)

@@ -12,6 +12,7 @@ let all =
         "WeChatFs"
         [
             DomainTests.tests
+            DecisionsTests.tests
             ErrorGuideTests.tests
             CryptoTests.tests
             SecretsTests.tests
