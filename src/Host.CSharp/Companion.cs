@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace WeChatFs.Host;
 
@@ -31,6 +32,19 @@ public static class Companion
         using var child = Process.Start(start) ?? throw new InvalidOperationException($"could not start {path}");
         // Ctrl+C reaches the child too (same console); wait for it to stop rather than leaving it behind.
         Console.CancelKeyPress += (_, e) => e.Cancel = true;
+        // Stopped otherwise (a service manager's SIGTERM): stop the child, then return its exit code.
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            try
+            {
+                child.Kill(entireProcessTree: true);
+            }
+            catch (InvalidOperationException)
+            {
+                // It has exited already.
+            }
+        });
         await child.WaitForExitAsync();
         return child.ExitCode;
     }
