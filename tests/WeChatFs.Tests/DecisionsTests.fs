@@ -165,6 +165,23 @@ let tests =
     testList
         "Decisions"
         [
+            // Two timelines worked by hand, so the properties below are known to see calls at all.
+            test "a ticket brings a refresh; the token is served until due, then refreshed once" {
+                let m =
+                    play [ Issued 100uy ] [ TicketPush; Request; Wait 50uy; Request; Wait 60uy; Request; Request ]
+
+                Expect.equal m.Calls.Length 2 "one refresh at the start, one when due (111 min token, 10 min margin)"
+                Expect.equal m.Served.Length 4 "every request served"
+            }
+
+            test "after a transient failure the next request waits out the backoff" {
+                let m =
+                    play [ Refused Transient; Issued 100uy ] [ TicketPush; Request; Request; Wait 1uy; Request ]
+
+                Expect.equal m.Calls.Length 2 "the second request is inside the 2 s backoff; the third is not"
+                Expect.equal m.Retry RetryState.clear "a success clears the retry state"
+            }
+
             testProp "never an expired token served" (fun (answers: Answer list, steps: Step list) ->
                 (play answers steps).Served
                 |> List.forall (fun (at, t) -> Expiring.isUsable at t))
