@@ -31,6 +31,7 @@ let all =
             MultiInstanceTests.tests
             MessageApiTests.tests
             SimulatorTests.tests
+            HostingOptionsTests.tests
             SampleTests.tests
         ]
 
