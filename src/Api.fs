@@ -23,8 +23,8 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     // Pushes are counted and timed by endpoint and outcome (wechatfs_pushes_total).
     let metrics = app.ServiceProvider.GetRequiredService<Metrics.GatewayMetrics>()
 
-    app.MapGet("/healthz", handler (fun ctx -> writeText ctx 200 "ok")) |> ignore
-    app.MapGet("/readyz", ComponentApi.readiness s) |> ignore
+    // /healthz and /readyz, as ASP.NET Core health checks.
+    Health.map app
     // WeChat-facing
     app.MapPost(
         "/wechat/component/events",

@@ -119,7 +119,7 @@ type AuthorizerService
     let maxJitter = options.AuthorizerRefreshJitter
     let cache = ConcurrentDictionary<AuthorizerAppId, Expiring<AuthorizerAccessToken>>()
     let gates = ConcurrentDictionary<AuthorizerAppId, SemaphoreSlim>()
-    let retryNotBefore = ConcurrentDictionary<AuthorizerAppId, DateTimeOffset * int>()
+    let retryNotBefore = ConcurrentDictionary<AuthorizerAppId, Decisions.RetryState>()
     let completion = new SemaphoreSlim(1, 1)
     // When each account's token last came from WeChat here: forced refreshes within a few seconds of
     // it share that token instead of calling again (200 concurrent refreshes make one call).
@@ -189,13 +189,13 @@ type AuthorizerService
                 | None -> Ok items
         }
 
-    let noteFailure appid =
-        let failures =
-            match retryNotBefore.TryGetValue appid with
-            | true, (_, n) -> n + 1
-            | _ -> 1
+    let retryOf appid =
+        match retryNotBefore.TryGetValue appid with
+        | true, state -> state
+        | _ -> Decisions.RetryState.clear
 
-        retryNotBefore[appid] <- (clock.GetUtcNow() + Backoff.delay Backoff.authorizerToken failures, failures)
+    let noteFailure appid =
+        retryNotBefore[appid] <- Decisions.RetryState.failed Backoff.authorizerToken (clock.GetUtcNow()) (retryOf appid)
 
     let rec refresh (a: Authorizer) (refreshToken: AuthorizerRefreshToken) fallback (recovering: bool) =
         task {
@@ -225,8 +225,23 @@ type AuthorizerService
                     | Some t -> Ok t
                     | None -> Error(ComponentTokenUnavailable e)
             | Error(Choice2Of2 err) ->
-                match failureKind err with
-                | RefreshTokenRejected when not recovering ->
+                // The decision is Decisions.onAuthorizerRefreshFailure's; this carries it out.
+                let setStatus status reason at =
+                    task {
+                        do! store.SetAuthorizerStatus(a.AppId, status, Some reason, at)
+                        cache.TryRemove a.AppId |> ignore
+
+                        let kind =
+                            match status with
+                            | Revoked -> "revoked"
+                            | _ -> "needs_reauthorization"
+
+                        do! event kind a.AppId reason
+                        return Error(Unusable(status, reason))
+                    }
+
+                match Decisions.onAuthorizerRefreshFailure (failureKind err) recovering (clock.GetUtcNow()) with
+                | Decisions.RecoverFromList ->
                     // 61023: the list may hold a working refresh token (facts §3.4, §3.8).
                     logger.LogWarning(
                         "authorizer {AppId}: refresh token refused (61023); reloading from api_get_authorizer_list",
@@ -235,20 +250,16 @@ type AuthorizerService
 
                     match! listAll () with
                     | Ok listed ->
-                        match
+                        let listedToken =
                             listed
                             |> List.tryFind (fun l -> l.AppId = a.AppId)
                             |> Option.bind (fun l -> l.RefreshToken)
-                        with
-                        | Some recovered when recovered <> refreshToken ->
+
+                        match Decisions.onRecoveryListed refreshToken listedToken (clock.GetUtcNow()) with
+                        | Decisions.RetryWith recovered ->
                             do! event "refresh_token_recovered" a.AppId ""
                             return! refresh a recovered fallback true
-                        | _ ->
-                            let reason = "61023: refresh token invalid and api_get_authorizer_list had no other"
-                            do! store.SetAuthorizerStatus(a.AppId, NeedsReauthorization, Some reason, clock.GetUtcNow())
-                            cache.TryRemove a.AppId |> ignore
-                            do! event "needs_reauthorization" a.AppId reason
-                            return Error(Unusable(NeedsReauthorization, reason))
+                        | Decisions.GiveUp(status, reason, at) -> return! setStatus status reason at
                     | Error e ->
                         noteFailure a.AppId
 
@@ -256,24 +267,8 @@ type AuthorizerService
                             match fallback with
                             | Some t -> Ok t
                             | None -> Error(AuthorizerRefreshFailed err)
-                | RefreshTokenRejected ->
-                    let reason =
-                        "61023: refresh token invalid, also the one from api_get_authorizer_list"
-
-                    do! store.SetAuthorizerStatus(a.AppId, NeedsReauthorization, Some reason, clock.GetUtcNow())
-                    cache.TryRemove a.AppId |> ignore
-                    do! event "needs_reauthorization" a.AppId reason
-                    return Error(Unusable(NeedsReauthorization, reason))
-                | AuthorizationRevoked ->
-                    let reason = "61003: the account no longer authorizes the platform"
-                    do! store.SetAuthorizerStatus(a.AppId, Revoked, Some reason, clock.GetUtcNow())
-                    cache.TryRemove a.AppId |> ignore
-                    do! event "revoked" a.AppId reason
-                    return Error(Unusable(Revoked, reason))
-                | Transient
-                | TokenRejected
-                | TicketRejected
-                | Permanent ->
+                | Decisions.SetStatus(status, reason, at) -> return! setStatus status reason at
+                | Decisions.BackOff ->
                     noteFailure a.AppId
 
                     logger.LogWarning(
@@ -290,10 +285,10 @@ type AuthorizerService
 
     let awaitOtherInstance appid fallback =
         task {
-            let deadline = DateTime.UtcNow + options.RefreshLease
+            let deadline = clock.GetUtcNow() + options.RefreshLease
             let mutable result = None
 
-            while result.IsNone && DateTime.UtcNow < deadline do
+            while result.IsNone && clock.GetUtcNow() < deadline do
                 do! Task.Delay 50
                 let! a = store.GetAuthorizer appid
 
@@ -345,10 +340,7 @@ type AuthorizerService
                         cache.TryRemove appid |> ignore
                         return Error(Unusable(status, reason))
                     | RefreshAuthorizer(_, fallback) when
-                        not force
-                        && (match retryNotBefore.TryGetValue appid with
-                            | true, (t, _) -> now < t
-                            | _ -> false)
+                        Decisions.gateRefresh force now (retryOf appid) fallback <> Decisions.Proceed
                         ->
                         return
                             match fallback with

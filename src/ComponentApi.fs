@@ -177,60 +177,68 @@ let componentProxy (s: Services) =
             (fun call t ->
                 s.Client.ForwardAsComponent(call.Method, call.Path, call.Query, call.Body, call.ContentType, t)))
 
+/// Whether this instance can serve: the store answers, a recent ticket is stored and the component
+/// token is usable; the body is what /readyz answers (through the health checks in Health.fs).
+let readinessReport (store: Store.IStore) (appId: ComponentAppId) (policy: TokenPolicy) (now: DateTimeOffset) =
+    task {
+        let! ping = store.Ping()
+
+        let! ticket, token =
+            task {
+                match ping with
+                | Error _ -> return None, None
+                | Ok() ->
+                    let! t = store.LatestTicket appId
+                    let! k = store.ComponentToken appId
+                    return t, k
+            }
+
+        let check ok reason =
+            {|
+                ok = ok
+                reason = if ok then null else reason
+            |}
+
+        let storeCheck =
+            match ping with
+            | Ok() -> check true ""
+            | Error e -> check false $"store unreachable: {e}"
+
+        let ticketCheck =
+            match ticket with
+            | Some t when now - t.ReceivedAt < policy.TicketLifetime -> check true ""
+            | Some _ -> check false "the latest component_verify_ticket is older than 12 hours"
+            | None -> check false "no component_verify_ticket has arrived yet"
+
+        let tokenCheck =
+            match token with
+            | Some t when Expiring.isUsable now t -> check true ""
+            | Some _ -> check false "the component token has expired"
+            | None -> check false "no component token yet"
+
+        let ready = storeCheck.ok && ticketCheck.ok && tokenCheck.ok
+
+        return
+            ready,
+            box
+                {|
+                    ready = ready
+                    checks =
+                        {|
+                            store = storeCheck
+                            ticket = ticketCheck
+                            component_token = tokenCheck
+                        |}
+                |}
+    }
+
 /// GET /readyz: ready to serve when the store answers, a fresh ticket is stored and the component
 /// token is valid; otherwise 503 with the reason of each failing check.
 let readiness (s: Services) =
     handler (fun ctx ->
         task {
-            let now = s.Clock.GetUtcNow()
-            let! ping = s.Store.Ping()
+            let! ready, body =
+                readinessReport s.Store s.Options.ComponentAppId s.Options.TokenPolicy (s.Clock.GetUtcNow())
 
-            let! ticket, token =
-                task {
-                    match ping with
-                    | Error _ -> return None, None
-                    | Ok() ->
-                        let! t = s.Store.LatestTicket s.Options.ComponentAppId
-                        let! k = s.Store.ComponentToken s.Options.ComponentAppId
-                        return t, k
-                }
-
-            let check ok reason =
-                {|
-                    ok = ok
-                    reason = if ok then null else reason
-                |}
-
-            let storeCheck =
-                match ping with
-                | Ok() -> check true ""
-                | Error e -> check false $"store unreachable: {e}"
-
-            let ticketCheck =
-                match ticket with
-                | Some t when now - t.ReceivedAt < s.Options.TokenPolicy.TicketLifetime -> check true ""
-                | Some _ -> check false "the latest component_verify_ticket is older than 12 hours"
-                | None -> check false "no component_verify_ticket has arrived yet"
-
-            let tokenCheck =
-                match token with
-                | Some t when Expiring.isUsable now t -> check true ""
-                | Some _ -> check false "the component token has expired"
-                | None -> check false "no component token yet"
-
-            let ready = storeCheck.ok && ticketCheck.ok && tokenCheck.ok
-
-            do!
-                writeJson
-                    ctx
-                    (if ready then 200 else 503)
-                    {|
-                        ready = ready
-                        checks =
-                            {|
-                                store = storeCheck
-                                ticket = ticketCheck
-                                component_token = tokenCheck
-                            |}
-                    |}
+            do! writeJson ctx (if ready then 200 else 503) body
         })

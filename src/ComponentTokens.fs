@@ -61,9 +61,8 @@ type ComponentTokenService
     let leaseName = "component-token:" + Ids.componentAppId appId
     // The fresh token lives here; the store stays the source of truth across instances.
     let mutable cached: Expiring<ComponentAccessToken> option = None
-    // After a transient failure, callers get the fallback (or an error) until this instant.
-    let mutable retryNotBefore = DateTimeOffset.MinValue
-    let mutable failures = 0
+    // After a transient failure, callers get the fallback (or an error) until retry.NotBefore.
+    let mutable retry = Decisions.RetryState.clear
     // When api_start_push_ticket was last asked for after a refused ticket (rate-limited).
     let mutable lastPushRequest = DateTimeOffset.MinValue
     let pushRequestLock = obj ()
@@ -113,10 +112,14 @@ type ComponentTokenService
             let! ticket = store.LatestTicket appId
             let! rejected = store.GetValue rejectedTicketKey
 
-            return
-                match ticket, rejected with
-                | Some t, Some r when r = string (t.ReceivedAt.ToUnixTimeMilliseconds()) -> None
-                | t, _ -> t
+            let marker =
+                rejected
+                |> Option.bind (fun r ->
+                    match Int64.TryParse r with
+                    | true, v -> Some v
+                    | _ -> None)
+
+            return Decisions.usableTicket ticket marker
         }
 
     let fetch (ticket: ReceivedTicket) (fallback: Expiring<ComponentAccessToken> option) =
@@ -128,7 +131,7 @@ type ComponentTokenService
                 let issued = Expiring.issued (clock.GetUtcNow()) expiresIn token
                 do! store.SaveComponentToken(appId, issued)
                 cached <- Some issued
-                failures <- 0
+                retry <- Decisions.RetryState.clear
                 logger.LogInformation("component token refreshed, valid until {ExpiresAt}", issued.ExpiresAt)
                 return Ok issued
             | Error err ->
@@ -136,12 +139,10 @@ type ComponentTokenService
 
                 match failureKind err with
                 | TicketRejected ->
-                    do! store.PutValue(rejectedTicketKey, string (ticket.ReceivedAt.ToUnixTimeMilliseconds()), false)
+                    do! store.PutValue(rejectedTicketKey, string (Decisions.ticketMarker ticket), false)
                     // Meanwhile the still-valid token (the fallback) keeps being served.
                     requestTicketPush ()
-                | _ ->
-                    failures <- failures + 1
-                    retryNotBefore <- clock.GetUtcNow() + Backoff.delay Backoff.componentToken failures
+                | _ -> retry <- Decisions.RetryState.failed Backoff.componentToken (clock.GetUtcNow()) retry
 
                 logger.LogWarning("component token refresh failed: {Error}", describeError err)
 
@@ -154,10 +155,10 @@ type ComponentTokenService
     /// Another instance holds the lease: watch the store for its result instead of calling WeChat.
     let awaitOtherInstance (fallback: Expiring<ComponentAccessToken> option) =
         task {
-            let deadline = DateTime.UtcNow + options.RefreshLease
+            let deadline = clock.GetUtcNow() + options.RefreshLease
             let mutable result = None
 
-            while result.IsNone && DateTime.UtcNow < deadline do
+            while result.IsNone && clock.GetUtcNow() < deadline do
                 do! Task.Delay 50
                 let! stored = store.ComponentToken appId
                 let now = clock.GetUtcNow()
@@ -214,9 +215,11 @@ type ComponentTokenService
                 | WaitForTicket ->
                     cached <- None
                     return Error NoTicket
-                | Refresh(_, Some fallback) when now < retryNotBefore -> return Ok fallback
-                | Refresh(_, None) when now < retryNotBefore -> return Error RefreshBusy
-                | Refresh(ticket, fallback) -> return! refreshUnderLease ticket fallback
+                | Refresh(ticket, fallback) ->
+                    match Decisions.gateRefresh false now retry fallback with
+                    | Decisions.ServeFallback t -> return Ok t
+                    | Decisions.Busy -> return Error RefreshBusy
+                    | Decisions.Proceed -> return! refreshUnderLease ticket fallback
             finally
                 gate.Release() |> ignore
         }
@@ -250,7 +253,10 @@ type ComponentTokenService
         match cached with
         | Some t when not (Expiring.isDue policy.RefreshMargin now t) -> ()
         | _ ->
-            retryNotBefore <- DateTimeOffset.MinValue
+            retry <-
+                { retry with
+                    NotBefore = DateTimeOffset.MinValue
+                }
 
             Task.Run(fun () ->
                 task {

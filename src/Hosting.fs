@@ -16,14 +16,16 @@ open OpenTelemetry.Metrics
 open WeChatFs.Config
 
 /// A configuration that cannot work: the start stops with every problem named, key and fix.
-type WeChatFsConfigurationException(errors: ConfigError list) =
+type WeChatFsConfigurationException internal (errors: ConfigError list) =
     inherit
         Exception(
             "WeChatFs configuration is invalid:\n"
             + (errors |> List.map (fun e -> "  " + describe e) |> String.concat "\n")
         )
 
-    member _.Errors = errors |> List.map describe
+    /// Each problem as `key: problem. Fix: fix`, as check-config prints it.
+    member _.Errors: Collections.Generic.IReadOnlyList<string> =
+        errors |> List.map describe |> Array.ofList :> _
 
 module internal Startup =
     /// The master key: configured, or read from (or generated into) the data folder with a warning,
@@ -68,58 +70,52 @@ module internal Startup =
                 | Ok k -> k
                 | Error _ -> raise (InvalidOperationException "a generated master key must be 32 bytes")
 
-    let openStore (options: GatewayOptions) (key: Secrets.MasterKey) (loggers: ILoggerFactory) =
-        let logger = loggers.CreateLogger "WeChatFs.Store"
+    /// Every part of the configuration, with all problems at once so that one restart fixes them all.
+    let loadAll (configuration: IConfiguration) =
+        match load configuration, OAuthConfig.load configuration, loadOperator configuration with
+        | Ok o, Ok oauth, Ok op -> Ok(o, oauth, op)
+        | first, second, third ->
+            let errorsOf =
+                function
+                | Ok _ -> []
+                | Error errors -> errors
 
-        let store =
-            SqlStore.openStore options.StorageProvider options.ConnectionString (Secrets.Sealer key)
+            Error(errorsOf first @ errorsOf second @ errorsOf third)
 
-        store.Migrate().GetAwaiter().GetResult()
-        // Before anything is served: claims this instance held before a crash are free again.
-        let released = store.ReleaseClaims(options.InstanceId).GetAwaiter().GetResult()
+    /// Opens the store; its schema is brought up to date by StoreMigrator when the host starts.
+    let openStore (options: GatewayOptions) (key: Secrets.MasterKey) =
+        SqlStore.openStore options.StorageProvider options.ConnectionString (Secrets.Sealer key)
 
-        if released > 0 then
-            logger.LogInformation("released {Count} deliveries claimed before a restart", released)
-
-        logger.LogInformation(
-            "store {Provider} ready (master key {Fingerprint})",
-            store.Provider,
-            Secrets.MasterKey.fingerprint key
-        )
-
-        store
+/// The log filters every host of the gateway needs; AddWeChatFs leaves the host's logging alone.
+[<Extension; AbstractClass; Sealed>]
+type WeChatFsLogging =
+    /// <summary>Keeps secrets and floods out of the logs: request lines carry authorization codes in
+    /// query strings, the HTTP client's lines carry tokens, the route matcher logs request paths (a
+    /// wxTkId travels in one) at Debug, and the endpoint middleware writes two lines per request,
+    /// which turns a flood of refused requests into a flood of log.</summary>
+    [<Extension>]
+    static member AddWeChatFsLogFilters(logging: ILoggingBuilder) : ILoggingBuilder =
+        logging
+            .AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning)
+            .AddFilter("System.Net.Http.HttpClient", LogLevel.Warning)
+            .AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information)
+            .AddFilter("Microsoft.AspNetCore.Routing.EndpointMiddleware", LogLevel.Warning)
 
 /// services.AddWeChatFs(configuration) and app.MapWeChatFs(), for F# and C# hosts alike.
 [<Extension; AbstractClass; Sealed>]
 type WeChatFsExtensions =
-    /// Reads and validates the configuration (throws WeChatFsConfigurationException when it cannot
-    /// work) and registers the store, the WeChat client and the token services.
+    /// <summary>Reads and validates the configuration (throws <see cref="WeChatFsConfigurationException"/>
+    /// when it cannot work) and registers the store, the WeChat client, the token services
+    /// (<see cref="IWeChatFsTokens"/>), the health checks and the store migration run at start.
+    /// The host's logging configuration is left alone: call
+    /// <see cref="WeChatFsLogging.AddWeChatFsLogFilters"/> on it, since request lines carry
+    /// authorization codes.</summary>
     [<Extension>]
     static member AddWeChatFs(services: IServiceCollection, configuration: IConfiguration) =
         let options, oauthOptions, operator =
-            match load configuration, OAuthConfig.load configuration, loadOperator configuration with
-            | Ok o, Ok oauth, Ok op -> o, oauth, op
-            | first, second, third ->
-                let errorsOf =
-                    function
-                    | Ok _ -> []
-                    | Error errors -> errors
-
-                raise (WeChatFsConfigurationException(errorsOf first @ errorsOf second @ errorsOf third))
-
-        // Request lines carry auth codes in query strings; keep them out of the logs.
-        services.AddLogging(fun b ->
-            b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning)
-            |> ignore
-
-            b.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning) |> ignore
-            // The route matcher logs request paths at Debug, and a wxTkId travels in one.
-            b.AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information) |> ignore
-            // Two lines per request ("Executing/Executed endpoint") made a flood of refused requests
-            // a flood of log: 2.7 KB each. Refusals have their own short, rate-limited lines.
-            b.AddFilter("Microsoft.AspNetCore.Routing.EndpointMiddleware", LogLevel.Warning)
-            |> ignore)
-        |> ignore
+            match Startup.loadAll configuration with
+            | Ok all -> all
+            | Error errors -> raise (WeChatFsConfigurationException errors)
 
         services.AddSingleton options |> ignore
         services.TryAddSingleton<TimeProvider> TimeProvider.System
@@ -129,10 +125,7 @@ type WeChatFsExtensions =
         |> ignore
 
         services.AddSingleton<Store.IStore>(fun sp ->
-            Startup.openStore
-                options
-                (sp.GetRequiredService<Secrets.MasterKey>())
-                (sp.GetRequiredService<ILoggerFactory>()))
+            Startup.openStore options (sp.GetRequiredService<Secrets.MasterKey>()))
         |> ignore
 
         services.AddSingleton operator |> ignore
@@ -157,6 +150,9 @@ type WeChatFsExtensions =
         |> ignore
 
         OpenApiDoc.addServices services
+
+        // First of the hosted services: the schema is ready before the others start.
+        services.AddHostedService<StoreMigrator>() |> ignore
 
         services.AddSingleton<WeChatClient.Client>(fun sp ->
             // Our own HttpClient, not the factory's: its handler logs full URLs, and tokens live in them.
@@ -237,11 +233,21 @@ type WeChatFsExtensions =
         |> ignore
 
         services.AddHostedService<DeploymentWorker.DeploymentWorker>() |> ignore
+        services.TryAddSingleton<IWeChatFsTokens, WeChatFsTokens>()
+
+        services
+            .AddHealthChecks()
+            .AddCheck<Health.ReadinessCheck>(Health.ReadinessCheckName, Nullable(), [| Health.ReadyTag |])
+        |> ignore
+
         services
 
-    /// Maps the WeChat-facing endpoints and the internal API.
+    /// <summary>Maps the WeChat-facing endpoints, the internal API and the health endpoints, on one
+    /// route group with no prefix (the URLs are the documented ones).</summary>
+    /// <returns>The group, to attach conventions to, e.g. <c>.RequireHost(...)</c> or a rate limiter.</returns>
     [<Extension>]
-    static member MapWeChatFs(app: IEndpointRouteBuilder) =
+    static member MapWeChatFs(app: IEndpointRouteBuilder) : IEndpointConventionBuilder =
+        let group = app.MapGroup ""
         let sp = app.ServiceProvider
 
         let services: Http.Services =
@@ -256,13 +262,13 @@ type WeChatFsExtensions =
             }
 
         Api.map
-            app
+            group
             services
             (sp.GetRequiredService<Authorizers.AuthorizerService>())
             (sp.GetRequiredService<Inbox.InboxService>())
 
         MetricsApi.map
-            app
+            group
             services
             (sp.GetRequiredService<Metrics.GatewayMetrics>())
             (sp.GetRequiredService<OperatorOptions>())
@@ -270,11 +276,11 @@ type WeChatFsExtensions =
         OpenApiDoc.map app
 
         ConsoleApi.map
-            app
+            group
             services
             (sp.GetRequiredService<Authorizers.AuthorizerService>())
             (sp.GetRequiredService<Metrics.GatewayMetrics>())
             (sp.GetRequiredService<OperatorOptions>())
             (sp.GetRequiredService<Secrets.MasterKey>())
 
-        app
+        group

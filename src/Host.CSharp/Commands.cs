@@ -2,6 +2,7 @@ using Microsoft.Extensions.Configuration;
 
 namespace WeChatFs.Host;
 
+/// <summary>The host's small commands: usage, explain, check-config.</summary>
 public static class Commands
 {
     public static int Usage(int code)
@@ -26,8 +27,8 @@ public static class Commands
             Console.Error.WriteLine("usage: wechatfs explain <errcode>, e.g. wechatfs explain 40001");
             return 2;
         }
-        Console.WriteLine(ErrorGuide.explain(code));
-        return ErrorGuide.tryFind(code) is null ? 1 : 0;
+        Console.WriteLine(WeChatFsErrorGuide.Explain(code));
+        return WeChatFsErrorGuide.IsKnown(code) ? 0 : 1;
     }
 
     public static int CheckConfig(string[] args)
@@ -37,19 +38,15 @@ public static class Commands
             .AddEnvironmentVariables()
             .AddCommandLine(args)
             .Build();
-        var errors = new List<Config.ConfigError>();
-        var result = Config.load(configuration);
-        if (result.IsError) errors.AddRange(result.ErrorValue);
-        var oauth = OAuthConfig.load(configuration);
-        if (oauth.IsError) errors.AddRange(oauth.ErrorValue);
-        if (errors.Count == 0)
+        var problems = WeChatFsConfiguration.Check(configuration);
+        if (problems.Count == 0)
         {
             Console.WriteLine("configuration is valid");
             return 0;
         }
-        foreach (var error in errors)
+        foreach (var problem in problems)
         {
-            Console.Error.WriteLine(Config.describe(error));
+            Console.Error.WriteLine(problem);
         }
         return 3;
     }

@@ -1,4 +1,3 @@
-using Microsoft.FSharp.Core;
 using WeChatFs.Simulator;
 
 namespace WeChatFs.Host;
@@ -16,22 +15,8 @@ public static class Demo
         return given?.Substring(prefix.Length) ?? fallback;
     }
 
-    public static SimState.SimulatorOptions SimulatorOptions(string gatewayUrl, TimeSpan ticketInterval)
-    {
-        var d = SimState.SimulatorOptionsModule.defaults;
-        return new SimState.SimulatorOptions(
-            d.ComponentAppId,
-            d.ComponentAppSecret,
-            d.Token,
-            d.EncodingAesKey,
-            FSharpOption<string>.Some($"{gatewayUrl}/wechat/component/events"),
-            FSharpOption<string>.Some($"{gatewayUrl}/wechat/authorizers/$APPID$/callback"),
-            ticketInterval,
-            d.PreAuthCodeLifetime,
-            d.AuthCodeLifetime,
-            d.RequireReferer,
-            true);
-    }
+    public static SimulatorSettings SimulatorOptions(string gatewayUrl, TimeSpan ticketInterval, string simulatorUrl) =>
+        new() { GatewayUrl = gatewayUrl, TicketInterval = ticketInterval, Url = simulatorUrl };
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -39,8 +24,8 @@ public static class Demo
         var simulatorUrl = Setting(args, "simulator", "http://127.0.0.1:5081").TrimEnd('/');
         var dataFolder = Setting(args, "data", Path.Combine("data", "demo"));
 
-        var options = SimulatorOptions(gatewayUrl, TimeSpan.FromSeconds(30));
-        await using var simulator = await SimulatorHost.start(options, simulatorUrl);
+        var options = SimulatorOptions(gatewayUrl, TimeSpan.FromSeconds(30), simulatorUrl);
+        await using var simulator = await SimulatorLauncher.StartAsync(options);
 
         var settings = new Dictionary<string, string?>
         {
@@ -140,8 +125,8 @@ public static class SimulatorCommand
     {
         var url = args.SkipWhile(a => a != "--urls").Skip(1).FirstOrDefault() ?? "http://127.0.0.1:5081";
         var gateway = args.SkipWhile(a => a != "--gateway").Skip(1).FirstOrDefault() ?? "http://127.0.0.1:5080";
-        var options = Demo.SimulatorOptions(gateway.TrimEnd('/'), TimeSpan.FromMinutes(10));
-        await using var simulator = await SimulatorHost.start(options, url);
+        var options = Demo.SimulatorOptions(gateway.TrimEnd('/'), TimeSpan.FromMinutes(10), url);
+        await using var simulator = await SimulatorLauncher.StartAsync(options);
         Console.WriteLine($"WeChatFs simulator on {simulator.BaseUrl}, pushing to {gateway}; component appid {options.ComponentAppId}. Ctrl+C stops it.");
         var done = new TaskCompletionSource();
         Console.CancelKeyPress += (_, e) => { e.Cancel = true; done.TrySetResult(); };

@@ -3,6 +3,10 @@ namespace WeChatFs.Host;
 /// <summary>The gateway as C# teams host it: AddWeChatFs + MapWeChatFs on a plain WebApplication.</summary>
 public static class Gateway
 {
+    /// <summary>A gateway web application, configured from <paramref name="args"/>, the environment and
+    /// appsettings.json, then <paramref name="overrides"/>.</summary>
+    /// <param name="args">Command-line arguments (--urls, --WeChatFs:Key=value).</param>
+    /// <param name="overrides">Settings that win over every other source.</param>
     /// <param name="jsonLogs">One JSON object per log line, with the request id in its scopes (serve);
     /// the demo keeps readable console lines.</param>
     public static WebApplication Build(string[] args, IDictionary<string, string?>? overrides = null, bool jsonLogs = true)
@@ -30,6 +34,10 @@ public static class Gateway
             builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
             builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         }
+        // Request lines carry authorization codes in query strings, and the HTTP client's lines carry
+        // tokens: keep them out of the logs. AddWeChatFs leaves logging to the host; every host must
+        // do the same (README, "Hosting it in your own app").
+        builder.Logging.AddWeChatFsLogFilters();
         builder.Services.AddWeChatFs(builder.Configuration);
         var app = builder.Build();
         app.Use(async (context, next) =>
@@ -42,6 +50,7 @@ public static class Gateway
         return app;
     }
 
+    /// <summary>Runs the gateway until the process is stopped.</summary>
     public static async Task<int> ServeAsync(string[] args)
     {
         var app = Build(args);

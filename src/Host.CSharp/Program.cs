@@ -2,6 +2,8 @@
 //   wechatfs [serve] [--urls http://127.0.0.1:5080] [--WeChatFs:Key=value ...]   run the gateway
 //   wechatfs demo                                                                gateway + simulator on loopback
 //   wechatfs simulate                                                            the simulator alone
+// demo and simulate run wechatfs-demo (src/Demo), which carries the simulator, when it is installed
+// next to this executable; the gateway itself does not reference the simulator.
 //   wechatfs explain <errcode>                                                   what a WeChat errcode means
 //   wechatfs check-config                                                        validate the configuration
 using WeChatFs;
@@ -15,8 +17,7 @@ try
     return command switch
     {
         "serve" => await Gateway.ServeAsync(rest),
-        "demo" => await Demo.RunAsync(rest),
-        "simulate" => await SimulatorCommand.RunAsync(rest),
+        "demo" or "simulate" => await Companion.RunAsync(command, rest),
         "explain" => Commands.Explain(rest),
         "check-config" => Commands.CheckConfig(rest),
         "help" or "--help" or "-h" => Commands.Usage(0),

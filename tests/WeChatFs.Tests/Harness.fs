@@ -100,6 +100,9 @@ let startGatewayWith (simUrl: string) (dataFolder: string) (clock: OffsetClock) 
         builder.Logging.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug)
         |> ignore
 
+        // As every host must (AddWeChatFs leaves logging alone): request lines carry auth codes.
+        builder.Logging.AddWeChatFsLogFilters() |> ignore
+
         let settings =
             [
                 "WeChatFs:Component:AppId", componentAppId

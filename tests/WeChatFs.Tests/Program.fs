@@ -12,6 +12,7 @@ let all =
         "WeChatFs"
         [
             DomainTests.tests
+            DecisionsTests.tests
             ErrorGuideTests.tests
             CryptoTests.tests
             SecretsTests.tests
@@ -55,6 +56,8 @@ let all =
             ComponentTokensTests.tests
             FuzzTests.tests
             CrashTests.tests
+            HostingOptionsTests.tests
+            SampleTests.tests
         ]
 
 /// The line CI reads, from the run's own counts: errored tests count as failed, ignored as skipped.
