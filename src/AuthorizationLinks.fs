@@ -61,23 +61,14 @@ type StateUse =
     /// Another code already completed (or is completing) with this state.
     | UsedByAnotherCode
 
-// One check-and-mark at a time in this process; the store keeps the mark across restarts.
-let private marking = new SemaphoreSlim(1, 1)
-
-/// Marks `state` as used by `code`, unless another code has it already.
-let claim (store: IValueStore) (state: string) (code: string) =
+/// Marks `state` as used by `code`, unless another code has it already. The mark is a lease in the
+/// store, taken atomically, so two instances that receive two codes for one state at the same
+/// instant cannot both bind an account with it; the same code (a reload) finds its own mark. The
+/// mark outlives the state itself, which stops verifying after `StateLifetime`.
+let claim (leases: ILeaseStore) (now: DateTimeOffset) (stateLifetime: TimeSpan) (state: string) (code: string) =
     task {
-        let key = hash "state-used:" state
-        let mark = hash "" code
-        do! marking.WaitAsync()
+        let! taken =
+            leases.TryAcquireLease(hash "state-used:" state, hash "" code, now, now + stateLifetime + stateLifetime)
 
-        try
-            match! store.GetValue key with
-            | Some m when m = mark -> return FirstUse
-            | Some _ -> return UsedByAnotherCode
-            | None ->
-                do! store.PutValue(key, mark, false)
-                return FirstUse
-        finally
-            marking.Release() |> ignore
+        return if taken then FirstUse else UsedByAnotherCode
     }

@@ -232,7 +232,14 @@ let authorizedCallback (s: Services) (authorizers: AuthorizerService) =
                         "Authorization was not completed"
                         "<p>WeChat returned no authorization code. Start again if you want to authorize.</p>"
             | Ok tenant ->
-                match! AuthorizationLinks.claim s.Store (string q["state"]) code with
+                match!
+                    AuthorizationLinks.claim
+                        s.Store
+                        (s.Clock.GetUtcNow())
+                        s.Options.AuthorizationStateLifetime
+                        (string q["state"])
+                        code
+                with
                 | AuthorizationLinks.UsedByAnotherCode ->
                     s.Refusals.Refused("authorization_state_reused", 400, "a second authorization code with one state")
 

@@ -112,6 +112,44 @@ let tests =
                     Expect.equal allowed.StatusCode HttpStatusCode.OK "allowed.StatusCode"
                 }
 
+            testTheoryTask
+                "two instances given two codes for one state at once: exactly one binds, and a reload of it still does"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    // Two stores over one database stand for two instances.
+                    let! first, connectionString, _ = SqlStoreTests.openFresh provider
+                    use first = first
+                    use second = SqlStore.openStore provider connectionString (SqlStoreTests.sealer ())
+                    let now = DateTimeOffset.UtcNow
+                    let lifetime = TimeSpan.FromHours 1.
+
+                    let! outcomes =
+                        [ 1..20 ]
+                        |> List.map (fun i ->
+                            let store = if i % 2 = 0 then first else second
+                            AuthorizationLinks.claim store now lifetime "state-1" $"code-{i}")
+                        |> Threading.Tasks.Task.WhenAll
+
+                    let winners =
+                        outcomes
+                        |> Array.filter (fun o -> o = AuthorizationLinks.FirstUse)
+                        |> Array.length
+
+                    Expect.equal winners 1 "one code completes the authorization"
+                    let winner = outcomes |> Array.findIndex (fun o -> o = AuthorizationLinks.FirstUse)
+
+                    let! reload =
+                        AuthorizationLinks.claim second (now.AddSeconds 5.) lifetime "state-1" $"code-{winner + 1}"
+
+                    Expect.equal reload AuthorizationLinks.FirstUse "the winning code's reload is still its own"
+
+                    let! other =
+                        AuthorizationLinks.claim first (now.AddMinutes 30.) lifetime "state-1" "code-late"
+
+                    Expect.equal other AuthorizationLinks.UsedByAnotherCode "a later code is refused"
+                }
+
             testCaseTask "a state completes one authorization; a second code with it is refused and binds nothing"
             <| fun () ->
                 task {

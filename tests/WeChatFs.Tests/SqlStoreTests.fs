@@ -12,7 +12,7 @@ open WeChatFs.Domain
 open WeChatFs.Store
 open WeChatFs.Tests.Helpers
 
-let private sealer () =
+let sealer () =
     match Secrets.MasterKey.ofBytes (Array.init 32 byte) with
     | Ok k -> Secrets.Sealer k
     | Error e -> failwith $"{e}"
