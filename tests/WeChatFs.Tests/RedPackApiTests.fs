@@ -522,4 +522,52 @@ let tests =
                     Expect.stringContains body "CA_ERROR" "body"
                 }
 
+            testCaseTask "a red packet to a wx_tk_id goes to the follower the web OAuth flow stands it for"
+            <| fun () ->
+                task {
+                    use! payPair = startPayPair "sqlite" []
+                    // A browser that sees each redirect, as the authorization and OAuth pages expect.
+                    let pair =
+                        { payPair with
+                            Http = new HttpClient(new HttpClientHandler(AllowAutoRedirect = false))
+                        }
+
+                    // WeChat pushes tickets and authorization events to this gateway.
+                    pair.Sim.SetEventUrl(Some(pair.Gateway.Url "/wechat/component/events"))
+                    pair.Sim.SetMessageUrlTemplate(Some(pair.Gateway.Url "/wechat/authorizers/$APPID$/callback"))
+                    do! OAuthApiTests.ready pair
+                    let! authorized, _ = AuthorizerApiTests.authorizeVia pair "shop-1" appid
+                    Expect.isTrue authorized.IsSuccessStatusCode "the account is authorized"
+                    let! _ = registerMerchant pair
+                    // A follower opens a menu page of the account and allows it: the business page gets a wxTkId.
+                    do! OAuthApiTests.addRoute pair "card" "https://shop.example.com/member" "snsapi_userinfo" "shop-1"
+                    let! _, answer = OAuthApiTests.visit pair appid "card" "s-1" "f2"
+                    Expect.equal answer.StatusCode HttpStatusCode.Redirect "the follower lands on the business page"
+                    let token = OAuthApiTests.wxTkIdOf answer.Headers.Location
+                    let! follower = OAuthApiTests.simFollower pair appid "f2"
+
+                    let! status, packet =
+                        sendPacket
+                            pair
+                            "tk-1"
+                            {|
+                                mch_id = mchId
+                                authorizer_appid = appid
+                                wx_tk_id = token
+                                amount_fen = 100
+                                wishing = "Thank you for visiting"
+                                act_name = "Opening week"
+                                remark = "One per guest"
+                            |}
+
+                    Expect.isTrue
+                        (status = HttpStatusCode.Created || status = HttpStatusCode.Accepted)
+                        (packet.GetRawText())
+
+                    let! sent = untilStatus pair (str packet "id") "sent"
+                    Expect.isTrue sent "the packet is sent"
+                    let! packets = simPackets pair
+                    Expect.equal packets.Length 1 "one packet"
+                    Expect.equal (str packets.Head "re_openid") (str follower "openid") "paid to the follower's openid"
+                }
         ]
