@@ -56,6 +56,7 @@ type ConsoleContext =
         Services: Services
         Authorizers: Authorizers.AuthorizerService
         Metrics: Metrics.GatewayMetrics
+        OAuth: OAuthFlow.OAuthService
         Operator: OperatorOptions
         Key: byte[]
         mutable Nav: NavItem list

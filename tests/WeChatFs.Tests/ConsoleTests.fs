@@ -300,4 +300,44 @@ let tests =
                         "MetricsTests.valueOf metrics 'wechatfs_authorizers{status=\\'author..."
                 }
 
+            testCaseTask "the funcKey page lists the routes saved through the API"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+                    let client, _ = browser ()
+                    use _ = client
+                    let! _ = signIn client pair.Gateway adminKey
+                    let! empty = client.GetAsync(pair.Gateway.Url "/console/func-keys")
+                    Expect.equal empty.StatusCode HttpStatusCode.OK "empty.StatusCode"
+                    let! emptyHtml = empty.Content.ReadAsStringAsync()
+                    Expect.stringContains emptyHtml "<h1>FuncKey routes</h1>" "emptyHtml"
+
+                    let! saved =
+                        OAuthApiTests.saveFuncKey
+                            pair
+                            {|
+                                func_key = "console-card"
+                                target_url = "https://shop.example.com/card"
+                                scope = "snsapi_userinfo"
+                                tenant = "shop-console"
+                                description = "Membership card"
+                            |}
+
+                    Expect.isTrue saved.IsSuccessStatusCode "saved"
+                    let! html = client.GetStringAsync(pair.Gateway.Url "/console/func-keys")
+                    Expect.stringContains html "console-card" "html"
+                    Expect.stringContains html "https://shop.example.com/card" "html"
+                    Expect.stringContains html "snsapi_userinfo" "html"
+                    Expect.stringContains html "shop-console" "html"
+                    Expect.stringContains html "Membership card" "html"
+                    Expect.stringContains html "<th scope=\"col\">FuncKey</th>" "html"
+                    Expect.stringContains html "aria-current=\"page\"" "html"
+                    Expect.stringContains html "id=\"stale\"" "html"
+                    // Signed out, the page sends you to sign in.
+                    let anonymous, _ = browser ()
+                    use _ = anonymous
+                    let! refused = anonymous.GetAsync(pair.Gateway.Url "/console/func-keys")
+                    Expect.equal refused.StatusCode HttpStatusCode.Redirect "refused.StatusCode"
+                }
+
         ]
