@@ -20,6 +20,7 @@ let pages: (NavItem * (ConsoleContext -> IEndpointRouteBuilder -> unit)) list =
         ConsoleEvents.nav, ConsoleEvents.map
         ConsoleErrors.nav, ConsoleErrors.map
         ConsoleFuncKeys.nav, ConsoleFuncKeys.map
+        ConsoleDeployments.nav, ConsoleDeployments.map
     ]
 
 let map
@@ -37,6 +38,7 @@ let map
                 Authorizers = authorizers
                 Metrics = metrics
                 OAuth = app.ServiceProvider.GetRequiredService<OAuthFlow.OAuthService>()
+                Deployments = app.ServiceProvider.GetService<Deployments.DeploymentService>() |> Option.ofObj
                 Operator = operator
                 Key = Secrets.deriveKey masterKey "wechatfs/console-session"
                 Nav = pages |> List.map fst

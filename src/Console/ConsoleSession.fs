@@ -57,6 +57,8 @@ type ConsoleContext =
         Authorizers: Authorizers.AuthorizerService
         Metrics: Metrics.GatewayMetrics
         OAuth: OAuthFlow.OAuthService
+        /// None when the store has no SQL access (deployments need it).
+        Deployments: Deployments.DeploymentService option
         Operator: OperatorOptions
         Key: byte[]
         mutable Nav: NavItem list

@@ -340,4 +340,45 @@ let tests =
                     Expect.equal refused.StatusCode HttpStatusCode.Redirect "refused.StatusCode"
                 }
 
+            testCaseTask "the deployments pages show a deployment's progress and each target's state"
+            <| fun () ->
+                task {
+                    use! pair = startPair ()
+                    let client, _ = browser ()
+                    use _ = client
+                    let! _ = signIn client pair.Gateway adminKey
+                    let! empty = client.GetAsync(pair.Gateway.Url "/console/deployments")
+                    Expect.equal empty.StatusCode HttpStatusCode.OK "empty.StatusCode"
+                    let! emptyHtml = empty.Content.ReadAsStringAsync()
+                    Expect.stringContains emptyHtml "<h1>Deployments</h1>" "emptyHtml"
+                    let! appids, templateId = DeploymentsTests.prepare pair 2
+
+                    let! id =
+                        DeploymentsTests.deploy
+                            pair
+                            {|
+                                template_id = templateId
+                                user_version = "2.0.0"
+                                user_desc = "console"
+                                targets = appids
+                                audit = null
+                                release = "none"
+                            |}
+
+                    let! list = client.GetStringAsync(pair.Gateway.Url "/console/deployments")
+                    Expect.stringContains list id "list"
+                    Expect.stringContains list "<progress" "list"
+                    Expect.stringContains list "2.0.0" "list"
+                    let! detail = client.GetStringAsync(pair.Gateway.Url $"/console/deployments/{id}")
+                    Expect.stringContains detail "<h1>Deployment</h1>" "detail"
+
+                    for a in appids do
+                        Expect.stringContains detail a "detail"
+
+                    Expect.stringContains detail "<th scope=\"col\">Audit id</th>" "detail"
+                    Expect.stringContains detail "Targets per state" "detail"
+                    let! unknown = client.GetStringAsync(pair.Gateway.Url "/console/deployments/nope")
+                    Expect.stringContains unknown "No deployment has this id." "unknown"
+                }
+
         ]
