@@ -21,6 +21,7 @@ let pages: (NavItem * (ConsoleContext -> IEndpointRouteBuilder -> unit)) list =
         ConsoleErrors.nav, ConsoleErrors.map
         ConsoleFuncKeys.nav, ConsoleFuncKeys.map
         ConsoleDeployments.nav, ConsoleDeployments.map
+        ConsoleRedPacks.nav, ConsoleRedPacks.map
     ]
 
 let map
@@ -39,6 +40,7 @@ let map
                 Metrics = metrics
                 OAuth = app.ServiceProvider.GetRequiredService<OAuthFlow.OAuthService>()
                 Deployments = app.ServiceProvider.GetService<Deployments.DeploymentService>() |> Option.ofObj
+                RedPacks = app.ServiceProvider.GetRequiredService<RedPackService.RedPackService>()
                 Operator = operator
                 Key = Secrets.deriveKey masterKey "wechatfs/console-session"
                 Nav = pages |> List.map fst

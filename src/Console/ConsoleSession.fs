@@ -59,6 +59,7 @@ type ConsoleContext =
         OAuth: OAuthFlow.OAuthService
         /// None when the store has no SQL access (deployments need it).
         Deployments: Deployments.DeploymentService option
+        RedPacks: RedPackService.RedPackService
         Operator: OperatorOptions
         Key: byte[]
         mutable Nav: NavItem list

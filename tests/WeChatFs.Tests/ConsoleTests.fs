@@ -381,4 +381,52 @@ let tests =
                     Expect.stringContains unknown "No deployment has this id." "unknown"
                 }
 
+            testCaseTask "the red packets page lists packets, filtered by status and merchant, without secrets"
+            <| fun () ->
+                task {
+                    let! pair = RedPackApiTests.startPayPair "sqlite" []
+                    use _ = pair
+                    let client, _ = browser ()
+                    use _ = client
+                    let! _ = signIn client pair.Gateway adminKey
+                    let! empty = client.GetAsync(pair.Gateway.Url "/console/redpacks")
+                    Expect.equal empty.StatusCode HttpStatusCode.OK "empty.StatusCode"
+                    let! emptyHtml = empty.Content.ReadAsStringAsync()
+                    Expect.stringContains emptyHtml "<h1>Red packets</h1>" "emptyHtml"
+                    Expect.stringContains emptyHtml "<label for=\"status\">" "emptyHtml"
+                    let! merchant = RedPackApiTests.registerMerchant pair
+
+                    let! status, packet =
+                        RedPackApiTests.sendPacket pair "console-1" (RedPackApiTests.packetBody 888)
+
+                    Expect.equal status HttpStatusCode.Created (packet.GetRawText())
+                    let id = str packet "id"
+                    let packetStatus = str packet "status"
+                    let! html = client.GetStringAsync(pair.Gateway.Url "/console/redpacks")
+                    Expect.stringContains html id "html"
+                    Expect.stringContains html RedPackApiTests.mchId "html"
+                    Expect.stringContains html RedPackApiTests.appid "html"
+                    Expect.stringContains html "8.88" "html"
+                    Expect.isFalse (html.Contains(str merchant "api_key")) "no API key in the page"
+                    Expect.isFalse (html.Contains "PRIVATE KEY") "no private key in the page"
+
+                    let! byStatus =
+                        client.GetStringAsync(
+                            pair.Gateway.Url $"/console/redpacks?status={packetStatus}&mch_id={RedPackApiTests.mchId}"
+                        )
+
+                    Expect.stringContains byStatus id "byStatus"
+                    let other = if packetStatus = "failed" then "refunded" else "failed"
+
+                    let! otherStatus =
+                        client.GetStringAsync(pair.Gateway.Url $"/console/redpacks?status={other}")
+
+                    Expect.isFalse (otherStatus.Contains id) "otherStatus"
+
+                    let! otherMerchant =
+                        client.GetStringAsync(pair.Gateway.Url "/console/redpacks?mch_id=1900000999")
+
+                    Expect.isFalse (otherMerchant.Contains id) "otherMerchant"
+                }
+
         ]
