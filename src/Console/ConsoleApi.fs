@@ -5,6 +5,7 @@ module WeChatFs.ConsoleApi
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.Routing
+open Microsoft.Extensions.DependencyInjection
 open WeChatFs.Config
 open WeChatFs.ConsoleViews
 open WeChatFs.ConsoleSession
@@ -18,6 +19,9 @@ let pages: (NavItem * (ConsoleContext -> IEndpointRouteBuilder -> unit)) list =
         ConsoleDeliveries.nav, ConsoleDeliveries.map
         ConsoleEvents.nav, ConsoleEvents.map
         ConsoleErrors.nav, ConsoleErrors.map
+        ConsoleFuncKeys.nav, ConsoleFuncKeys.map
+        ConsoleDeployments.nav, ConsoleDeployments.map
+        ConsoleRedPacks.nav, ConsoleRedPacks.map
     ]
 
 let map
@@ -34,6 +38,9 @@ let map
                 Services = s
                 Authorizers = authorizers
                 Metrics = metrics
+                OAuth = app.ServiceProvider.GetRequiredService<OAuthFlow.OAuthService>()
+                Deployments = app.ServiceProvider.GetService<Deployments.DeploymentService>() |> Option.ofObj
+                RedPacks = app.ServiceProvider.GetRequiredService<RedPackService.RedPackService>()
                 Operator = operator
                 Key = Secrets.deriveKey masterKey "wechatfs/console-session"
                 Nav = pages |> List.map fst

@@ -56,6 +56,10 @@ type ConsoleContext =
         Services: Services
         Authorizers: Authorizers.AuthorizerService
         Metrics: Metrics.GatewayMetrics
+        OAuth: OAuthFlow.OAuthService
+        /// None when the store has no SQL access (deployments need it).
+        Deployments: Deployments.DeploymentService option
+        RedPacks: RedPackService.RedPackService
         Operator: OperatorOptions
         Key: byte[]
         mutable Nav: NavItem list
