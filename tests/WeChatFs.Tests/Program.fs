@@ -45,9 +45,9 @@ let all =
             BrowserTests.tests
             MetricsTests.tests
             OpenApiDocTests.tests
+            RedPackApiTests.tests
             ConsoleTests.tests
             ConsoleBrowserTests.tests
-            RedPackApiTests.tests
             RedPackServiceTests.tests
             ProxyPathTests.tests
             RefusalsTests.tests
