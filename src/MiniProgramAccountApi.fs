@@ -16,41 +16,8 @@ open WeChatFs.CodeManagement
 let private appIdOf (ctx: HttpContext) =
     AuthorizerAppId(string ctx.Request.RouteValues["appid"])
 
-let private answer (ctx: HttpContext) (result: Result<JsonElement, CallError>) =
-    match result with
-    | Error(NoAuthorizerToken t) -> AuthorizerApi.tokenErrorProblem ctx t
-    | Error(NoComponentToken t) -> tokenProblem ctx t
-    | Error(WeChatFailed w) -> weChatProblem ctx w
-    | Ok root ->
-        let node = JsonNode.Parse(root.GetRawText())
-
-        match node with
-        | :? JsonObject as o ->
-            o.Remove "errcode" |> ignore
-            o.Remove "errmsg" |> ignore
-        | _ -> ()
-
-        ctx.Response.StatusCode <- 200
-        ctx.Response.ContentType <- "application/json; charset=utf-8"
-        ctx.Response.WriteAsync(node.ToJsonString())
-
-let private body (ctx: HttpContext) =
-    task {
-        // A deployment or code request is small; anything past 1 MiB is refused, not read.
-        match! readLimited ctx (1024 * 1024) with
-        | TooLarge -> return Error "the body is larger than 1 MiB"
-        | Body bytes ->
-
-            if bytes.Length = 0 then
-                return Ok(JsonObject() :> JsonNode)
-            else
-                try
-                    match JsonNode.Parse(ReadOnlySpan bytes) with
-                    | null -> return Error "the body is not JSON"
-                    | n -> return Ok n
-                with :? JsonException as ex ->
-                    return Error $"the body is not JSON: {ex.Message}"
-    }
+let private answer = MiniProgramApi.writeAnswer
+let private body = MiniProgramApi.readBody
 
 /// POST a JSON body as given (submit-audit, domains).
 let private passBody (s: Services) (code: CodeClient) (path: string) =

@@ -17,14 +17,14 @@ open WeChatFs.CodeManagement
 open WeChatFs.DeploymentRequests
 open WeChatFs.Deployments
 
-let private callProblem (ctx: HttpContext) (e: CallError) =
+let callProblem (ctx: HttpContext) (e: CallError) =
     match e with
     | NoAuthorizerToken t -> AuthorizerApi.tokenErrorProblem ctx t
     | NoComponentToken t -> tokenProblem ctx t
     | WeChatFailed w -> weChatProblem ctx w
 
 /// WeChat's answer in our style: its fields as they are, without errcode/errmsg.
-let private writeAnswer (ctx: HttpContext) (result: Result<JsonElement, CallError>) =
+let writeAnswer (ctx: HttpContext) (result: Result<JsonElement, CallError>) =
     match result with
     | Error e -> callProblem ctx e
     | Ok root ->
@@ -40,7 +40,8 @@ let private writeAnswer (ctx: HttpContext) (result: Result<JsonElement, CallErro
         ctx.Response.ContentType <- "application/json; charset=utf-8"
         ctx.Response.WriteAsync(node.ToJsonString())
 
-let private readBody (ctx: HttpContext) =
+/// A JSON request body of at most 1 MiB; an empty body is an empty object.
+let readBody (ctx: HttpContext) =
     task {
         // A deployment or code request is small; anything past 1 MiB is refused, not read.
         match! readLimited ctx (1024 * 1024) with
