@@ -95,7 +95,7 @@ let private list (c: ConsoleContext) =
                                     select
                                         [ _id "status"; _name "status" ]
                                         [
-                                            option
+                                            yield option
                                                 [
                                                     _value ""
                                                     if status.IsNone then

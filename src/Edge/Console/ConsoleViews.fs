@@ -76,7 +76,7 @@ let dataTable (caption': string) (headers: string list) (rows: XmlNode list list
                         []
                         [
                             if List.isEmpty rows then
-                                tr [] [ td [ attr "colspan" (string headers.Length) ] [ str "Nothing to show." ] ]
+                                yield tr [] [ td [ attr "colspan" (string headers.Length) ] [ str "Nothing to show." ] ]
                             else
                                 for cells in rows -> tr [] [ for c in cells -> td [] [ c ] ]
                         ]
