@@ -95,13 +95,14 @@ let private list (c: ConsoleContext) =
                                     select
                                         [ _id "status"; _name "status" ]
                                         [
-                                            yield option
-                                                [
-                                                    _value ""
-                                                    if status.IsNone then
-                                                        _selected
-                                                ]
-                                                [ str "any" ]
+                                            yield
+                                                option
+                                                    [
+                                                        _value ""
+                                                        if status.IsNone then
+                                                            _selected
+                                                    ]
+                                                    [ str "any" ]
                                             for s in statuses ->
                                                 option
                                                     [
