@@ -109,6 +109,9 @@ type GatewayOptions =
         ConnectionString: string
         /// Where the SQLite file and a generated master key live.
         DataFolder: string
+        /// SQLite only: pushes are acknowledged once in the intake log, and written to the inbox
+        /// table from there (Storage:IntakeLog, default true).
+        IntakeLog: bool
         MasterKey: string option
         AdminApiKey: string option
         TokenPolicy: TokenPolicy
@@ -516,6 +519,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
             timeSpan cfg "Storage:RefreshLease" (TimeSpan.FromSeconds 30.) (TimeSpan.FromSeconds 1.)
 
         and! provider, connectionString = storage cfg
+        and! intakeLog = flag cfg "Storage:IntakeLog" true
         and! master = masterKey cfg
         and! returnUrl = optionalUrl cfg "Authorization:ReturnUrl"
 
@@ -552,6 +556,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 DataFolder =
                     text cfg "Storage:DataFolder"
                     |> Option.defaultValue (dataFolderOf provider connectionString)
+                IntakeLog = intakeLog && provider = "sqlite"
                 MasterKey = master
                 AdminApiKey = text cfg "Admin:ApiKey"
                 TokenPolicy =

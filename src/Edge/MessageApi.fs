@@ -112,11 +112,16 @@ let callback
                             let tenant = boundTenant |> Option.map Ids.tenant
                             let kind = Messages.kind m
 
+                            // Without a webhook waiting, the embedded store's intake makes the
+                            // webhook body later, off the request path.
                             let payload =
-                                Messages.webhookPayload id kind appid tenant now (Messages.messageJson m) plain
+                                if inbox.PayloadNow tenant then
+                                    Messages.webhookPayload id kind appid tenant now (Messages.messageJson m) plain
+                                else
+                                    ""
 
                             let! outcome =
-                                inbox.Append
+                                inbox.AppendMessage(
                                     {
                                         Id = id
                                         DedupeKey = Messages.dedupeKeyOf m plain
@@ -127,7 +132,9 @@ let callback
                                         Payload = payload
                                         ClaimedBy = Some s.Options.InstanceId
                                         ClaimedUntil = Some(now + inbox.FirstAttemptClaim)
-                                    }
+                                    },
+                                    plain
+                                )
 
                             match outcome with
                             // WeChat's retry of something stored: delivered once, so just acknowledge.

@@ -51,6 +51,28 @@ type InboxService
         // arrive meanwhile.
         new GroupCommit.Batcher<InboxItem, AppendOutcome>(store.AppendInbox, 512, 2)
 
+    // The embedded store takes pushes through its intake log (one instance, one disk). With
+    // PostgreSQL the database is the log: instances share it, and a retry may reach another one.
+    let intake =
+        if options.IntakeLog then
+            Some(
+                new Intake.IntakeService(
+                    store,
+                    options.DataFolder,
+                    {
+                        Age = TimeSpan.FromMinutes 5.
+                        Count = 200_000
+                    },
+                    clock,
+                    logger
+                )
+            )
+        else
+            None
+
+    let anyWebhook () =
+        (webhookUrl hooks None).IsSome || not hooks.TenantUrls.IsEmpty
+
     // Our own client: redirects not followed, no logging handler.
     let http =
         new HttpClient(
@@ -67,7 +89,35 @@ type InboxService
     member _.CommitCounts = batcher.Counts
 
     /// Resolves once the item's batch is durable.
-    member _.Append(item: InboxItem) = batcher.Submit item
+    member _.Append(item: InboxItem) =
+        match intake with
+        | Some i ->
+            i.Append(
+                {
+                    Item = item
+                    Body = IntakeLog.Payload item.Payload
+                },
+                anyWebhook ()
+            )
+        | None -> batcher.Submit item
+
+    /// Whether a message's webhook body must be made before it is stored: when it goes to a webhook
+    /// while WeChat waits, or when the store takes rows directly. Otherwise the intake makes it later.
+    member _.PayloadNow(tenant: string option) =
+        intake.IsNone || (webhookUrl hooks tenant).IsSome
+
+    /// A message: `item.Payload` empty means "made from `plain` later" (see PayloadNow).
+    member _.AppendMessage(item: InboxItem, plain: string) =
+        match intake with
+        | Some i ->
+            let body =
+                if item.Payload = "" then
+                    IntakeLog.Xml plain
+                else
+                    IntakeLog.Payload item.Payload
+
+            i.Append({ Item = item; Body = body }, anyWebhook ())
+        | None -> batcher.Submit item
 
     /// One POST to the webhook; Ok with its answer body on 2xx.
     member _.Post(id: string, tenant: string option, payload: string) =
@@ -102,7 +152,16 @@ type InboxService
             let! result = this.Post(id, tenant, payload)
             let now = clock.GetUtcNow()
 
+            // Through the intake log, the row may not be in the inbox yet: its outcome waits for it.
+            let! indexed =
+                match intake with
+                | Some i -> i.WhenIndexed id
+                | None -> Task.FromResult(Stored id)
+
             match result with
+            | _ when indexed <> Stored id ->
+                // Memory had forgotten a retry; the inbox holds the message under its first id.
+                return None
             | Ok body ->
                 do! store.MarkDelivered(id, now, options.InstanceId)
                 return Some body
@@ -170,7 +229,16 @@ type InboxService
 
     interface IAsyncDisposable with
         member _.DisposeAsync() =
-            (batcher :> IAsyncDisposable).DisposeAsync()
+            ValueTask(
+                task {
+                    match intake with
+                    | Some i -> do! (i :> IAsyncDisposable).DisposeAsync()
+                    | None -> ()
+
+                    do! (batcher :> IAsyncDisposable).DisposeAsync()
+                }
+                :> Task
+            )
 
 /// Delivers what is due, on every instance; a claim keeps two instances off the same delivery.
 type DeliveryWorker

@@ -41,6 +41,28 @@ let tests =
                     Expect.isTrue o.ReleaseResponder "o.ReleaseResponder"
                 | Error e -> failwith $"{e}"
 
+            testCase
+                "the intake log is on for SQLite unless switched off, never for PostgreSQL, and takes only true or false"
+            <| fun () ->
+                let intake extra =
+                    load (valid @ extra) |> Result.map (fun o -> o.IntakeLog)
+
+                Expect.equal (intake []) (Ok true) "SQLite: on"
+                Expect.equal (intake [ "WeChatFs:Storage:IntakeLog", "false" ]) (Ok false) "switched off"
+
+                Expect.equal
+                    (intake
+                        [
+                            "WeChatFs:Storage:Provider", "postgres"
+                            "WeChatFs:Storage:ConnectionString", "Host=db"
+                        ])
+                    (Ok false)
+                    "PostgreSQL: the database is the log"
+
+                match intake [ "WeChatFs:Storage:IntakeLog", "sometimes" ] with
+                | Error [ e ] -> Expect.equal e.Key "WeChatFs:Storage:IntakeLog" "names the key"
+                | other -> failwith $"{other}"
+
             testCase "every bad value is reported at once, naming the key and the fix"
             <| fun () ->
                 match

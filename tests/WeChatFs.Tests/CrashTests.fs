@@ -57,6 +57,25 @@ let private delivered (hook: WebhookListener) =
         | true, v -> Some(v.GetString(), r.Delivery)
         | _ -> None)
 
+/// The inbox's dedupe keys, read from the store's file as they are.
+let private inboxKeys (dataFolder: string) =
+    use conn =
+        new Microsoft.Data.Sqlite.SqliteConnection(
+            "Data Source="
+            + IO.Path.Combine(dataFolder, "wechatfs.db")
+            + ";Mode=ReadOnly;Pooling=False"
+        )
+
+    conn.Open()
+    use cmd = conn.CreateCommand()
+    cmd.CommandText <- "SELECT dedupe_key FROM inbox"
+    use reader = cmd.ExecuteReader()
+
+    [
+        while reader.Read() do
+            reader.GetString 0
+    ]
+
 /// Sends text messages with MsgIds from `first` on, 8 at a time, until `stop`; answers the MsgIds
 /// the gateway acknowledged with 200.
 let private burst (http: HttpClient) (url: unit -> string) (first: int) (stop: CancellationToken) =
@@ -127,6 +146,58 @@ let tests =
                         all
                         ($"{(Set.difference acknowledged received).Count} of {acknowledged.Count} acknowledged pushes not delivered")
 
+                    http.Dispose()
+                }
+
+            testCaseTask
+                "kill -9 during a burst without a webhook: every acknowledged push is stored once, and WeChat's retries add nothing"
+            <| fun () ->
+                task {
+                    let! sim, data, settings, gateway, http = setUp []
+                    use _sim = sim :> IAsyncDisposable
+                    use stop = new CancellationTokenSource()
+
+                    let sending =
+                        burst http (fun () -> gateway.Url $"/wechat/authorizers/{shop}/callback") 5000 stop.Token
+
+                    let! _ =
+                        eventually (TimeSpan.FromSeconds 10.) (fun () -> task { return countRows data "inbox" >= 100 })
+
+                    gateway.Process.Kill()
+                    stop.Cancel()
+                    let! acknowledged = sending
+                    let keys = acknowledged |> Set.map (fun id -> "msg:" + id)
+                    let! restarted = restart sim settings gateway
+                    use _gateway = restarted
+
+                    // Acknowledged pushes still in the intake log reach the inbox at start.
+                    let! all =
+                        eventually (TimeSpan.FromSeconds 15.) (fun () ->
+                            task { return Set.isSubset keys (Set.ofList (inboxKeys data)) })
+
+                    Expect.isTrue
+                        all
+                        $"{(Set.difference keys (Set.ofList (inboxKeys data))).Count} of {keys.Count} acknowledged pushes not stored"
+
+                    let before = inboxKeys data
+
+                    // WeChat sends again what it is not sure of: each answered, none stored twice.
+                    for id in acknowledged |> Seq.truncate 50 do
+                        let! r =
+                            postSealed
+                                http
+                                (restarted.Url $"/wechat/authorizers/{shop}/callback")
+                                (textMessageXml shop id "hi")
+
+                        Expect.equal r.StatusCode HttpStatusCode.OK "a retry is acknowledged"
+
+                    let! unchanged =
+                        holdsFor (TimeSpan.FromSeconds 1.) (fun () ->
+                            task { return List.length (inboxKeys data) = before.Length })
+
+                    Expect.isTrue unchanged "retries added no row"
+                    let after = inboxKeys data
+                    Expect.equal (List.length after) (List.distinct after).Length "no key twice"
                     http.Dispose()
                 }
 

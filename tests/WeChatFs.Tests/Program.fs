@@ -29,9 +29,11 @@ let all =
             SqlStoreTests.tests
             WeChatClientTests.tests
             AuthorizersTests.tests
+            IntakeLogTests.tests
             InboxTests.tests
             OAuthStoreTests.tests
             RedPackStoreTests.tests
+            IntakeTests.tests
             ComponentApiTests.tests
             AuthorizerApiTests.tests
             MultiInstanceTests.tests

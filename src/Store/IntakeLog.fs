@@ -1,0 +1,290 @@
+/// The intake log of the embedded store: pushes are appended to one file and made durable by one
+/// fsync per batch, and WeChat is answered then; the inbox table is written from the log afterwards,
+/// off the request path, in large transactions. A crash loses nothing acknowledged: at start the log's
+/// records are read back and written to the inbox again (inserts that are already there do nothing).
+/// The file is emptied once everything in it is in the inbox.
+module WeChatFs.IntakeLog
+
+open System
+open System.Collections.Concurrent
+open System.IO
+open System.Text
+open System.Threading
+open System.Threading.Tasks
+open WeChatFs.Store
+
+/// What the inbox row's payload is made from: the webhook body itself, or the decrypted XML of a
+/// message, turned into the webhook body when the row is written (no JSON on the request path).
+type Body =
+    | Payload of json: string
+    | Xml of plainXml: string
+
+/// One record: an inbox row to be, minus its payload, plus its body.
+type Entry = { Item: InboxItem; Body: Body }
+
+// ---- the record format --------------------------------------------------------------------------
+// [length: int32][checksum: int32][body: length bytes]. The body is the fields in order, strings as
+// BinaryWriter writes them (7-bit length, UTF-8). A torn write at the end of the file (the crash came
+// mid-write) fails the length or the checksum, and the file is cut there: such a record was never
+// acknowledged, since nobody is answered before the fsync after the write.
+
+/// FNV-1a over the body: enough to tell a torn or stale tail from a record.
+let checksum (bytes: ReadOnlySpan<byte>) =
+    let mutable h = 2166136261u
+
+    for b in bytes do
+        h <- (h ^^^ uint32 b) * 16777619u
+
+    int h
+
+let private writeOptional (w: BinaryWriter) (v: string option) =
+    match v with
+    | Some s ->
+        w.Write true
+        w.Write s
+    | None -> w.Write false
+
+let private readOptional (r: BinaryReader) =
+    if r.ReadBoolean() then Some(r.ReadString()) else None
+
+/// Appends one record to `out`.
+let encode (out: MemoryStream) (e: Entry) =
+    let start = out.Position
+    out.Write(ReadOnlySpan(Array.zeroCreate<byte> 8))
+    use w = new BinaryWriter(out, Encoding.UTF8, true)
+    let i = e.Item
+    w.Write i.Id
+    w.Write i.DedupeKey
+    w.Write i.AuthorizerAppId
+    writeOptional w i.Tenant
+    w.Write i.Kind
+    w.Write(i.ReceivedAt.ToUnixTimeMilliseconds())
+    writeOptional w i.ClaimedBy
+
+    w.Write(
+        match i.ClaimedUntil with
+        | Some t -> t.ToUnixTimeMilliseconds()
+        | None -> -1L
+    )
+
+    match e.Body with
+    | Payload json ->
+        w.Write 0uy
+        w.Write json
+    | Xml xml ->
+        w.Write 1uy
+        w.Write xml
+
+    w.Flush()
+    let finish = out.Position
+    let length = int (finish - start - 8L)
+    let buffer = out.GetBuffer()
+    let bodySpan = ReadOnlySpan(buffer, int start + 8, length)
+    Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(buffer, int start, 4), length)
+    Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(buffer, int start + 4, 4), checksum bodySpan)
+
+let private decodeBody (body: byte[]) =
+    use r = new BinaryReader(new MemoryStream(body), Encoding.UTF8)
+    let id = r.ReadString()
+    let key = r.ReadString()
+    let appid = r.ReadString()
+    let tenant = readOptional r
+    let kind = r.ReadString()
+    let received = DateTimeOffset.FromUnixTimeMilliseconds(r.ReadInt64())
+    let claimedBy = readOptional r
+
+    let claimedUntil =
+        match r.ReadInt64() with
+        | -1L -> None
+        | ms -> Some(DateTimeOffset.FromUnixTimeMilliseconds ms)
+
+    let body =
+        match r.ReadByte() with
+        | 0uy -> Payload(r.ReadString())
+        | _ -> Xml(r.ReadString())
+
+    {
+        Item =
+            {
+                Id = id
+                DedupeKey = key
+                AuthorizerAppId = appid
+                Tenant = tenant
+                Kind = kind
+                ReceivedAt = received
+                Payload = ""
+                ClaimedBy = claimedBy
+                ClaimedUntil = claimedUntil
+            }
+        Body = body
+    }
+
+/// The whole records at the start of `bytes`, and the length they take: the rest is a torn tail.
+let decodeAll (bytes: byte[]) =
+    let entries = ResizeArray<Entry>()
+    let mutable at = 0
+    let mutable stop = false
+
+    while not stop && bytes.Length - at >= 8 do
+        let length =
+            Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(bytes, at, 4))
+
+        let sum =
+            Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(bytes, at + 4, 4))
+
+        if length <= 0 || length > bytes.Length - at - 8 then
+            stop <- true
+        elif checksum (ReadOnlySpan(bytes, at + 8, length)) <> sum then
+            stop <- true
+        else
+            match
+                (try
+                    Some(decodeBody (bytes[at + 8 .. at + 7 + length]))
+                 with _ ->
+                     None)
+            with
+            | Some e ->
+                entries.Add e
+                at <- at + 8 + length
+            | None -> stop <- true
+
+    List.ofSeq entries, at
+
+// ---- the file -------------------------------------------------------------------------------------
+
+/// The log file. `Append` resolves once the record is on disk; `onDurable` gets each batch's entries
+/// right after its fsync, on the writer's thread (keep it short: hand them on). `Indexed n` says that
+/// n more records reached the inbox; the file is emptied when every record in it has, and it is
+/// bigger than `compactBytes` or older than `compactAge` (so a restart never writes a row again that
+/// the retention purge has since removed).
+type Writer(path: string, onDurable: Entry list -> unit, compactBytes: int64, compactAge: TimeSpan) =
+    let file =
+        new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read, 1, FileOptions.None)
+
+    let recovered, validLength =
+        let bytes = Array.zeroCreate<byte>(int file.Length)
+        file.ReadExactly(bytes, 0, bytes.Length)
+        decodeAll bytes
+
+    do
+        // Cut the torn tail before anything new is written after it.
+        file.SetLength(int64 validLength)
+        file.Position <- int64 validLength
+        file.Flush true
+
+    let gate = obj ()
+    let mutable pending = new MemoryStream(64 * 1024)
+    let mutable spare = new MemoryStream(64 * 1024)
+    let mutable pendingEntries = ResizeArray<Entry>()
+    let mutable spareEntries = ResizeArray<Entry>()
+
+    let mutable batchDone =
+        TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+
+    let mutable stopping = false
+    let wake = new AutoResetEvent(false)
+    let mutable sleeping = 0
+    // Records in the file, and how many of them the inbox has; written by the writer and `Indexed`.
+    let mutable inFile = int64 recovered.Length
+    let mutable indexed = 0L
+    let mutable fileSince = DateTime.UtcNow
+
+    let rouse () =
+        if Interlocked.Exchange(&sleeping, 0) = 1 then
+            wake.Set() |> ignore
+
+    let compactIfDone () =
+        if
+            inFile > 0L
+            && Interlocked.Read &indexed >= inFile
+            && (file.Length >= compactBytes || DateTime.UtcNow - fileSince >= compactAge)
+        then
+            file.SetLength 0L
+            file.Position <- 0L
+            file.Flush true
+            Interlocked.Add(&indexed, -inFile) |> ignore
+            inFile <- 0L
+            fileSince <- DateTime.UtcNow
+
+    let loop () =
+        let mutable go = true
+
+        while go do
+            let batch, entries, finished =
+                lock gate (fun () ->
+                    if pending.Length = 0L then
+                        None, null, stopping
+                    else
+                        let b, e, d = pending, pendingEntries, batchDone
+                        pending <- spare
+                        pendingEntries <- spareEntries
+                        spare <- b
+                        spareEntries <- e
+
+                        batchDone <- TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+
+                        Some(b, d), e, false)
+
+            match batch with
+            | Some(buffer, done') ->
+                try
+                    compactIfDone ()
+                    file.Write(buffer.GetBuffer(), 0, int buffer.Length)
+                    file.Flush true
+                    inFile <- inFile + int64 entries.Count
+                    done'.TrySetResult() |> ignore
+                    onDurable (List.ofSeq entries)
+                with ex ->
+                    // Not on disk: nobody of this batch is acknowledged (WeChat will retry).
+                    done'.TrySetException ex |> ignore
+
+                buffer.SetLength 0L
+                entries.Clear()
+            | None when finished -> go <- false
+            | None ->
+                try
+                    compactIfDone ()
+                with _ ->
+                    ()
+
+                Volatile.Write(&sleeping, 1)
+
+                if lock gate (fun () -> pending.Length = 0L && not stopping) then
+                    // Woken by an append, or now and then to empty an indexed file.
+                    wake.WaitOne(TimeSpan.FromSeconds 1.) |> ignore
+
+                Volatile.Write(&sleeping, 0)
+
+    let thread = Thread(loop, IsBackground = true, Name = "wechatfs-intake")
+    do thread.Start()
+
+    /// The records found in the file at start (none of them acknowledged twice: they are in the
+    /// inbox already or go there now).
+    member _.Recovered = recovered
+
+    /// Resolves once the record is durable; fails if the disk refused it.
+    member _.Append(entry: Entry) : Task =
+        let t =
+            lock gate (fun () ->
+                if stopping then
+                    Task.FromException(ObjectDisposedException "IntakeLog")
+                else
+                    encode pending entry
+                    pendingEntries.Add entry
+                    batchDone.Task :> Task)
+
+        rouse ()
+        t
+
+    /// `n` more records are in the inbox.
+    member _.Indexed(n: int) =
+        Interlocked.Add(&indexed, int64 n) |> ignore
+
+    interface IDisposable with
+        member _.Dispose() =
+            lock gate (fun () -> stopping <- true)
+            wake.Set() |> ignore
+            thread.Join()
+            compactIfDone ()
+            file.Dispose()
+            wake.Dispose()

@@ -1,0 +1,151 @@
+/// The embedded store's intake against a real SQLite store: a retry is answered as a duplicate of
+/// the first push, every acknowledged push reaches the inbox once, and records left in the log by a
+/// crash reach it at the next start.
+module WeChatFs.Tests.IntakeTests
+
+open System
+open System.IO
+open System.Threading.Tasks
+open Expecto
+open Microsoft.Extensions.Logging.Abstractions
+open WeChatFs
+open WeChatFs.Store
+open WeChatFs.IntakeLog
+open WeChatFs.Intake
+open WeChatFs.Tests.Helpers
+open WeChatFs.Tests.Harness
+
+let private window =
+    {
+        Age = TimeSpan.FromMinutes 5.
+        Count = 1000
+    }
+
+let private plain (n: int) =
+    $"<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[o{n}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[你好 {n}]]></Content><MsgId>{n}</MsgId></xml>"
+
+let private entry (n: int) (id: string) =
+    {
+        Item =
+            {
+                Id = id
+                DedupeKey = $"msg:{n}"
+                AuthorizerAppId = "wxaccount"
+                Tenant = Some "shop"
+                Kind = "message.text"
+                ReceivedAt = DateTimeOffset.UtcNow
+                Payload = ""
+                ClaimedBy = None
+                ClaimedUntil = None
+            }
+        Body = Xml(plain n)
+    }
+
+let private openStore () =
+    task {
+        let! store, _, file = SqlStoreTests.openFresh "sqlite"
+        return store, Path.GetDirectoryName(Option.get file)
+    }
+
+let private rows (store: IStore) =
+    task {
+        let! page = store.ListDeliveries(None, 0, 1000)
+        return page.Items
+    }
+
+let tests =
+    testSequencedGroup "Intake"
+    <| testList
+        "Intake"
+        [
+            testCaseAsync "a retry, even one arriving at the same moment, is a duplicate of the first and stored once"
+            <| async {
+                let! store, folder = openStore () |> Async.AwaitTask
+
+                let intake =
+                    new IntakeService(store, folder, window, TimeProvider.System, NullLogger.Instance)
+
+                let! outcomes =
+                    [ for i in 1..20 -> intake.Append(entry 42 $"id-{i}", false) ]
+                    |> Task.WhenAll
+                    |> Async.AwaitTask
+
+                let stored = outcomes |> Array.filter (fun o -> o.IsStored)
+                Expect.equal stored.Length 1 "one stored"
+
+                let id =
+                    match stored[0] with
+                    | Stored id
+                    | Duplicate id -> id
+
+                Expect.isTrue (outcomes |> Array.forall (fun o -> o = Stored id || o = Duplicate id)) "all name it"
+                do! (intake :> IAsyncDisposable).DisposeAsync().AsTask() |> Async.AwaitTask
+                let! inbox = rows store |> Async.AwaitTask
+                Expect.equal (inbox |> List.map (fun d -> d.Id)) [ id ] "one row, under the first id"
+                // The row's webhook body was made from the XML off the request path.
+                Expect.stringContains inbox[0].Payload "你好 42" "payload made from the XML"
+                Expect.stringContains inbox[0].Payload "\"msg_type\"" "with the typed message"
+                (store :> IDisposable).Dispose()
+            }
+
+            testCaseAsync "every acknowledged push is in the inbox, without waiting for a stop"
+            <| async {
+                let! store, folder = openStore () |> Async.AwaitTask
+
+                let intake =
+                    new IntakeService(store, folder, window, TimeProvider.System, NullLogger.Instance)
+
+                let! _ =
+                    [ for n in 1..300 -> intake.Append(entry n $"id-{n}", false) ]
+                    |> Task.WhenAll
+                    |> Async.AwaitTask
+
+                let! all =
+                    eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                        task {
+                            let! page = store.ListDeliveries(None, 0, 1)
+                            return page.Total = 300
+                        })
+                    |> Async.AwaitTask
+
+                Expect.isTrue all "all 300 in the inbox"
+
+                Expect.equal intake.Backlog 0 "nothing left to write"
+                do! (intake :> IAsyncDisposable).DisposeAsync().AsTask() |> Async.AwaitTask
+                (store :> IDisposable).Dispose()
+            }
+
+            testCaseAsync
+                "records a crash left in the log reach the inbox at the next start, and their retries are duplicates"
+            <| async {
+                let! store, folder = openStore () |> Async.AwaitTask
+                // As a crash leaves it: durable in the log, never written to the inbox.
+                let w =
+                    new Writer(Path.Combine(folder, "intake.log"), ignore, Int64.MaxValue, TimeSpan.MaxValue)
+
+                for n in 1..5 do
+                    do! w.Append(entry n $"crashed-{n}") |> Async.AwaitTask
+
+                (w :> IDisposable).Dispose()
+
+                let intake =
+                    new IntakeService(store, folder, window, TimeProvider.System, NullLogger.Instance)
+
+                let! all =
+                    eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                        task {
+                            let! page = store.ListDeliveries(None, 0, 1)
+                            return page.Total = 5
+                        })
+                    |> Async.AwaitTask
+
+                Expect.isTrue all "the five in the inbox"
+
+                let! retry = intake.Append(entry 3 "retry-3", false) |> Async.AwaitTask
+                Expect.equal retry (Duplicate "crashed-3") "the retry names the first"
+                do! (intake :> IAsyncDisposable).DisposeAsync().AsTask() |> Async.AwaitTask
+                let! inbox = rows store |> Async.AwaitTask
+                Expect.equal inbox.Length 5 "each once"
+                (store :> IDisposable).Dispose()
+            }
+        ]
