@@ -8,7 +8,7 @@ open System
 open System.Data.Common
 open System.Threading.Tasks
 open WeChatFs.MiniPrograms
-open WeChatFs.SqlStore
+open WeChatFs.SqlAccess
 
 type DeploymentStatus =
     | Running
@@ -260,24 +260,14 @@ type internal SqlDeploymentStore(access: ISqlAccess) =
                     readDeployment)
 
         member _.List(offset, limit) =
-            run (fun conn ->
-                task {
-                    let! total = scalar conn null "SELECT COUNT(*) FROM deployments" []
-
-                    let! items =
-                        query
-                            conn
-                            null
-                            $"SELECT {deploymentColumns} FROM deployments ORDER BY created_at DESC, id DESC LIMIT @l OFFSET @o"
-                            [ "@l", box (int64 limit); "@o", box (int64 offset) ]
-                            readDeployment
-
-                    return
-                        {
-                            Store.Page.Items = items
-                            Store.Page.Total = Convert.ToInt32 total
-                        }
-                })
+            page
+                access
+                "deployments"
+                deploymentColumns
+                ("", [])
+                "created_at DESC, id DESC"
+                (offset, limit)
+                readDeployment
 
         member _.SetStatus(id, status, now) =
             run (fun conn ->

@@ -583,13 +583,13 @@ let tests =
 
                     let dialect =
                         if provider = "sqlite" then
-                            SqlStore.sqlite
+                            SqlSchema.sqlite
                         else
-                            SqlStore.postgres
+                            SqlSchema.postgres
 
                     do! exec "CREATE TABLE schema_version (version INTEGER NOT NULL)"
 
-                    for statement in SqlStore.migrations dialect |> List.find (fst >> (=) 1) |> snd do
+                    for statement in SqlSchema.migrations dialect |> List.find (fst >> (=) 1) |> snd do
                         do! exec statement
 
                     do! exec "INSERT INTO schema_version (version) VALUES (1)"
