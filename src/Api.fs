@@ -6,6 +6,7 @@ open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Routing
 open Microsoft.Extensions.DependencyInjection
 open WeChatFs.Http
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open Microsoft.Extensions.DependencyInjection
 

@@ -14,6 +14,7 @@ open WeChatFs.Domain
 open WeChatFs.Config
 open WeChatFs.Store
 open WeChatFs.WeChatClient
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open WeChatFs.Http
 

@@ -72,17 +72,17 @@ type internal WeChatFsTokens
 
         WeChatFsTokenException(failure, errcode, ComponentTokens.describeTokenError e)
 
-    static let authorizerFailure (e: Authorizers.AuthorizerTokenError) =
+    static let authorizerFailure (e: AuthorizerCommon.AuthorizerTokenError) =
         match e with
-        | Authorizers.UnknownAuthorizer ->
+        | AuthorizerCommon.UnknownAuthorizer ->
             WeChatFsTokenException(
                 WeChatFsTokenFailure.UnknownAuthorizer,
                 Nullable(),
                 "no account with this appid has authorized the platform"
             )
-        | Authorizers.Unusable(Revoked, reason) ->
+        | AuthorizerCommon.Unusable(Revoked, reason) ->
             WeChatFsTokenException(WeChatFsTokenFailure.Revoked, Nullable 61003, reason)
-        | Authorizers.Unusable(status, reason) ->
+        | AuthorizerCommon.Unusable(status, reason) ->
             let errcode =
                 if reason.StartsWith("61023", StringComparison.Ordinal) then
                     Nullable 61023
@@ -95,14 +95,14 @@ type internal WeChatFsTokens
                 | _ -> WeChatFsTokenFailure.NeedsReauthorization
 
             WeChatFsTokenException(failure, errcode, reason)
-        | Authorizers.ComponentTokenUnavailable t -> componentFailure t
-        | Authorizers.AuthorizerRefreshFailed w ->
+        | AuthorizerCommon.ComponentTokenUnavailable t -> componentFailure t
+        | AuthorizerCommon.AuthorizerRefreshFailed w ->
             WeChatFsTokenException(
                 WeChatFsTokenFailure.RefreshFailed,
                 WeChatClient.errcodeOfError w |> Option.toNullable,
                 WeChatClient.describeError w
             )
-        | Authorizers.AuthorizerRefreshBusy ->
+        | AuthorizerCommon.AuthorizerRefreshBusy ->
             WeChatFsTokenException(
                 WeChatFsTokenFailure.RefreshBusy,
                 Nullable(),

@@ -12,6 +12,7 @@ open WeChatFs.Domain
 open WeChatFs.Wire
 open WeChatFs.WeChatClient
 open WeChatFs.ComponentTokens
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 
 type CallError =

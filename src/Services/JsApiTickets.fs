@@ -14,6 +14,7 @@ open WeChatFs.Config
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.Wire
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open WeChatFs.OAuthStore
 

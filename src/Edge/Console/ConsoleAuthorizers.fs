@@ -13,6 +13,7 @@ open WeChatFs.Domain
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.ComponentTokens
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open WeChatFs.ConsoleViews
 open WeChatFs.ConsoleSession
