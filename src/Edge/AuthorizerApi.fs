@@ -12,6 +12,7 @@ open Microsoft.Extensions.Logging
 open QRCoder
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.AuthorizerCommon

@@ -14,6 +14,7 @@ open Microsoft.Extensions.DependencyInjection.Extensions
 open Microsoft.Extensions.Logging
 open OpenTelemetry.Metrics
 open WeChatFs.Config
+open WeChatFs.Settings
 
 /// A configuration that cannot work: the start stops with every problem named, key and fix.
 type WeChatFsConfigurationException internal (errors: ConfigError list) =

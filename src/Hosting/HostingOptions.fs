@@ -151,7 +151,7 @@ type WeChatFsConfiguration =
     static member Check(configuration: IConfiguration) : IReadOnlyList<string> =
         match Startup.loadAll configuration with
         | Ok _ -> Array.empty :> _
-        | Error errors -> errors |> List.map Config.describe |> Array.ofList :> _
+        | Error errors -> errors |> List.map Settings.describe |> Array.ofList :> _
 
     /// <summary>Every problem of <paramref name="options"/>; empty when the gateway can start with them.</summary>
     static member Check(options: WeChatFsOptions) : IReadOnlyList<string> =

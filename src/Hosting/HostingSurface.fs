@@ -139,7 +139,7 @@ type internal WeChatFsTokens
 /// Brings the store's schema up to date when the host starts, before any hosted service or request
 /// uses it (the lifecycle's Starting step runs before every StartAsync, the server's included).
 type internal StoreMigrator
-    (options: Config.GatewayOptions, store: Store.IStore, key: Secrets.MasterKey, logger: ILogger<StoreMigrator>) =
+    (options: Settings.GatewayOptions, store: Store.IStore, key: Secrets.MasterKey, logger: ILogger<StoreMigrator>) =
     interface IHostedLifecycleService with
         member _.StartingAsync(_cancellationToken) =
             task {

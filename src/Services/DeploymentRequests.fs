@@ -7,6 +7,7 @@ open System.Text.Json
 open System.Text.Json.Nodes
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.MiniPrograms
 
 /// Permission set 18: development management, needed for every code-management call (facts §9).

@@ -11,6 +11,7 @@ open System.Threading.Tasks
 open Microsoft.Extensions.Logging
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.Wire
