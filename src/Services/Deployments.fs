@@ -15,6 +15,7 @@ open WeChatFs.Config
 open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.MiniPrograms
+open WeChatFs.DeploymentRecords
 open WeChatFs.DeploymentStore
 open WeChatFs.CodeManagement
 open WeChatFs.DeploymentRequests

@@ -8,6 +8,7 @@ open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Routing
 open Giraffe.ViewEngine
 open WeChatFs.MiniPrograms
+open WeChatFs.DeploymentRecords
 open WeChatFs.DeploymentStore
 open WeChatFs.ConsoleViews
 open WeChatFs.ConsoleSession
