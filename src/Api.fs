@@ -33,10 +33,10 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     )
     |> ignore
 
-    app.MapGet("/wechat/component/authorize", AuthorizerApi.authorizePage s authorizers)
+    app.MapGet("/wechat/component/authorize", AuthorizationPages.authorizePage s authorizers)
     |> ignore
 
-    app.MapGet("/wechat/component/authorized", AuthorizerApi.authorizedCallback s authorizers)
+    app.MapGet("/wechat/component/authorized", AuthorizationPages.authorizedCallback s authorizers)
     |> ignore
     // internal API
     app.MapGet("/api/component/status", ComponentApi.componentStatus s) |> ignore
@@ -50,7 +50,7 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.Map("/api/component/wechat/{**path}", ComponentApi.componentProxy s)
     |> ignore
 
-    app.MapPost("/api/authorization-links", AuthorizerApi.authorizationLinks s authorizers)
+    app.MapPost("/api/authorization-links", AuthorizationPages.authorizationLinks s authorizers)
     |> ignore
 
     app.MapGet("/api/authorizers", AuthorizerApi.listAuthorizers s) |> ignore

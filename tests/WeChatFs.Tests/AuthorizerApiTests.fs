@@ -110,21 +110,21 @@ let private linkValidation =
         [
             testCase "a tenant with auth_type or biz_appid is taken, trimmed"
             <| fun () ->
-                match WeChatFs.AuthorizerApi.validateLinkRequest " shop-1 " "2" null with
+                match WeChatFs.AuthorizationPages.validateLinkRequest " shop-1 " "2" null with
                 | Ok r ->
                     Expect.equal r.Tenant (WeChatFs.Domain.TenantId "shop-1") "tenant"
                     Expect.equal r.AuthType (Some 2) "auth_type"
                     Expect.equal r.BizAppId None "no biz_appid"
                 | Error e -> failtest e
 
-                match WeChatFs.AuthorizerApi.validateLinkRequest "shop-1" "" " wxbiz " with
+                match WeChatFs.AuthorizationPages.validateLinkRequest "shop-1" "" " wxbiz " with
                 | Ok r -> Expect.equal r.BizAppId (Some "wxbiz") "biz_appid"
                 | Error e -> failtest e
 
             testCase "a missing or long tenant, an unknown auth_type, or both auth_type and biz_appid are refused"
             <| fun () ->
                 let refused tenant authType biz =
-                    match WeChatFs.AuthorizerApi.validateLinkRequest tenant authType biz with
+                    match WeChatFs.AuthorizationPages.validateLinkRequest tenant authType biz with
                     | Ok _ -> failtest $"accepted {tenant} {authType} {biz}"
                     | Error e -> e
 
