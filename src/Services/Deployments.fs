@@ -15,6 +15,7 @@ open WeChatFs.Config
 open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.MiniPrograms
+open WeChatFs.ExtJson
 open WeChatFs.DeploymentRecords
 open WeChatFs.DeploymentStore
 open WeChatFs.CodeManagement
@@ -65,55 +66,7 @@ type DeploymentService
                 | Some fresh -> return! apply fresh input release (attempt + 1)
         }
 
-    let tenantOf (a: Authorizer) = a.Tenant |> Option.map Ids.tenant
-
-    let resolve (spec: TargetSpec) =
-        task {
-            match spec with
-            | AppIds ids ->
-                let found = ResizeArray()
-
-                for id in ids do
-                    let! a = store.GetAuthorizer(AuthorizerAppId id)
-
-                    found.Add(
-                        match a with
-                        | Some a when a.Status = Authorized -> id, tenantOf a, true
-                        | Some a -> id, tenantOf a, false
-                        | None -> id, None, false
-                    )
-
-                return List.ofSeq found
-            | AllMiniPrograms
-            | TenantTargets _ ->
-                let tenant =
-                    match spec with
-                    | TenantTargets t -> Some(TenantId t)
-                    | _ -> None
-
-                let found = ResizeArray()
-                let mutable offset = 0
-                let mutable more = true
-
-                while more do
-                    let! page =
-                        store.ListAuthorizers
-                            {
-                                Tenant = tenant
-                                Status = Some Authorized
-                                Offset = offset
-                                Limit = 500
-                            }
-
-                    for a in page.Items do
-                        if isDeployable a then
-                            found.Add(Ids.authorizerAppId a.AppId, tenantOf a, true)
-
-                    offset <- offset + page.Items.Length
-                    more <- not page.Items.IsEmpty && offset < page.Total
-
-                return List.ofSeq found
-        }
+    let resolve spec = resolveTargets store spec
 
     member _.Store = deployments
     member _.Clock = clock
