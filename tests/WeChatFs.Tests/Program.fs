@@ -27,6 +27,7 @@ let all =
             GroupCommitTests.tests
             StoreTests.tests
             SqlStoreTests.tests
+            SqlStoreSafetyTests.tests
             WeChatClientTests.tests
             AuthorizersTests.tests
             InboxTests.tests
@@ -34,19 +35,24 @@ let all =
             RedPackStoreTests.tests
             ComponentApiTests.tests
             AuthorizerApiTests.tests
+            AuthorizerApiRecoveryTests.tests
             MultiInstanceTests.tests
             MessageApiTests.tests
             DeploymentsTests.tests
+            DeploymentsResilienceTests.tests
             MiniProgramApiTests.tests
             SimulatorTests.tests
             OAuthApiTests.tests
+            OAuthApiRoutesTests.tests
             JsApiTicketsTests.tests
             SimOAuthTests.tests
             BrowserTests.tests
             MetricsTests.tests
             OpenApiDocTests.tests
             RedPackApiTests.tests
+            RedPackApiRequestTests.tests
             ConsoleTests.tests
+            ConsolePagesTests.tests
             ConsoleBrowserTests.tests
             RedPackServiceTests.tests
             ProxyPathTests.tests
