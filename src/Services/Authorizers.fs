@@ -5,8 +5,6 @@ module WeChatFs.Authorizers
 
 open System
 open System.Collections.Concurrent
-open System.Security.Cryptography
-open System.Text
 open System.Threading
 open System.Threading.Tasks
 open Microsoft.Extensions.Hosting
@@ -20,15 +18,9 @@ open WeChatFs.ComponentTokens
 open WeChatFs.AuthorizerCommon
 open WeChatFs.AuthorizerTokens
 
-/// Keys of small values; codes are hashed so no code appears in a key.
-let private hashKey (prefix: string) (value: string) =
-    prefix
-    + (SHA256.HashData(Encoding.UTF8.GetBytes value)[..11] |> Convert.ToHexStringLower)
-
-let private tenantOfPreAuthKey (PreAuthCode code) = hashKey "preauth:" code
-let private exchangedCodeKey (AuthorizationCode code) = hashKey "authcode:" code
-/// The latest AuthorizationCode pushed for an account (the full-network release check falls back to it).
-let latestCodeKey (AuthorizerAppId appid) = "lastcode:" + appid
+/// The key of the latest AuthorizationCode pushed for an account, for readers of the value table
+/// (the store's LatestCode reads the same).
+let latestCodeKey appid = ComponentRows.latestCodeKey appid
 
 type AuthorizerService
     (
@@ -116,7 +108,7 @@ type AuthorizerService
                 let pc, mobile =
                     authorizationUrls options.MpBaseUrl options.ComponentAppId code redirect authType bizAppId
 
-                do! store.PutValue(tenantOfPreAuthKey code, Ids.tenant tenant, false)
+                do! store.RememberPreAuthTenant(code, tenant)
 
                 return
                     Ok
@@ -135,11 +127,11 @@ type AuthorizerService
             do! completion.WaitAsync()
 
             try
-                let! already = store.GetValue(exchangedCodeKey code)
+                let! already = store.ExchangedCode code
 
                 let! previous =
                     match already with
-                    | Some appid -> store.GetAuthorizer(AuthorizerAppId appid)
+                    | Some appid -> store.GetAuthorizer appid
                     | None -> Task.FromResult None
 
                 match previous with
@@ -166,12 +158,12 @@ type AuthorizerService
 
                         let! remembered =
                             match preAuthCode with
-                            | Some p -> store.GetValue(tenantOfPreAuthKey p)
+                            | Some p -> store.PreAuthTenant p
                             | None -> Task.FromResult None
 
                         let boundTenant =
                             tenant
-                            |> Option.orElse (remembered |> Option.map TenantId)
+                            |> Option.orElse remembered
                             |> Option.orElse (existing |> Option.bind (fun e -> e.Tenant))
 
                         let record =
@@ -192,7 +184,7 @@ type AuthorizerService
 
                         do! store.SaveAuthorizer record
                         directory.TryRemove record.AppId |> ignore
-                        do! store.PutValue(exchangedCodeKey code, Ids.authorizerAppId r.AuthorizerAppId, false)
+                        do! store.RecordExchangedCode(code, r.AuthorizerAppId)
 
                         tokens.Remember(record.AppId, record.AccessToken)
 
@@ -215,7 +207,7 @@ type AuthorizerService
             match push with
             | Wire.AuthorizedPushed p
             | Wire.UpdateAuthorizedPushed p ->
-                do! store.PutValue(latestCodeKey p.AuthorizerAppId, Ids.authorizationCode p.Code, true)
+                do! store.SaveLatestCode(p.AuthorizerAppId, p.Code)
 
                 match! this.Complete(p.Code, None, p.PreAuthCode) with
                 | Ok _ -> ()

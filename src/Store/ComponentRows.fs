@@ -1,8 +1,12 @@
 /// The component's rows and the small shared state: the latest verify ticket and the component token
-/// (both sealed), the leases instances take turns with, and the key-value table.
+/// (both sealed), the leases instances take turns with, the key-value table, and the typed domain
+/// state (IDomainState) kept in it under the keys its earlier string users wrote.
 module WeChatFs.ComponentRows
 
 open System
+open System.Security.Cryptography
+open System.Text
+open System.Text.Json
 open System.Threading.Tasks
 open WeChatFs.Domain
 open WeChatFs.SqlAccess
@@ -101,3 +105,91 @@ let getValue (access: ISqlAccess) (key: string) =
             unseal access.Sealer "value" v
         else
             v)
+
+// ---- typed domain state, in the value table ---------------------------------------------------
+
+/// Codes are hashed so no code appears in a key.
+let private hashKey (prefix: string) (value: string) =
+    prefix
+    + (SHA256.HashData(Encoding.UTF8.GetBytes value)[..11] |> Convert.ToHexStringLower)
+
+let private preAuthKey (PreAuthCode code) = hashKey "preauth:" code
+let private exchangedCodeKey (AuthorizationCode code) = hashKey "authcode:" code
+/// The key of an account's latest authorization code (the full-network release check reads it).
+let latestCodeKey (AuthorizerAppId appid) = "lastcode:" + appid
+let private rejectedTicketKey = "component:rejected_ticket_at"
+let private lastErrorKey = "component:last_error"
+
+let rememberPreAuthTenant access code (TenantId tenant) =
+    putValue access (preAuthKey code) tenant false
+
+let preAuthTenant access code =
+    task {
+        let! v = getValue access (preAuthKey code)
+        return v |> Option.map TenantId
+    }
+
+let recordExchangedCode access code (AuthorizerAppId appid) =
+    putValue access (exchangedCodeKey code) appid false
+
+let exchangedCode access code =
+    task {
+        let! v = getValue access (exchangedCodeKey code)
+        return v |> Option.map AuthorizerAppId
+    }
+
+let saveLatestCode access appid (AuthorizationCode code) =
+    putValue access (latestCodeKey appid) code true
+
+let latestCode access appid =
+    task {
+        let! v = getValue access (latestCodeKey appid)
+        return v |> Option.map AuthorizationCode
+    }
+
+let saveRejectedTicket access (marker: int64) =
+    putValue access rejectedTicketKey (string marker) false
+
+let rejectedTicket access =
+    task {
+        let! v = getValue access rejectedTicketKey
+
+        return
+            v
+            |> Option.bind (fun r ->
+                match Int64.TryParse r with
+                | true, n -> Some n
+                | _ -> None)
+    }
+
+let saveComponentError access (errcode: int option) (message: string) (at: DateTimeOffset) =
+    let value =
+        JsonSerializer.Serialize
+            {|
+                errcode = errcode |> Option.toNullable
+                message = message
+                at = at
+            |}
+
+    putValue access lastErrorKey value false
+
+let componentError access =
+    task {
+        let! raw = getValue access lastErrorKey
+
+        return
+            raw
+            |> Option.bind (fun r ->
+                try
+                    use doc = JsonDocument.Parse r
+                    let root = doc.RootElement
+
+                    let errcode =
+                        match root.TryGetProperty "errcode" with
+                        | true, v when v.ValueKind = JsonValueKind.Number -> Some(v.GetInt32())
+                        | _ -> None
+
+                    Some(errcode, root.GetProperty("message").GetString(), root.GetProperty("at").GetDateTimeOffset())
+                with _ ->
+                    None)
+    }

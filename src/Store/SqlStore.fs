@@ -176,6 +176,33 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
 
         member _.GetValue(key) = ComponentRows.getValue access key
 
+        // ---- typed domain state ----
+
+        member _.RememberPreAuthTenant(code, tenant) =
+            ComponentRows.rememberPreAuthTenant access code tenant
+
+        member _.PreAuthTenant(code) = ComponentRows.preAuthTenant access code
+
+        member _.RecordExchangedCode(code, appid) =
+            ComponentRows.recordExchangedCode access code appid
+
+        member _.ExchangedCode(code) = ComponentRows.exchangedCode access code
+
+        member _.SaveLatestCode(appid, code) =
+            ComponentRows.saveLatestCode access appid code
+
+        member _.LatestCode(appid) = ComponentRows.latestCode access appid
+
+        member _.SaveRejectedTicket(marker) =
+            ComponentRows.saveRejectedTicket access marker
+
+        member _.RejectedTicket() = ComponentRows.rejectedTicket access
+
+        member _.SaveComponentError(errcode, message, at) =
+            ComponentRows.saveComponentError access errcode message at
+
+        member _.ComponentError() = ComponentRows.componentError access
+
         member _.AppendEvent(e) =
             run (fun conn ->
                 exec

@@ -354,4 +354,46 @@ let tests =
                     Expect.isTrue addedNew "addedNew"
                 }
 
+            testTheoryTask
+                "typed domain state round-trips, under the keys earlier versions wrote"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+                    let! none = store.PreAuthTenant(PreAuthCode "preauthcode@@@a")
+                    Expect.isNone none "nothing remembered yet"
+                    do! store.RememberPreAuthTenant(PreAuthCode "preauthcode@@@a", TenantId "shop-1")
+                    let! tenant = store.PreAuthTenant(PreAuthCode "preauthcode@@@a")
+                    Expect.equal tenant (Some(TenantId "shop-1")) "tenant per pre_auth_code"
+                    let! other = store.PreAuthTenant(PreAuthCode "preauthcode@@@b")
+                    Expect.isNone other "another code has no tenant"
+
+                    do! store.RecordExchangedCode(AuthorizationCode "queryauthcode@@@a", AuthorizerAppId "wx1")
+                    let! exchanged = store.ExchangedCode(AuthorizationCode "queryauthcode@@@a")
+                    Expect.equal exchanged (Some(AuthorizerAppId "wx1")) "exchanged code"
+
+                    do! store.SaveLatestCode(AuthorizerAppId "wx1", AuthorizationCode "queryauthcode@@@latest")
+                    let! latest = store.LatestCode(AuthorizerAppId "wx1")
+                    Expect.equal latest (Some(AuthorizationCode "queryauthcode@@@latest")) "latest code"
+                    // The message path still reads it by its key.
+                    let! byKey = store.GetValue "lastcode:wx1"
+                    Expect.equal byKey (Some "queryauthcode@@@latest") "same key as before"
+
+                    let! noMarker = store.RejectedTicket()
+                    Expect.isNone noMarker "no rejected ticket"
+                    do! store.SaveRejectedTicket 1767225600000L
+                    let! marker = store.RejectedTicket()
+                    Expect.equal marker (Some 1767225600000L) "rejected ticket marker"
+                    let! markerByKey = store.GetValue "component:rejected_ticket_at"
+                    Expect.equal markerByKey (Some "1767225600000") "same key as before"
+
+                    do! store.SaveComponentError(Some 61005, "ticket refused", t0)
+                    let! failure = store.ComponentError()
+                    Expect.equal failure (Some(Some 61005, "ticket refused", t0)) "last component error"
+                    do! store.SaveComponentError(None, "timed out", t0.AddMinutes 1.)
+                    let! later = store.ComponentError()
+                    Expect.equal later (Some(None, "timed out", t0.AddMinutes 1.)) "replaced, no errcode"
+                }
+
         ]
