@@ -14,8 +14,8 @@ open WeChatFs.ConfigReaders
 
 
 /// The SQLite file's folder, from `Data Source=...`; the data folder for a generated master key.
-let dataFolderOf (provider: string) (connectionString: string) =
-    if provider = "sqlite" then
+let dataFolderOf (provider: StorageProvider) (connectionString: string) =
+    if provider = Sqlite then
         connectionString.Split(';', StringSplitOptions.RemoveEmptyEntries)
         |> Array.tryPick (fun part ->
             match part.Split('=', 2) with
@@ -131,33 +131,34 @@ let private requireAesKey cfg name =
                 })
 
 let private storage cfg =
-    let provider = text cfg "Storage:Provider" |> Option.defaultValue "sqlite"
+    let name = text cfg "Storage:Provider" |> Option.defaultValue "sqlite"
+    let provider = StorageProvider.ofName name
 
     let connectionString =
         text cfg "Storage:ConnectionString"
         |> Option.defaultValue (
-            if provider = "sqlite" then
+            if provider = Some Sqlite then
                 "Data Source=data/wechatfs.db"
             else
                 ""
         )
 
-    if provider <> "sqlite" && provider <> "postgres" then
+    match provider with
+    | None ->
         Error
             {
                 Key = key "Storage:Provider"
-                Problem = $"'{provider}' is not a known store"
+                Problem = $"'{name}' is not a known store"
                 Fix = "use sqlite (embedded, the default) or postgres"
             }
-    elif connectionString = "" then
+    | Some _ when connectionString = "" ->
         Error
             {
                 Key = key "Storage:ConnectionString"
                 Problem = "is required for postgres"
                 Fix = "give an Npgsql connection string, e.g. Host=db;Username=wechatfs;Password=...;Database=wechatfs"
             }
-    else
-        Ok(provider, connectionString)
+    | Some provider -> Ok(provider, connectionString)
 
 let private masterKey cfg =
     match text cfg "Secrets:MasterKey" with

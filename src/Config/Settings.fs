@@ -87,6 +87,26 @@ type MiniProgramOptions =
         MaxAttempts: int
     }
 
+/// Where the gateway keeps its state (`WeChatFs:Storage:Provider`).
+type StorageProvider =
+    /// The embedded file database, the default.
+    | Sqlite
+    /// A PostgreSQL server, for several instances.
+    | Postgres
+
+module StorageProvider =
+    /// The name in configuration, and the store's name for it.
+    let name =
+        function
+        | Sqlite -> "sqlite"
+        | Postgres -> "postgres"
+
+    let ofName =
+        function
+        | "sqlite" -> Some Sqlite
+        | "postgres" -> Some Postgres
+        | _ -> None
+
 type GatewayOptions =
     {
         ComponentAppId: ComponentAppId
@@ -101,7 +121,7 @@ type GatewayOptions =
         PayBaseUrl: Uri
         /// A PEM file with the CA that WeChat Pay's server certificate must chain to; None = system trust.
         PayServerCaCertificate: string option
-        StorageProvider: string
+        StorageProvider: StorageProvider
         ConnectionString: string
         /// Where the SQLite file and a generated master key live.
         DataFolder: string
