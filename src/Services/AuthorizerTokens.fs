@@ -45,6 +45,18 @@ type AuthorizerTokens
     let noteFailure appid =
         retryNotBefore[appid] <- Decisions.RetryState.failed Backoff.authorizerToken (clock.GetUtcNow()) (retryOf appid)
 
+    /// The account cannot be served (revoked, or waiting for the merchant): no token of it stays in memory.
+    let unusable (appid: AuthorizerAppId) status reason =
+        cache.TryRemove appid |> ignore
+        Error(Unusable(status, reason))
+
+    /// The account became unusable: its status in the store (which drops its tokens there) and here.
+    let markUnusable (appid: AuthorizerAppId) status (reason: string) at =
+        task {
+            do! store.SetAuthorizerStatus(appid, status, Some reason, at)
+            cache.TryRemove appid |> ignore
+        }
+
     let rec refresh (a: Authorizer) (refreshToken: AuthorizerRefreshToken) fallback (recovering: bool) =
         task {
             let! result =
@@ -76,8 +88,7 @@ type AuthorizerTokens
                 // The decision is Decisions.onAuthorizerRefreshFailure's; this carries it out.
                 let setStatus status reason at =
                     task {
-                        do! store.SetAuthorizerStatus(a.AppId, status, Some reason, at)
-                        cache.TryRemove a.AppId |> ignore
+                        do! markUnusable a.AppId status reason at
 
                         let kind =
                             match status with
@@ -184,9 +195,7 @@ type AuthorizerTokens
                     | UseAuthorizerToken t ->
                         cache[appid] <- t
                         return Ok t
-                    | Unavailable(status, reason) ->
-                        cache.TryRemove appid |> ignore
-                        return Error(Unusable(status, reason))
+                    | Unavailable(status, reason) -> return unusable appid status reason
                     | RefreshAuthorizer(_, fallback) when
                         Decisions.gateRefresh force now (retryOf appid) fallback <> Decisions.Proceed
                         ->
@@ -208,7 +217,7 @@ type AuthorizerTokens
                                         | UseAuthorizerToken t when not force ->
                                             cache[appid] <- t
                                             return Ok t
-                                        | Unavailable(status, reason) -> return Error(Unusable(status, reason))
+                                        | Unavailable(status, reason) -> return unusable appid status reason
                                         | UseAuthorizerToken _
                                         | RefreshAuthorizer _ ->
                                             match current.RefreshToken with
@@ -278,6 +287,10 @@ type AuthorizerTokens
         | None -> cache.TryRemove appid |> ignore
 
         retryNotBefore.TryRemove appid |> ignore
+
+    /// The account became unusable (an `unauthorized` push, ...): recorded in the store and here.
+    member _.MarkUnusable(appid: AuthorizerAppId, status: AuthorizerStatus, reason: string, at: DateTimeOffset) =
+        markUnusable appid status reason at
 
     /// The account changed in the store (revoked, a new refresh token): read it again next time.
     member _.Forget(appid: AuthorizerAppId) = cache.TryRemove appid |> ignore

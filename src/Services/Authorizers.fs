@@ -221,9 +221,7 @@ type AuthorizerService
                     do! event "query_auth_failed" p.AuthorizerAppId (describeAuthorizationError e)
             | Wire.UnauthorizedPushed(appid, _) ->
                 match! store.GetAuthorizer appid with
-                | Some _ ->
-                    do! store.SetAuthorizerStatus(appid, Revoked, Some "unauthorized push", clock.GetUtcNow())
-                    tokens.Forget appid
+                | Some _ -> do! tokens.MarkUnusable(appid, Revoked, "unauthorized push", clock.GetUtcNow())
                 | None -> ()
 
                 do! event "unauthorized" appid ""
