@@ -48,9 +48,7 @@ let listAuthorizers (s: Services) =
             let q = ctx.Request.Query
 
             let intParam name fallback maxValue =
-                match Int32.TryParse(string q[name]) with
-                | true, n when n >= 0 -> min n maxValue
-                | _ -> fallback
+                Paging.boundedInt fallback maxValue (string q[name])
 
             let statusText = string q["status"]
 

@@ -21,6 +21,7 @@ let all =
             RedPacksTests.tests
             RedPackStateTests.tests
             MiniProgramsTests.tests
+            PagingTests.tests
             ConfigTests.tests
             OAuthTests.tests
             OAuthConfigTests.tests
