@@ -94,8 +94,8 @@ let withComponent (components: ComponentTokenService) call =
     task {
         match! components.WithToken call with
         | Ok v -> return Ok v
-        | Error(Choice1Of2 e) -> return Error(ComponentUnavailable e)
-        | Error(Choice2Of2 e) -> return Error(WeChatRefused e)
+        | Error(ComponentTokenFailed e) -> return Error(ComponentUnavailable e)
+        | Error(WeChatCallFailed e) -> return Error(WeChatRefused e)
     }
 
 /// Appends to the event log what happened to an account, now.

@@ -79,12 +79,12 @@ type AuthorizerTokens
                     )
 
                 return Ok issued
-            | Error(Choice1Of2 e) ->
+            | Error(ComponentTokenFailed e) ->
                 return
                     match fallback with
                     | Some t -> Ok t
                     | None -> Error(ComponentTokenUnavailable e)
-            | Error(Choice2Of2 err) ->
+            | Error(WeChatCallFailed err) ->
                 // The decision is Decisions.onAuthorizerRefreshFailure's; this carries it out.
                 let setStatus status reason at =
                     task {

@@ -50,6 +50,11 @@ let ticketCreateTimeToStore (stored: int64 option) (incoming: int64) (nowSeconds
     | Some s when incoming < s -> None
     | _ -> Some effective
 
+/// Why a call made with the component token failed: no token could be had, or WeChat refused the call.
+type ComponentCallError =
+    | ComponentTokenFailed of TokenError
+    | WeChatCallFailed of WeChatError
+
 type ComponentTokenService
     (options: GatewayOptions, store: IStore, client: Client, clock: TimeProvider, logger: ILogger<ComponentTokenService>)
     =
@@ -255,18 +260,18 @@ type ComponentTokenService
     member this.WithToken(call: ComponentAccessToken -> Task<Result<'a, WeChatError>>) =
         task {
             match! this.GetToken() with
-            | Error e -> return Error(Choice1Of2 e)
+            | Error e -> return Error(ComponentTokenFailed e)
             | Ok t ->
                 match! call t.Token with
                 | Error err when failureKind err = TokenRejected ->
                     let! _ = this.Invalidate t.Token
 
                     match! this.GetToken() with
-                    | Error e -> return Error(Choice1Of2 e)
+                    | Error e -> return Error(ComponentTokenFailed e)
                     | Ok t2 ->
                         let! second = call t2.Token
-                        return second |> Result.mapError Choice2Of2
-                | other -> return other |> Result.mapError Choice2Of2
+                        return second |> Result.mapError WeChatCallFailed
+                | other -> return other |> Result.mapError WeChatCallFailed
         }
 
     /// At start: no ticket younger than 12 h means pushes stopped; ask WeChat to start them again.

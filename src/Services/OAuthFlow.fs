@@ -159,12 +159,12 @@ type OAuthService
                             )
 
                         match! components.WithToken exchange with
-                        | Error(Choice1Of2 e) ->
+                        | Error(ComponentTokenFailed e) ->
                             // WeChat never saw the code: a reload may try it again.
                             do! oauthStore.ReleaseCode codeHash
                             return Error(ComponentUnavailable e)
-                        | Error(Choice2Of2(ApiError((40029 | 40163), _) as e)) -> return Error(CodeRejected e)
-                        | Error(Choice2Of2 e) ->
+                        | Error(WeChatCallFailed(ApiError((40029 | 40163), _) as e)) -> return Error(CodeRejected e)
+                        | Error(WeChatCallFailed e) ->
                             if failureKind e = Transient then
                                 do! oauthStore.ReleaseCode codeHash
 
