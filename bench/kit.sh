@@ -2,8 +2,11 @@
 # bench/kit.sh: measures the `wechatfs serve` callback path with an independent push benchmark kit
 # (wrk replaying distinct, realistic encrypted pushes; see the README's "Benchmarks").
 #
-#   bench/kit.sh KIT_DIR [--provider sqlite|postgres] [--webhook] [--] [run-bench.sh options and targets]
+#   bench/kit.sh KIT_DIR [--provider sqlite|postgres] [--webhook] [--against Key=value ...]
+#                [--] [run-bench.sh options and targets]
 #
+# --against starts a second gateway with those settings (e.g. --against Storage:IntakeLog=false) and
+# compares the two with --vs, round by round, so a slow spell of the machine falls on both.
 # It builds the host, starts the simulator and `wechatfs serve` (a fresh store, SQLite unless told),
 # authorizes one account through the simulator as a merchant would, optionally starts a local
 # webhook receiver that answers 204 at once, and runs the kit's run-bench.sh against the gateway's
@@ -12,12 +15,13 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-[ $# -ge 1 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 KIT_SRC="$(cd "$1" && pwd)"; shift
-PROVIDER=sqlite WEBHOOK=0
+PROVIDER=sqlite WEBHOOK=0 AGAINST=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --provider) PROVIDER=$2; shift 2 ;;
+    --against) AGAINST+=("$2"); shift 2 ;;
     --webhook) WEBHOOK=1; shift ;;
     --) shift; break ;;
     *) break ;;
@@ -51,69 +55,89 @@ dotnet build "$ROOT/src/Demo" -c Release -nologo -clp:ErrorsOnly >&2
 BIN="$ROOT/src/Host.CSharp/bin/Release/net10.0"
 DEMO_BIN="$ROOT/src/Demo/bin/Release/net10.0"
 
-GW_PORT=$(free_port); SIM_PORT=$(free_port); HOOK_PORT=$(free_port)
-GW="http://127.0.0.1:$GW_PORT"; SIM="http://127.0.0.1:$SIM_PORT"
-ADMIN=kit-admin-key
 TOKEN=sim_token KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8 COMPONENT=wxsimcomponent0001 SECRET=sim-app-secret-0001
-ACCOUNT=wxsimoa00000000001
-
-dotnet "$DEMO_BIN/wechatfs-demo.dll" simulate --urls "$SIM" --gateway "$GW" > "$WORK/sim.log" 2>&1 &
-PIDS+=($!)
-wait_http "$SIM/sim/calls"
+ACCOUNT=wxsimoa00000000001 ADMIN=kit-admin-key
 
 STORE_ARGS=()
 if [ "$PROVIDER" = postgres ]; then
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   PG_PORT=$(free_port)
-  mkdir -p "$WORK/pg"; chown -R postgres "$WORK" 2>/dev/null || true
-  RUNPG=(); [ "$(id -u)" = 0 ] && RUNPG=(runuser -u postgres --)
+  mkdir -p "$WORK/pg"
+  RUNPG=(); if [ "$(id -u)" = 0 ]; then chown -R postgres "$WORK/pg"; RUNPG=(runuser -u postgres --); fi
   "${RUNPG[@]}" "$PG_BIN/initdb" -D "$WORK/pg/data" -A trust -U postgres > "$WORK/pg.log" 2>&1
   "${RUNPG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1" -l "$WORK/pg/server.log" start >> "$WORK/pg.log" 2>&1
   trap '"${RUNPG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true; cleanup' EXIT
-  STORE_ARGS=(--WeChatFs:Storage:Provider=postgres "--WeChatFs:Storage:ConnectionString=Host=127.0.0.1;Port=$PG_PORT;Username=postgres;Database=postgres")
-else
-  STORE_ARGS=(--WeChatFs:Storage:Provider=sqlite "--WeChatFs:Storage:ConnectionString=Data Source=$WORK/data/wechatfs.db" --WeChatFs:Storage:DataFolder="$WORK/data")
 fi
 
 HOOK_ARGS=()
 if [ $WEBHOOK = 1 ]; then
+  HOOK_PORT=$(free_port)
   dotnet "$DEMO_BIN/wechatfs-demo.dll" receiver --urls "http://127.0.0.1:$HOOK_PORT" > "$WORK/hook.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$HOOK_PORT/"
   HOOK_ARGS=(--WeChatFs:Webhooks:Url="http://127.0.0.1:$HOOK_PORT/hook")
 fi
 
-mkdir -p "$WORK/data"
-dotnet "$BIN/wechatfs.dll" serve --urls "$GW" \
-  --WeChatFs:Component:AppId=$COMPONENT --WeChatFs:Component:AppSecret=$SECRET \
-  --WeChatFs:Component:Token=$TOKEN --WeChatFs:Component:EncodingAesKey=$KEY \
-  --WeChatFs:PublicBaseUrl="$GW" --WeChatFs:WeChat:ApiBaseUrl="$SIM" --WeChatFs:WeChat:MpBaseUrl="$SIM" \
-  --WeChatFs:WeChat:OpenBaseUrl="$SIM" --WeChatFs:Admin:ApiKey=$ADMIN \
-  --WeChatFs:Authorization:AllowUnsignedTenant=true \
-  "${STORE_ARGS[@]}" "${HOOK_ARGS[@]}" > "$WORK/gateway.log" 2>&1 &
-GW_PID=$!
-PIDS+=($GW_PID)
-wait_http "$GW/healthz"
-
-# A ticket, the component token, then one account authorized the way a merchant does it.
-curl -s -X POST "$SIM/sim/push-ticket" > /dev/null
-for _ in $(seq 120); do
-  curl -s -H "Authorization: Bearer $ADMIN" "$GW/api/component/status" | grep -q '"valid":true' && break
-  sleep 0.25
-done
-LINK=$(curl -s -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d '{"tenant":"kit"}' "$GW/api/authorization-links")
-CONFIRM=$(python3 - "$LINK" "$ACCOUNT" <<'PY'
+# start_gateway NAME [--WeChatFs:Key=value ...]: a simulator of its own, `wechatfs serve` on a fresh
+# store, and the account authorized; sets GW_URL and GW_PID.
+start_gateway() {
+  local name=$1; shift
+  local gw_port sim_port gw sim store
+  gw_port=$(free_port); sim_port=$(free_port)
+  gw="http://127.0.0.1:$gw_port"; sim="http://127.0.0.1:$sim_port"
+  dotnet "$DEMO_BIN/wechatfs-demo.dll" simulate --urls "$sim" --gateway "$gw" > "$WORK/sim-$name.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "$sim/sim/calls"
+  if [ "$PROVIDER" = postgres ]; then
+    "${RUNPG[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "kit_$name"
+    store=(--WeChatFs:Storage:Provider=postgres "--WeChatFs:Storage:ConnectionString=Host=127.0.0.1;Port=$PG_PORT;Username=postgres;Database=kit_$name")
+  else
+    mkdir -p "$WORK/data-$name"
+    store=(--WeChatFs:Storage:Provider=sqlite "--WeChatFs:Storage:ConnectionString=Data Source=$WORK/data-$name/wechatfs.db" --WeChatFs:Storage:DataFolder="$WORK/data-$name")
+  fi
+  dotnet "$BIN/wechatfs.dll" serve --urls "$gw" \
+    --WeChatFs:Component:AppId=$COMPONENT --WeChatFs:Component:AppSecret=$SECRET \
+    --WeChatFs:Component:Token=$TOKEN --WeChatFs:Component:EncodingAesKey=$KEY \
+    --WeChatFs:PublicBaseUrl="$gw" --WeChatFs:WeChat:ApiBaseUrl="$sim" --WeChatFs:WeChat:MpBaseUrl="$sim" \
+    --WeChatFs:WeChat:OpenBaseUrl="$sim" --WeChatFs:Admin:ApiKey=$ADMIN \
+    "${store[@]}" "${HOOK_ARGS[@]}" "$@" > "$WORK/gateway-$name.log" 2>&1 &
+  GW_PID=$!
+  PIDS+=($GW_PID)
+  GW_URL=$gw
+  wait_http "$gw/healthz"
+  # A ticket, the component token, then the account authorized the way a merchant does it.
+  curl -s -X POST "$sim/sim/push-ticket" > /dev/null
+  for _ in $(seq 120); do
+    curl -s -H "Authorization: Bearer $ADMIN" "$gw/api/component/status" | grep -q '"valid":true' && break
+    sleep 0.25
+  done
+  local link confirm redirect
+  link=$(curl -s -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d '{"tenant":"kit"}' "$gw/api/authorization-links")
+  confirm=$(python3 - "$link" "$ACCOUNT" <<'PY'
 import json, sys, urllib.parse
 q = urllib.parse.parse_qs(urllib.parse.urlparse(json.loads(sys.argv[1])["pc_url"]).query)
 print(json.dumps({"pre_auth_code": q["pre_auth_code"][0], "redirect_uri": q["redirect_uri"][0], "appid": sys.argv[2]}))
 PY
 )
-REDIRECT=$(curl -s -H 'Content-Type: application/json' -d "$CONFIRM" "$SIM/sim/authorize" | python3 -c 'import json,sys; print(json.load(sys.stdin)["redirect"])')
-curl -s -o /dev/null "$REDIRECT"
-curl -s -H "Authorization: Bearer $ADMIN" "$GW/api/authorizers/$ACCOUNT" | grep -q '"authorizer_appid"' \
-  || { echo "kit: the account was not authorized" >&2; tail -20 "$WORK/gateway.log" >&2; exit 1; }
-echo "kit: gateway pid $GW_PID on $GW ($PROVIDER$([ $WEBHOOK = 1 ] && echo ', webhook')), account $ACCOUNT authorized" >&2
+  redirect=$(curl -s -H 'Content-Type: application/json' -d "$confirm" "$sim/sim/authorize" | python3 -c 'import json,sys; print(json.load(sys.stdin)["redirect"])')
+  curl -s -o /dev/null "$redirect"
+  curl -s -H "Authorization: Bearer $ADMIN" "$gw/api/authorizers/$ACCOUNT" | grep -q '"authorizer_appid"' \
+    || { echo "kit: the account was not authorized on $name" >&2; tail -20 "$WORK/gateway-$name.log" >&2; exit 1; }
+  echo "kit: $name: gateway pid $GW_PID on $gw ($PROVIDER$([ $WEBHOOK = 1 ] && echo ', webhook') $*), account $ACCOUNT authorized" >&2
+}
+
+start_gateway main
+MAIN_URL=$GW_URL MAIN_PID=$GW_PID
+TARGETS=("url=$MAIN_URL/wechat/authorizers/{appid}/callback")
+PID_ARGS=(--pid $MAIN_PID)
+if [ ${#AGAINST[@]} -gt 0 ]; then
+  start_gateway against "${AGAINST[@]/#/--WeChatFs:}"
+  TARGETS+=("url=$GW_URL/wechat/authorizers/{appid}/callback")
+  # Two gateways: the kit finds each one's process by its port.
+  PID_ARGS=()
+fi
 
 cd "$KIT"
-./run-bench.sh "${KIT_ARGS[@]}" --pid $GW_PID --token $TOKEN --key $KEY --appid $COMPONENT --authorizer $ACCOUNT \
-  "url=$GW/wechat/authorizers/{appid}/callback" "${TARGET_B[@]}"
+[ ${#AGAINST[@]} -gt 0 ] && TARGET_B=()
+./run-bench.sh "${KIT_ARGS[@]}" "${PID_ARGS[@]}" --token $TOKEN --key $KEY --appid $COMPONENT --authorizer $ACCOUNT \
+  "${TARGETS[@]}" "${TARGET_B[@]}"

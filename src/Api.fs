@@ -3,9 +3,11 @@ module WeChatFs.Api
 
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.Routing
 open Microsoft.Extensions.DependencyInjection
 open WeChatFs.Http
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open Microsoft.Extensions.DependencyInjection
 
@@ -23,6 +25,11 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     // Pushes are counted and timed by endpoint and outcome (wechatfs_pushes_total).
     let metrics = app.ServiceProvider.GetRequiredService<Metrics.GatewayMetrics>()
 
+    /// A block of routes as a table: method, pattern, handler.
+    let routes (table: (string * string * RequestDelegate) list) =
+        for verb, pattern, handler in table do
+            app.MapMethods(pattern, [ verb ], handler) |> ignore
+
     // /healthz and /readyz, as ASP.NET Core health checks.
     Health.map app
     // WeChat-facing
@@ -32,10 +39,10 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     )
     |> ignore
 
-    app.MapGet("/wechat/component/authorize", AuthorizerApi.authorizePage s authorizers)
+    app.MapGet("/wechat/component/authorize", AuthorizationPages.authorizePage s authorizers)
     |> ignore
 
-    app.MapGet("/wechat/component/authorized", AuthorizerApi.authorizedCallback s authorizers)
+    app.MapGet("/wechat/component/authorized", AuthorizationPages.authorizedCallback s authorizers)
     |> ignore
     // internal API
     app.MapGet("/api/component/status", ComponentApi.componentStatus s) |> ignore
@@ -49,7 +56,7 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     app.Map("/api/component/wechat/{**path}", ComponentApi.componentProxy s)
     |> ignore
 
-    app.MapPost("/api/authorization-links", AuthorizerApi.authorizationLinks s authorizers)
+    app.MapPost("/api/authorization-links", AuthorizationPages.authorizationLinks s authorizers)
     |> ignore
 
     app.MapGet("/api/authorizers", AuthorizerApi.listAuthorizers s) |> ignore
@@ -93,40 +100,22 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     let tickets =
         app.ServiceProvider.GetRequiredService<JsApiTickets.JsApiTicketService>()
 
-    app.MapPost("/api/oauth/func-keys", OAuthApi.saveFuncKey s oauth) |> ignore
-    app.MapGet("/api/oauth/func-keys", OAuthApi.listFuncKeys s oauth) |> ignore
-
-    app.MapGet("/api/oauth/func-keys/{funcKey}", OAuthApi.getFuncKey s oauth)
-    |> ignore
-
-    app.MapDelete("/api/oauth/func-keys/{funcKey}", OAuthApi.deleteFuncKey s oauth)
-    |> ignore
-
-    app.MapPost("/api/oauth/links", OAuthApi.links s oauth) |> ignore
-
-    app.MapGet("/api/oauth/tracking-tokens/{wxTkId}", OAuthApi.trackingToken s oauth)
-    |> ignore
-
-    app.MapGet("/wechat/oauth/{authorizerAppid}/{funcKey}", OAuthApi.start oauth)
-    |> ignore
-
-    app.MapGet("/wechat/oauth/authUserReceive/{componentAppid}/{funcKey}", OAuthApi.receive s oauth)
-    |> ignore
-
-    app.MapGet("/api/authorizers/{appid}/followers/{openid}", OAuthApi.follower s oauth)
-    |> ignore
-
-    app.MapGet("/api/authorizers/{appid}/jssdk-config", OAuthApi.jsSdkConfig s tickets)
-    |> ignore
-
-    app.MapGet("/api/verification-files", VerificationFileApi.listVerificationFiles s oauth)
-    |> ignore
-
-    app.MapPut("/api/verification-files/{name}", VerificationFileApi.putVerificationFile s oauth)
-    |> ignore
-
-    app.MapDelete("/api/verification-files/{name}", VerificationFileApi.deleteVerificationFile s oauth)
-    |> ignore
+    routes
+        [
+            "POST", "/api/oauth/func-keys", OAuthApi.saveFuncKey s oauth
+            "GET", "/api/oauth/func-keys", OAuthApi.listFuncKeys s oauth
+            "GET", "/api/oauth/func-keys/{funcKey}", OAuthApi.getFuncKey s oauth
+            "DELETE", "/api/oauth/func-keys/{funcKey}", OAuthApi.deleteFuncKey s oauth
+            "POST", "/api/oauth/links", OAuthApi.links s oauth
+            "GET", "/api/oauth/tracking-tokens/{wxTkId}", OAuthApi.trackingToken s oauth
+            "GET", "/wechat/oauth/{authorizerAppid}/{funcKey}", OAuthApi.start oauth
+            "GET", "/wechat/oauth/authUserReceive/{componentAppid}/{funcKey}", OAuthApi.receive s oauth
+            "GET", "/api/authorizers/{appid}/followers/{openid}", OAuthApi.follower s oauth
+            "GET", "/api/authorizers/{appid}/jssdk-config", OAuthApi.jsSdkConfig s tickets
+            "GET", "/api/verification-files", VerificationFileApi.listVerificationFiles s oauth
+            "PUT", "/api/verification-files/{name}", VerificationFileApi.putVerificationFile s oauth
+            "DELETE", "/api/verification-files/{name}", VerificationFileApi.deleteVerificationFile s oauth
+        ]
 
     // Only names of the verification-file pattern: the root route must not take anyone else's paths.
     app.MapGet("/{name:regex(^[A-Za-z0-9_-]{{1,64}}\\.txt$)}", VerificationFileApi.serveVerificationFile oauth)
@@ -135,17 +124,15 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     let redPacks =
         app.ServiceProvider.GetRequiredService<RedPackService.RedPackService>()
 
-    app.MapPut("/api/merchants/{mch_id}", RedPackApi.putMerchant s redPacks)
-    |> ignore
-
-    app.MapGet("/api/merchants", RedPackApi.listMerchants s redPacks) |> ignore
-
-    app.MapGet("/api/merchants/{mch_id}", RedPackApi.getMerchant s redPacks)
-    |> ignore
-
-    app.MapPost("/api/redpacks", RedPackApi.sendRedPack s redPacks) |> ignore
-    app.MapGet("/api/redpacks", RedPackApi.listRedPacks s redPacks) |> ignore
-    app.MapGet("/api/redpacks/{id}", RedPackApi.getRedPack s redPacks) |> ignore
+    routes
+        [
+            "PUT", "/api/merchants/{mch_id}", RedPackApi.putMerchant s redPacks
+            "GET", "/api/merchants", RedPackApi.listMerchants s redPacks
+            "GET", "/api/merchants/{mch_id}", RedPackApi.getMerchant s redPacks
+            "POST", "/api/redpacks", RedPackApi.sendRedPack s redPacks
+            "GET", "/api/redpacks", RedPackApi.listRedPacks s redPacks
+            "GET", "/api/redpacks/{id}", RedPackApi.getRedPack s redPacks
+        ]
     // Hardening: compare-then-invalidate of an authorizer token WeChat refused.
     app.MapPost(
         "/api/authorizers/{appid}/access-token/invalidate",
@@ -195,16 +182,13 @@ let map (app: IEndpointRouteBuilder) (s: Services) (authorizers: AuthorizerServi
     let account (path: string) =
         "/api/authorizers/{appid}/miniprogram/" + path
 
-    app.MapPost(account "commit", MiniProgramAccountApi.commit s code) |> ignore
-
-    app.MapPost(account "submit-audit", MiniProgramAccountApi.submitAudit s code)
-    |> ignore
-
-    app.MapPost(account "release", MiniProgramAccountApi.release s code) |> ignore
-    app.MapPost(account "revert", MiniProgramAccountApi.revert s code) |> ignore
-
-    app.MapGet(account "audit-status", MiniProgramAccountApi.auditStatus s code)
-    |> ignore
-
-    app.MapGet(account "versions", MiniProgramAccountApi.versions s code) |> ignore
-    app.MapPost(account "domains", MiniProgramAccountApi.domains s code) |> ignore
+    routes
+        [
+            "POST", account "commit", MiniProgramAccountApi.commit s code
+            "POST", account "submit-audit", MiniProgramAccountApi.submitAudit s code
+            "POST", account "release", MiniProgramAccountApi.release s code
+            "POST", account "revert", MiniProgramAccountApi.revert s code
+            "GET", account "audit-status", MiniProgramAccountApi.auditStatus s code
+            "GET", account "versions", MiniProgramAccountApi.versions s code
+            "POST", account "domains", MiniProgramAccountApi.domains s code
+        ]

@@ -9,202 +9,13 @@ open FsToolkit.ErrorHandling
 open Microsoft.Extensions.Configuration
 open WeChatFs.Domain
 
-type ConfigError =
-    {
-        Key: string
-        Problem: string
-        Fix: string
-    }
+open WeChatFs.Settings
+open WeChatFs.ConfigReaders
 
-let describe (e: ConfigError) = $"{e.Key}: {e.Problem}. Fix: {e.Fix}"
-
-type WebhookOptions =
-    {
-        /// Where messages and events go; None = stored only.
-        Url: Uri option
-        /// A different URL for some tenants.
-        TenantUrls: Map<string, Uri>
-        /// Signs each body (X-WeChatFs-Signature); None = unsigned.
-        Secret: string option
-        /// How long WeChat's answer waits for the webhook's reply (WeChat itself waits 5 s).
-        ReplyTimeout: TimeSpan
-        /// Attempts in all before a delivery is dead-lettered.
-        MaxAttempts: int
-        /// The first retry's delay; each further one doubles it, up to ten minutes.
-        RetryBase: TimeSpan
-        /// How often each instance looks for due deliveries.
-        PollInterval: TimeSpan
-        /// How long a delivered message stays in the inbox (and in `GET /api/deliveries`) before it
-        /// is deleted. At least an hour, so that WeChat's retries of it are still recognised.
-        DeliveredRetention: TimeSpan
-    }
-
-/// Cash red packets (`WeChatFs:RedPacks:*`).
-type RedPackOptions =
-    {
-        /// How often a sent packet is checked with gethbinfo until a final status.
-        ReconcileInterval: TimeSpan
-        /// The first wait before an undecided packet is queried; doubled each time, up to five minutes.
-        ResolveRetryBase: TimeSpan
-        /// How long one call to WeChat Pay may take.
-        SendTimeout: TimeSpan
-        /// How often each instance looks for packets due a check.
-        PollInterval: TimeSpan
-        /// gethbinfo's err_code values that mean "no such mch_billno" (facts §11.2 names none: [U]).
-        NotFoundCodes: Set<string>
-        /// client_ip sent to WeChat Pay; None = the address the request came in on.
-        ClientIp: string option
-    }
-
-/// Limits that keep a flood or a trick from costing more than it should (see the README's
-/// "Security and failure behaviour").
-type HardeningOptions =
-    {
-        /// The largest body the proxies pass on to WeChat; larger ones are answered 413 unread.
-        ProxyMaxBodyBytes: int64
-        /// Whether `/wechat/component/authorize?tenant=X` works without a link the business issued.
-        AllowUnsignedTenant: bool
-        /// Refusals of one reason logged per minute; the rest are only counted.
-        RefusalLogsPerMinute: int
-        /// At most one api_start_push_ticket per this interval after WeChat refused the ticket.
-        TicketPushRequestInterval: TimeSpan
-    }
-
-/// Mini-program deployments (MiniPrograms.fs, Deployments.fs).
-type MiniProgramOptions =
-    {
-        /// get_auditstatus when no audit event came within this long.
-        AuditPollInterval: TimeSpan
-        /// How often each instance looks for targets that are due.
-        WorkerInterval: TimeSpan
-        /// How long a claimed target stays with its worker before another instance may take it.
-        ClaimLease: TimeSpan
-        /// The first retry's delay after -1 or a broken connection; doubled each time.
-        RetryDelay: TimeSpan
-        /// The wait after 61039 (code scan not finished).
-        ScanRetryDelay: TimeSpan
-        /// The wait after 85085, or while queryquota says no submission is left.
-        QuotaRetryDelay: TimeSpan
-        /// How often a deployment asks wxa/queryquota before submitting.
-        QuotaCheckInterval: TimeSpan
-        /// Attempts of one step before a transient error counts as failed.
-        MaxAttempts: int
-    }
-
-type GatewayOptions =
-    {
-        ComponentAppId: ComponentAppId
-        AppSecret: string
-        Token: string
-        /// The current EncodingAESKey first, then the previous one after a rotation.
-        AesKeys: Crypto.AesKey list
-        PublicBaseUrl: Uri
-        ApiBaseUrl: Uri
-        MpBaseUrl: Uri
-        OpenBaseUrl: Uri
-        PayBaseUrl: Uri
-        /// A PEM file with the CA that WeChat Pay's server certificate must chain to; None = system trust.
-        PayServerCaCertificate: string option
-        StorageProvider: string
-        ConnectionString: string
-        /// Where the SQLite file and a generated master key live.
-        DataFolder: string
-        /// SQLite only: pushes are acknowledged once in the intake log, and written to the inbox
-        /// table from there (Storage:IntakeLog, default true).
-        IntakeLog: bool
-        MasterKey: string option
-        AdminApiKey: string option
-        TokenPolicy: TokenPolicy
-        /// How often the background check refreshes tokens that are due.
-        CheckInterval: TimeSpan
-        /// How long a refresh may hold the cross-instance lease before another instance may take over.
-        RefreshLease: TimeSpan
-        /// Name of this instance in leases and logs.
-        InstanceId: string
-        /// Where the browser goes after a successful authorization (with appid and tenant); None = our page.
-        AuthorizationReturnUrl: Uri option
-        /// How long an authorization link's signed state stays valid.
-        AuthorizationStateLifetime: TimeSpan
-        /// Spreads authorizer refreshes over up to this much before the margin, per account.
-        AuthorizerRefreshJitter: TimeSpan
-        Webhooks: WebhookOptions
-        /// How long the event log (unknown pushes, fast-register results, ...) keeps a record.
-        EventRetention: TimeSpan
-        /// Answers WeChat's full-network release check for its test accounts (facts §6).
-        ReleaseResponder: bool
-        RedPacks: RedPackOptions
-        Hardening: HardeningOptions
-        MiniProgram: MiniProgramOptions
-    }
-
-let private key (name: string) = "WeChatFs:" + name
-
-let private text (cfg: IConfiguration) name =
-    match cfg[key name] with
-    | null -> None
-    | v when String.IsNullOrWhiteSpace v -> None
-    | v -> Some(v.Trim())
-
-let private required cfg name fix =
-    match text cfg name with
-    | Some v -> Ok v
-    | None ->
-        Error
-            {
-                Key = key name
-                Problem = "is not set"
-                Fix = fix
-            }
-
-let private absoluteUrl cfg name (defaultValue: string) =
-    let raw = text cfg name |> Option.defaultValue defaultValue
-
-    match Uri.TryCreate(raw.TrimEnd '/', UriKind.Absolute) with
-    | true, u when u.Scheme = "http" || u.Scheme = "https" -> Ok u
-    | _ ->
-        Error
-            {
-                Key = key name
-                Problem = $"'{raw}' is not an absolute http(s) URL"
-                Fix = "give the full URL, e.g. https://gateway.example.com"
-            }
-
-let private optionalUrl cfg name =
-    match text cfg name with
-    | None -> Ok None
-    | Some raw -> absoluteUrl cfg name raw |> Result.map Some
-
-let private aesKey cfg name =
-    match text cfg name with
-    | None -> Ok None
-    | Some v ->
-        match Crypto.AesKey.create v with
-        | Ok k -> Ok(Some k)
-        | Error _ ->
-            Error
-                {
-                    Key = key name
-                    Problem = "is not a 43-character EncodingAESKey of letters and digits"
-                    Fix = "copy the 消息加解密Key exactly as WeChat's console shows it"
-                }
-
-let private timeSpan cfg name (defaultValue: TimeSpan) (minimum: TimeSpan) =
-    match text cfg name with
-    | None -> Ok defaultValue
-    | Some v ->
-        match TimeSpan.TryParse v with
-        | true, t when t >= minimum -> Ok t
-        | _ ->
-            Error
-                {
-                    Key = key name
-                    Problem = $"'{v}' is not a duration of at least {minimum}"
-                    Fix = "write it as hh:mm:ss, e.g. 00:10:00"
-                }
 
 /// The SQLite file's folder, from `Data Source=...`; the data folder for a generated master key.
-let dataFolderOf (provider: string) (connectionString: string) =
-    if provider = "sqlite" then
+let dataFolderOf (provider: StorageProvider) (connectionString: string) =
+    if provider = Sqlite then
         connectionString.Split(';', StringSplitOptions.RemoveEmptyEntries)
         |> Array.tryPick (fun part ->
             match part.Split('=', 2) with
@@ -222,20 +33,6 @@ let dataFolderOf (provider: string) (connectionString: string) =
         |> Option.defaultValue "data"
     else
         "data"
-
-let private positiveInt cfg name (fallback: int) =
-    match text cfg name with
-    | None -> Ok fallback
-    | Some v ->
-        match Int32.TryParse v with
-        | true, n when n >= 1 -> Ok n
-        | _ ->
-            Error
-                {
-                    Key = key name
-                    Problem = $"'{v}' is not a whole number of at least 1"
-                    Fix = "write a number, e.g. 10"
-                }
 
 let private tenantUrls (cfg: IConfiguration) =
     cfg.GetSection(key "Webhooks:Tenants").GetChildren()
@@ -334,33 +131,34 @@ let private requireAesKey cfg name =
                 })
 
 let private storage cfg =
-    let provider = text cfg "Storage:Provider" |> Option.defaultValue "sqlite"
+    let name = text cfg "Storage:Provider" |> Option.defaultValue "sqlite"
+    let provider = StorageProvider.ofName name
 
     let connectionString =
         text cfg "Storage:ConnectionString"
         |> Option.defaultValue (
-            if provider = "sqlite" then
+            if provider = Some Sqlite then
                 "Data Source=data/wechatfs.db"
             else
                 ""
         )
 
-    if provider <> "sqlite" && provider <> "postgres" then
+    match provider with
+    | None ->
         Error
             {
                 Key = key "Storage:Provider"
-                Problem = $"'{provider}' is not a known store"
+                Problem = $"'{name}' is not a known store"
                 Fix = "use sqlite (embedded, the default) or postgres"
             }
-    elif connectionString = "" then
+    | Some _ when connectionString = "" ->
         Error
             {
                 Key = key "Storage:ConnectionString"
                 Problem = "is required for postgres"
                 Fix = "give an Npgsql connection string, e.g. Host=db;Username=wechatfs;Password=...;Database=wechatfs"
             }
-    else
-        Ok(provider, connectionString)
+    | Some provider -> Ok(provider, connectionString)
 
 let private masterKey cfg =
     match text cfg "Secrets:MasterKey" with
@@ -441,35 +239,6 @@ let private redPacks cfg =
                 ClientIp = clientIp
             }
     }
-
-let private flag cfg name (fallback: bool) =
-    match text cfg name with
-    | None -> Ok fallback
-    | Some v ->
-        match v.ToLowerInvariant() with
-        | "true" -> Ok true
-        | "false" -> Ok false
-        | _ ->
-            Error
-                {
-                    Key = key name
-                    Problem = $"'{v}' is not true or false"
-                    Fix = "write true or false"
-                }
-
-let private byteCount cfg name (fallback: int64) =
-    match text cfg name with
-    | None -> Ok fallback
-    | Some v ->
-        match Int64.TryParse v with
-        | true, n when n >= 1024L && n <= int64 Int32.MaxValue -> Ok n
-        | _ ->
-            Error
-                {
-                    Key = key name
-                    Problem = $"'{v}' is not a number of bytes between 1024 and {Int32.MaxValue}"
-                    Fix = "write the limit in bytes, e.g. 10485760 for 10 MiB"
-                }
 
 let private hardening cfg =
     validation {
@@ -556,7 +325,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 DataFolder =
                     text cfg "Storage:DataFolder"
                     |> Option.defaultValue (dataFolderOf provider connectionString)
-                IntakeLog = intakeLog && provider = "sqlite"
+                IntakeLog = intakeLog && provider = Sqlite
                 MasterKey = master
                 AdminApiKey = text cfg "Admin:ApiKey"
                 TokenPolicy =
@@ -580,20 +349,6 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 Hardening = limits
                 MiniProgram = mini
             }
-    }
-
-// ---- the operator's side: console and metrics ------------------------------------------------------
-
-/// The operator console and the metrics endpoint; kept apart from GatewayOptions so that a host can
-/// read them without the platform's credentials.
-type OperatorOptions =
-    {
-        /// `/console` is mapped (sign-in with the admin key).
-        ConsoleEnabled: bool
-        /// How long a console sign-in lasts before the operator signs in again.
-        SessionLifetime: TimeSpan
-        /// `/metrics` answers without the admin key (for a Prometheus on a private network).
-        MetricsAnonymous: bool
     }
 
 let loadOperator (cfg: IConfiguration) : Result<OperatorOptions, ConfigError list> =

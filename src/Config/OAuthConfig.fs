@@ -7,6 +7,7 @@ open System
 open System.Text
 open Microsoft.Extensions.Configuration
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.OAuth
 
 type OAuthOptions =

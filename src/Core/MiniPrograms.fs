@@ -1,5 +1,5 @@
 /// The pure core of mini-program deployments (facts §9): each target's state machine, how WeChat's
-/// errcodes bear on it, the audit verdicts, and ext_json's per-account placeholders. Nothing here
+/// errcodes bear on it, and the audit verdicts (ext_json's per-account placeholders are ExtJson's). Nothing here
 /// reads a clock or does IO: callers pass `now`, the stored target and what happened.
 module WeChatFs.MiniPrograms
 
@@ -390,36 +390,3 @@ let inFlight (step: Step) (t: Target) =
     | SubmitAudit, _ -> Submitting
     | Release, _ -> Releasing
     | AuditStatus, s -> s
-
-/// ext_json: `{{appid}}` and `{{tenant}}` replaced in every string value, then encoded as one JSON
-/// string, as commit wants it (facts §9.2).
-let renderExtJson (extJson: JsonNode) (appid: string) (tenant: string option) =
-    let rec walk (node: JsonNode) : JsonNode =
-        match node with
-        | null -> null
-        | :? JsonObject as o ->
-            let copy = JsonObject()
-
-            for kv in o do
-                copy[kv.Key] <- walk kv.Value
-
-            copy
-        | :? JsonArray as a ->
-            let copy = JsonArray()
-
-            for item in a do
-                copy.Add(walk item)
-
-            copy
-        | :? JsonValue as v ->
-            match v.GetValueKind() with
-            | JsonValueKind.String ->
-                let s = v.GetValue<string>()
-
-                JsonValue.Create(s.Replace("{{appid}}", appid).Replace("{{tenant}}", defaultArg tenant "")) :> JsonNode
-            | _ -> v.DeepClone()
-        | other -> other.DeepClone()
-
-    match extJson with
-    | null -> "{}"
-    | node -> (walk node).ToJsonString()

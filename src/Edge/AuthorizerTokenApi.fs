@@ -6,6 +6,7 @@ module WeChatFs.AuthorizerTokenApi
 
 open System.Text.Json
 open WeChatFs.Domain
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open WeChatFs.Http
 

@@ -12,6 +12,7 @@ open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.Routing
 open Microsoft.Extensions.Diagnostics.HealthChecks
 open WeChatFs.Config
+open WeChatFs.Settings
 
 /// The tag of the checks /readyz runs; a host may tag its own checks with it to add them there.
 [<Literal>]

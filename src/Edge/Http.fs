@@ -16,9 +16,11 @@ open Microsoft.AspNetCore.Routing
 open Microsoft.Extensions.Logging
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.ComponentTokens
+open WeChatFs.AuthorizerCommon
 
 /// Everything the handlers need, resolved once at mapping time.
 type Services =
@@ -87,6 +89,37 @@ let tokenProblem (ctx: HttpContext) (err: TokenError) =
     | RefreshFailed(ApiError(code, _) as e) when classifyErrcode code = TicketRejected ->
         writeProblem ctx 503 "Waiting for a new component_verify_ticket" (describeError e) (errcodeDetails code)
     | RefreshFailed e -> weChatProblem ctx e
+
+/// An authorization step that failed: the component token, or WeChat's refusal.
+let authorizationProblem (ctx: HttpContext) (e: AuthorizationError) =
+    match e with
+    | ComponentUnavailable t -> tokenProblem ctx t
+    | WeChatRefused w -> weChatProblem ctx w
+
+/// An account's token that cannot be had.
+let tokenErrorProblem (ctx: HttpContext) (e: AuthorizerTokenError) =
+    match e with
+    | UnknownAuthorizer ->
+        writeProblem ctx 404 "Unknown authorizer" "no account with this appid has authorized the platform" []
+    | Unusable(status, reason) ->
+        writeProblem
+            ctx
+            409
+            $"Authorizer is {AuthorizerStatus.toText status}"
+            (if reason = "" then
+                 "the merchant must authorize the platform again"
+             else
+                 reason)
+            [ "status_code", box (AuthorizerStatus.toText status) ]
+    | ComponentTokenUnavailable t -> tokenProblem ctx t
+    | AuthorizerRefreshFailed w -> weChatProblem ctx w
+    | AuthorizerRefreshBusy ->
+        writeProblem
+            ctx
+            503
+            "Token refresh in progress"
+            "the token is being refreshed or backing off after a failure; try again shortly"
+            []
 
 // ---- request helpers ---------------------------------------------------------------------------
 

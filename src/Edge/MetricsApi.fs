@@ -8,6 +8,7 @@ open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.Routing
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Http
 open WeChatFs.Metrics
 

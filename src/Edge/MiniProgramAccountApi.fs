@@ -52,8 +52,7 @@ let commit (s: Services) (code: CodeClient) =
 
                     match o["ext_json"] with
                     | :? JsonObject as ext ->
-                        o["ext_json"] <-
-                            JsonValue.Create(MiniPrograms.renderExtJson ext (Ids.authorizerAppId appid) tenant)
+                        o["ext_json"] <- JsonValue.Create(ExtJson.renderExtJson ext (Ids.authorizerAppId appid) tenant)
                     | _ -> ()
 
                     let! r =

@@ -12,6 +12,7 @@ open Microsoft.AspNetCore.Http
 open WeChatFs.Domain
 open WeChatFs.Http
 open WeChatFs.MiniPrograms
+open WeChatFs.DeploymentRecords
 open WeChatFs.DeploymentStore
 open WeChatFs.CodeManagement
 open WeChatFs.DeploymentRequests
@@ -19,7 +20,7 @@ open WeChatFs.Deployments
 
 let callProblem (ctx: HttpContext) (e: CallError) =
     match e with
-    | NoAuthorizerToken t -> AuthorizerApi.tokenErrorProblem ctx t
+    | NoAuthorizerToken t -> tokenErrorProblem ctx t
     | NoComponentToken t -> tokenProblem ctx t
     | WeChatFailed w -> weChatProblem ctx w
 

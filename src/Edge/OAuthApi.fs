@@ -346,7 +346,7 @@ let jsSdkConfig (s: Services) (tickets: JsApiTicketService) =
                     body["nonceStr"] <- c.NonceStr
                     body["signature"] <- c.Signature
                     do! writeJson ctx 200 body
-                | Error(AuthorizerUnavailable e) -> do! AuthorizerApi.tokenErrorProblem ctx e
+                | Error(AuthorizerUnavailable e) -> do! tokenErrorProblem ctx e
                 | Error(TicketRefused w) -> do! weChatProblem ctx w
                 | Error TicketBusy ->
                     do! writeProblem ctx 503 "Ticket refresh in progress" "another instance is fetching the ticket" []

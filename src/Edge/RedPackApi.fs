@@ -297,9 +297,7 @@ let listRedPacks (s: Services) (service: RedPackService) =
             let q = ctx.Request.Query
 
             let intParam name fallback maxValue =
-                match Int32.TryParse(string q[name]) with
-                | true, n when n >= 0 -> min n maxValue
-                | _ -> fallback
+                Paging.boundedInt fallback maxValue (string q[name])
 
             let opt name =
                 match string q[name] with

@@ -14,6 +14,7 @@ open Microsoft.Extensions.DependencyInjection.Extensions
 open Microsoft.Extensions.Logging
 open OpenTelemetry.Metrics
 open WeChatFs.Config
+open WeChatFs.Settings
 
 /// A configuration that cannot work: the start stops with every problem named, key and fix.
 type WeChatFsConfigurationException internal (errors: ConfigError list) =
@@ -84,7 +85,7 @@ module internal Startup =
 
     /// Opens the store; its schema is brought up to date by StoreMigrator when the host starts.
     let openStore (options: GatewayOptions) (key: Secrets.MasterKey) =
-        SqlStore.openStore options.StorageProvider options.ConnectionString (Secrets.Sealer key)
+        SqlStore.openStore (StorageProvider.name options.StorageProvider) options.ConnectionString (Secrets.Sealer key)
 
 /// The log filters every host of the gateway needs; AddWeChatFs leaves the host's logging alone.
 [<Extension; AbstractClass; Sealed>]

@@ -45,6 +45,9 @@ type WeChatFsOptions() =
     member val ConnectionString: string = null with get, set
     /// WeChatFs:Storage:DataFolder, where a generated master key is kept.
     member val DataFolder: string = null with get, set
+    /// WeChatFs:Storage:IntakeLog (SQLite only, default true): pushes acknowledged once in the
+    /// intake log, and written to the inbox table from there.
+    member val IntakeLog = Nullable<bool>() with get, set
     /// WeChatFs:Storage:RefreshLease (default 30 seconds).
     member val RefreshLease = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Secrets:MasterKey, base64 of 32 bytes.
@@ -142,6 +145,9 @@ type WeChatFsOptions() =
         if this.ReleaseTestEnabled.HasValue then
             put "ReleaseTest:Enabled" (if this.ReleaseTestEnabled.Value then "true" else "false")
 
+        if this.IntakeLog.HasValue then
+            put "Storage:IntakeLog" (if this.IntakeLog.Value then "true" else "false")
+
         values
 
 /// check-config as a call: the configuration's problems, each as `key: problem. Fix: fix`.
@@ -151,7 +157,7 @@ type WeChatFsConfiguration =
     static member Check(configuration: IConfiguration) : IReadOnlyList<string> =
         match Startup.loadAll configuration with
         | Ok _ -> Array.empty :> _
-        | Error errors -> errors |> List.map Config.describe |> Array.ofList :> _
+        | Error errors -> errors |> List.map Settings.describe |> Array.ofList :> _
 
     /// <summary>Every problem of <paramref name="options"/>; empty when the gateway can start with them.</summary>
     static member Check(options: WeChatFsOptions) : IReadOnlyList<string> =

@@ -72,17 +72,17 @@ type internal WeChatFsTokens
 
         WeChatFsTokenException(failure, errcode, ComponentTokens.describeTokenError e)
 
-    static let authorizerFailure (e: Authorizers.AuthorizerTokenError) =
+    static let authorizerFailure (e: AuthorizerCommon.AuthorizerTokenError) =
         match e with
-        | Authorizers.UnknownAuthorizer ->
+        | AuthorizerCommon.UnknownAuthorizer ->
             WeChatFsTokenException(
                 WeChatFsTokenFailure.UnknownAuthorizer,
                 Nullable(),
                 "no account with this appid has authorized the platform"
             )
-        | Authorizers.Unusable(Revoked, reason) ->
+        | AuthorizerCommon.Unusable(Revoked, reason) ->
             WeChatFsTokenException(WeChatFsTokenFailure.Revoked, Nullable 61003, reason)
-        | Authorizers.Unusable(status, reason) ->
+        | AuthorizerCommon.Unusable(status, reason) ->
             let errcode =
                 if reason.StartsWith("61023", StringComparison.Ordinal) then
                     Nullable 61023
@@ -95,14 +95,14 @@ type internal WeChatFsTokens
                 | _ -> WeChatFsTokenFailure.NeedsReauthorization
 
             WeChatFsTokenException(failure, errcode, reason)
-        | Authorizers.ComponentTokenUnavailable t -> componentFailure t
-        | Authorizers.AuthorizerRefreshFailed w ->
+        | AuthorizerCommon.ComponentTokenUnavailable t -> componentFailure t
+        | AuthorizerCommon.AuthorizerRefreshFailed w ->
             WeChatFsTokenException(
                 WeChatFsTokenFailure.RefreshFailed,
                 WeChatClient.errcodeOfError w |> Option.toNullable,
                 WeChatClient.describeError w
             )
-        | Authorizers.AuthorizerRefreshBusy ->
+        | AuthorizerCommon.AuthorizerRefreshBusy ->
             WeChatFsTokenException(
                 WeChatFsTokenFailure.RefreshBusy,
                 Nullable(),
@@ -139,7 +139,7 @@ type internal WeChatFsTokens
 /// Brings the store's schema up to date when the host starts, before any hosted service or request
 /// uses it (the lifecycle's Starting step runs before every StartAsync, the server's included).
 type internal StoreMigrator
-    (options: Config.GatewayOptions, store: Store.IStore, key: Secrets.MasterKey, logger: ILogger<StoreMigrator>) =
+    (options: Settings.GatewayOptions, store: Store.IStore, key: Secrets.MasterKey, logger: ILogger<StoreMigrator>) =
     interface IHostedLifecycleService with
         member _.StartingAsync(_cancellationToken) =
             task {

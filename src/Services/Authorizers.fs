@@ -1,109 +1,26 @@
-/// Authorized accounts: the authorization flow (links, callback, pushes), their tokens kept alive for
-/// good (refreshed once per due time across instances, recovered through api_get_authorizer_list on
-/// 61023), and recovery of the whole list after a lost database.
+/// Authorized accounts: the authorization flow (links, callback, pushes), the directory the message
+/// path asks, the tokens (kept by AuthorizerTokens), and recovery of the whole list after a lost
+/// database.
 module WeChatFs.Authorizers
 
 open System
 open System.Collections.Concurrent
-open System.Security.Cryptography
-open System.Text
 open System.Threading
 open System.Threading.Tasks
 open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.ComponentTokens
+open WeChatFs.AuthorizerCommon
+open WeChatFs.AuthorizerTokens
 
-type AuthorizationError =
-    | ComponentUnavailable of TokenError
-    | WeChatRefused of WeChatError
-
-let describeAuthorizationError =
-    function
-    | ComponentUnavailable e -> describeTokenError e
-    | WeChatRefused e -> describeError e
-
-type AuthorizerTokenError =
-    | UnknownAuthorizer
-    | Unusable of AuthorizerStatus * reason: string
-    | ComponentTokenUnavailable of TokenError
-    | AuthorizerRefreshFailed of WeChatError
-    | AuthorizerRefreshBusy
-
-type AuthorizationLinks =
-    {
-        PreAuthCode: PreAuthCode
-        PcUrl: string
-        MobileUrl: string
-        ExpiresAt: DateTimeOffset
-    }
-
-type SyncReport =
-    {
-        Total: int
-        Imported: int
-        Updated: int
-    }
-
-/// Keys of small values; codes are hashed so no code appears in a key.
-let private hashKey (prefix: string) (value: string) =
-    prefix
-    + (SHA256.HashData(Encoding.UTF8.GetBytes value)[..11] |> Convert.ToHexStringLower)
-
-let private tenantOfPreAuthKey (PreAuthCode code) = hashKey "preauth:" code
-let private exchangedCodeKey (AuthorizationCode code) = hashKey "authcode:" code
-/// The latest AuthorizationCode pushed for an account (the full-network release check falls back to it).
-let latestCodeKey (AuthorizerAppId appid) = "lastcode:" + appid
-
-/// Spreads refreshes of tokens issued together over a few minutes, the same for every instance.
-let jitterFor (maxJitter: TimeSpan) (AuthorizerAppId appid) =
-    if maxJitter <= TimeSpan.Zero then
-        TimeSpan.Zero
-    else
-        let h = SHA256.HashData(Encoding.UTF8.GetBytes appid)
-        let n = BitConverter.ToUInt32(h, 0)
-        TimeSpan.FromSeconds(float (n % uint32 (max 1.0 maxJitter.TotalSeconds)))
-
-let private query (pairs: (string * string option) list) =
-    pairs
-    |> List.choose (fun (k, v) -> v |> Option.map (fun v -> $"{k}={Uri.EscapeDataString v}"))
-    |> String.concat "&"
-
-/// The PC scan page and the mobile link (facts §4.1, §4.2).
-let authorizationUrls
-    (mpBase: Uri)
-    (ComponentAppId appId)
-    (PreAuthCode code)
-    (redirectUri: string)
-    (authType: int option)
-    (bizAppId: string option)
-    =
-    let common =
-        [
-            "component_appid", Some appId
-            "pre_auth_code", Some code
-            "redirect_uri", Some redirectUri
-            "auth_type", authType |> Option.map string
-            "biz_appid", bizAppId
-        ]
-
-    let baseUrl = mpBase.ToString().TrimEnd '/'
-    let pc = $"{baseUrl}/cgi-bin/componentloginpage?{query common}"
-
-    let mobile =
-        $"""{baseUrl}/safe/bindcomponent?{query ([ "action", Some "bindcomponent"; "no_scan", Some "1" ] @ common)}#wechat_redirect"""
-
-    pc, mobile
-
-/// Forced refreshes this close to the last one share its token.
-let forceCoalescing = TimeSpan.FromSeconds 5.
-
-/// Whether a forced refresh at `now` is answered by the token fetched at `refreshedAt`.
-let coalesced (now: DateTimeOffset) (refreshedAt: DateTimeOffset) =
-    now - refreshedAt < forceCoalescing && now >= refreshedAt
+/// The key of the latest AuthorizationCode pushed for an account, for readers of the value table
+/// (the store's LatestCode reads the same).
+let latestCodeKey appid = ComponentRows.latestCodeKey appid
 
 type AuthorizerService
     (
@@ -115,38 +32,17 @@ type AuthorizerService
         stateKey: byte[],
         logger: ILogger<AuthorizerService>
     ) =
-    let margin = options.TokenPolicy.RefreshMargin
-    let maxJitter = options.AuthorizerRefreshJitter
-    let cache = ConcurrentDictionary<AuthorizerAppId, Expiring<AuthorizerAccessToken>>()
-    let gates = ConcurrentDictionary<AuthorizerAppId, SemaphoreSlim>()
-    let retryNotBefore = ConcurrentDictionary<AuthorizerAppId, Decisions.RetryState>()
+    let tokens = AuthorizerTokens(options, store, client, components, clock, logger)
+
     let completion = new SemaphoreSlim(1, 1)
-    // When each account's token last came from WeChat here: forced refreshes within a few seconds of
-    // it share that token instead of calling again (200 concurrent refreshes make one call).
-    let refreshedAt = ConcurrentDictionary<AuthorizerAppId, DateTimeOffset>()
     // appid → (when read, tenant if the account is known): the message path asks on every push.
     let directory =
         ConcurrentDictionary<AuthorizerAppId, DateTimeOffset * TenantId option option>()
 
     let directoryTtl = TimeSpan.FromSeconds 10.
-    let marginFor appid = margin + jitterFor maxJitter appid
-
-    let event kind (AuthorizerAppId subject) detail =
-        store.AppendEvent
-            {
-                Kind = kind
-                Subject = subject
-                Detail = detail
-                At = clock.GetUtcNow()
-            }
-
-    let withComponent call =
-        task {
-            match! components.WithToken call with
-            | Ok v -> return Ok v
-            | Error(Choice1Of2 e) -> return Error(ComponentUnavailable e)
-            | Error(Choice2Of2 e) -> return Error(WeChatRefused e)
-        }
+    let event = appendEvent store clock
+    let withComponent call = withComponent components call
+    let listAll () = listAll components client
 
     let fetchProfile (appid: AuthorizerAppId) =
         task {
@@ -167,214 +63,6 @@ type AuthorizerService
                 logger.LogWarning("api_get_authorizer_info failed: {Error}", describeAuthorizationError e)
         }
 
-    /// Pages through api_get_authorizer_list, 500 at a time (facts §3.8).
-    let listAll () =
-        task {
-            let mutable offset = 0
-            let mutable total = Int32.MaxValue
-            let mutable items = []
-            let mutable failure = None
-
-            while failure.IsNone && offset < total do
-                match! withComponent (fun t -> client.GetAuthorizerList(t, offset, 500)) with
-                | Ok(count, page) ->
-                    total <- count
-                    items <- items @ page
-                    offset <- if page.IsEmpty then total else offset + page.Length
-                | Error e -> failure <- Some e
-
-            return
-                match failure with
-                | Some e -> Error e
-                | None -> Ok items
-        }
-
-    let retryOf appid =
-        match retryNotBefore.TryGetValue appid with
-        | true, state -> state
-        | _ -> Decisions.RetryState.clear
-
-    let noteFailure appid =
-        retryNotBefore[appid] <- Decisions.RetryState.failed Backoff.authorizerToken (clock.GetUtcNow()) (retryOf appid)
-
-    let rec refresh (a: Authorizer) (refreshToken: AuthorizerRefreshToken) fallback (recovering: bool) =
-        task {
-            let! result =
-                components.WithToken(fun t -> client.AuthorizerToken(t, a.AppId, refreshToken))
-
-            match result with
-            | Ok(token, expiresIn, newRefresh) ->
-                let now = clock.GetUtcNow()
-                let issued = Expiring.issued now expiresIn token
-                // The rotated refresh token is written with the access token, before anyone uses either.
-                do! store.SaveAuthorizerTokens(a.AppId, issued, newRefresh, now)
-                cache[a.AppId] <- issued
-                refreshedAt[a.AppId] <- now
-                retryNotBefore.TryRemove a.AppId |> ignore
-
-                if newRefresh <> refreshToken then
-                    logger.LogInformation(
-                        "authorizer {AppId}: refresh token rotated and stored",
-                        Ids.authorizerAppId a.AppId
-                    )
-
-                return Ok issued
-            | Error(Choice1Of2 e) ->
-                return
-                    match fallback with
-                    | Some t -> Ok t
-                    | None -> Error(ComponentTokenUnavailable e)
-            | Error(Choice2Of2 err) ->
-                // The decision is Decisions.onAuthorizerRefreshFailure's; this carries it out.
-                let setStatus status reason at =
-                    task {
-                        do! store.SetAuthorizerStatus(a.AppId, status, Some reason, at)
-                        cache.TryRemove a.AppId |> ignore
-
-                        let kind =
-                            match status with
-                            | Revoked -> "revoked"
-                            | _ -> "needs_reauthorization"
-
-                        do! event kind a.AppId reason
-                        return Error(Unusable(status, reason))
-                    }
-
-                match Decisions.onAuthorizerRefreshFailure (failureKind err) recovering (clock.GetUtcNow()) with
-                | Decisions.RecoverFromList ->
-                    // 61023: the list may hold a working refresh token (facts §3.4, §3.8).
-                    logger.LogWarning(
-                        "authorizer {AppId}: refresh token refused (61023); reloading from api_get_authorizer_list",
-                        Ids.authorizerAppId a.AppId
-                    )
-
-                    match! listAll () with
-                    | Ok listed ->
-                        let listedToken =
-                            listed
-                            |> List.tryFind (fun l -> l.AppId = a.AppId)
-                            |> Option.bind (fun l -> l.RefreshToken)
-
-                        match Decisions.onRecoveryListed refreshToken listedToken (clock.GetUtcNow()) with
-                        | Decisions.RetryWith recovered ->
-                            do! event "refresh_token_recovered" a.AppId ""
-                            return! refresh a recovered fallback true
-                        | Decisions.GiveUp(status, reason, at) -> return! setStatus status reason at
-                    | Error e ->
-                        noteFailure a.AppId
-
-                        return
-                            match fallback with
-                            | Some t -> Ok t
-                            | None -> Error(AuthorizerRefreshFailed err)
-                | Decisions.SetStatus(status, reason, at) -> return! setStatus status reason at
-                | Decisions.BackOff ->
-                    noteFailure a.AppId
-
-                    logger.LogWarning(
-                        "authorizer {AppId}: refresh failed: {Error}",
-                        Ids.authorizerAppId a.AppId,
-                        describeError err
-                    )
-
-                    return
-                        match fallback with
-                        | Some t -> Ok t
-                        | None -> Error(AuthorizerRefreshFailed err)
-        }
-
-    let awaitOtherInstance appid fallback =
-        task {
-            let deadline = clock.GetUtcNow() + options.RefreshLease
-            let mutable result = None
-
-            while result.IsNone && clock.GetUtcNow() < deadline do
-                do! Task.Delay 50
-                let! a = store.GetAuthorizer appid
-
-                match a |> Option.bind (fun a -> a.AccessToken) with
-                | Some t when not (Expiring.isDue (marginFor appid) (clock.GetUtcNow()) t) ->
-                    cache[appid] <- t
-                    result <- Some(Ok t)
-                | _ -> ()
-
-            return
-                match result, fallback with
-                | Some r, _ -> r
-                | None, Some t -> Ok t
-                | None, None -> Error AuthorizerRefreshBusy
-        }
-
-    /// Decide with the stored record; refresh under the cross-instance lease when due (or forced).
-    /// A forced refresh that finds a token fetched less than `forceCoalescing` ago (by a refresh it
-    /// waited for at the gate, or one just before it) takes that one instead of calling again.
-    let obtain (appid: AuthorizerAppId) (forced: bool) =
-        task {
-            let gate = gates.GetOrAdd(appid, fun _ -> new SemaphoreSlim(1, 1))
-            do! gate.WaitAsync()
-
-            try
-                let force =
-                    forced
-                    && not (
-                        match refreshedAt.TryGetValue appid with
-                        | true, at -> coalesced (clock.GetUtcNow()) at
-                        | _ -> false
-                    )
-
-                match! store.GetAuthorizer appid with
-                | None -> return Error UnknownAuthorizer
-                | Some a ->
-                    let now = clock.GetUtcNow()
-
-                    let decision =
-                        match decideAuthorizer (marginFor appid) now a, force, a.RefreshToken with
-                        | UseAuthorizerToken t, true, Some r -> RefreshAuthorizer(r, Some t)
-                        | d, _, _ -> d
-
-                    match decision with
-                    | UseAuthorizerToken t ->
-                        cache[appid] <- t
-                        return Ok t
-                    | Unavailable(status, reason) ->
-                        cache.TryRemove appid |> ignore
-                        return Error(Unusable(status, reason))
-                    | RefreshAuthorizer(_, fallback) when
-                        Decisions.gateRefresh force now (retryOf appid) fallback <> Decisions.Proceed
-                        ->
-                        return
-                            match fallback with
-                            | Some t -> Ok t
-                            | None -> Error AuthorizerRefreshBusy
-                    | RefreshAuthorizer(_, fallback) ->
-                        let lease = "authorizer-token:" + Ids.authorizerAppId appid
-
-                        let! outcome =
-                            Leases.run store lease options.InstanceId now (now + options.RefreshLease) (fun () ->
-                                task {
-                                    // Re-read under the lease: another instance may have refreshed already.
-                                    match! store.GetAuthorizer appid with
-                                    | None -> return Error UnknownAuthorizer
-                                    | Some current ->
-                                        match decideAuthorizer (marginFor appid) (clock.GetUtcNow()) current with
-                                        | UseAuthorizerToken t when not force ->
-                                            cache[appid] <- t
-                                            return Ok t
-                                        | Unavailable(status, reason) -> return Error(Unusable(status, reason))
-                                        | UseAuthorizerToken _
-                                        | RefreshAuthorizer _ ->
-                                            match current.RefreshToken with
-                                            | Some r -> return! refresh current r fallback false
-                                            | None ->
-                                                return Error(Unusable(NeedsReauthorization, "no refresh token stored"))
-                                })
-
-                        match outcome with
-                        | Some r -> return r
-                        | None -> return! awaitOtherInstance appid fallback
-            finally
-                gate.Release() |> ignore
-        }
 
     member _.StateKey = stateKey
 
@@ -420,7 +108,7 @@ type AuthorizerService
                 let pc, mobile =
                     authorizationUrls options.MpBaseUrl options.ComponentAppId code redirect authType bizAppId
 
-                do! store.PutValue(tenantOfPreAuthKey code, Ids.tenant tenant, false)
+                do! store.RememberPreAuthTenant(code, tenant)
 
                 return
                     Ok
@@ -439,11 +127,11 @@ type AuthorizerService
             do! completion.WaitAsync()
 
             try
-                let! already = store.GetValue(exchangedCodeKey code)
+                let! already = store.ExchangedCode code
 
                 let! previous =
                     match already with
-                    | Some appid -> store.GetAuthorizer(AuthorizerAppId appid)
+                    | Some appid -> store.GetAuthorizer appid
                     | None -> Task.FromResult None
 
                 match previous with
@@ -470,12 +158,12 @@ type AuthorizerService
 
                         let! remembered =
                             match preAuthCode with
-                            | Some p -> store.GetValue(tenantOfPreAuthKey p)
+                            | Some p -> store.PreAuthTenant p
                             | None -> Task.FromResult None
 
                         let boundTenant =
                             tenant
-                            |> Option.orElse (remembered |> Option.map TenantId)
+                            |> Option.orElse remembered
                             |> Option.orElse (existing |> Option.bind (fun e -> e.Tenant))
 
                         let record =
@@ -496,13 +184,9 @@ type AuthorizerService
 
                         do! store.SaveAuthorizer record
                         directory.TryRemove record.AppId |> ignore
-                        do! store.PutValue(exchangedCodeKey code, Ids.authorizerAppId r.AuthorizerAppId, false)
+                        do! store.RecordExchangedCode(code, r.AuthorizerAppId)
 
-                        match record.AccessToken with
-                        | Some t -> cache[record.AppId] <- t
-                        | None -> cache.TryRemove record.AppId |> ignore
-
-                        retryNotBefore.TryRemove record.AppId |> ignore
+                        tokens.Remember(record.AppId, record.AccessToken)
 
                         do!
                             event
@@ -523,7 +207,7 @@ type AuthorizerService
             match push with
             | Wire.AuthorizedPushed p
             | Wire.UpdateAuthorizedPushed p ->
-                do! store.PutValue(latestCodeKey p.AuthorizerAppId, Ids.authorizationCode p.Code, true)
+                do! store.SaveLatestCode(p.AuthorizerAppId, p.Code)
 
                 match! this.Complete(p.Code, None, p.PreAuthCode) with
                 | Ok _ -> ()
@@ -537,9 +221,7 @@ type AuthorizerService
                     do! event "query_auth_failed" p.AuthorizerAppId (describeAuthorizationError e)
             | Wire.UnauthorizedPushed(appid, _) ->
                 match! store.GetAuthorizer appid with
-                | Some _ ->
-                    do! store.SetAuthorizerStatus(appid, Revoked, Some "unauthorized push", clock.GetUtcNow())
-                    cache.TryRemove appid |> ignore
+                | Some _ -> do! tokens.MarkUnusable(appid, Revoked, "unauthorized push", clock.GetUtcNow())
                 | None -> ()
 
                 do! event "unauthorized" appid ""
@@ -560,22 +242,13 @@ type AuthorizerService
 
     /// The authorizer's token: from memory while fresh, else refreshed once across instances.
     member _.GetToken(appid: AuthorizerAppId) : Task<Result<Expiring<AuthorizerAccessToken>, AuthorizerTokenError>> =
-        match cache.TryGetValue appid with
-        | true, t when not (Expiring.isDue (marginFor appid) (clock.GetUtcNow()) t) -> Task.FromResult(Ok t)
-        | _ -> obtain appid false
+        tokens.Get appid
 
     /// An operator's explicit refresh, even when the token is not due.
-    member _.ForceRefresh(appid: AuthorizerAppId) = obtain appid true
+    member _.ForceRefresh(appid: AuthorizerAppId) = tokens.Force appid
 
     /// WeChat rejected `failed`: forget it here, and in the store only while it is still current there.
-    member _.Invalidate(appid: AuthorizerAppId, failed: AuthorizerAccessToken) =
-        task {
-            match cache.TryGetValue appid with
-            | true, t when t.Token = failed -> cache.TryRemove appid |> ignore
-            | _ -> ()
-
-            return! store.InvalidateAuthorizerToken(appid, failed)
-        }
+    member _.Invalidate(appid: AuthorizerAppId, failed: AuthorizerAccessToken) = tokens.Invalidate(appid, failed)
 
     /// Imports every authorizer and refresh token from api_get_authorizer_list: the way back after a
     /// lost database. Known accounts get a changed refresh token; unknown ones are created.
@@ -634,7 +307,7 @@ type AuthorizerService
                                     UpdatedAt = now
                                 }
 
-                        cache.TryRemove l.AppId |> ignore
+                        tokens.Forget l.AppId
                         updated <- updated + 1
                     | Some _, _ -> ()
 
@@ -659,31 +332,8 @@ type AuthorizerService
         }
 
     /// One scheduler pass: refresh every token that is due, a few at a time.
-    member this.RefreshDue(concurrency: int) =
-        task {
-            let now = clock.GetUtcNow()
-            // Candidates within the widest jittered margin; GetToken refreshes only those really due.
-            let! due = store.DueAuthorizers(now + margin + maxJitter, 500)
+    member _.RefreshDue(concurrency: int) = tokens.RefreshDue concurrency
 
-            use throttle = new SemaphoreSlim(max 1 concurrency)
-
-            let work (appid: AuthorizerAppId) =
-                task {
-                    do! throttle.WaitAsync()
-
-                    try
-                        try
-                            let! _ = this.GetToken appid
-                            ()
-                        with ex ->
-                            logger.LogError(ex, "refresh of {AppId} failed", Ids.authorizerAppId appid)
-                    finally
-                        throttle.Release() |> ignore
-                }
-
-            let! _ = due |> List.map work |> Task.WhenAll
-            return due.Length
-        }
 
 /// Keeps authorizer tokens fresh in the background; at start, an empty store is filled from
 /// api_get_authorizer_list (as soon as a component token is available).

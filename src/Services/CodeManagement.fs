@@ -12,6 +12,7 @@ open WeChatFs.Domain
 open WeChatFs.Wire
 open WeChatFs.WeChatClient
 open WeChatFs.ComponentTokens
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 
 type CallError =
@@ -128,8 +129,8 @@ type CodeClient(client: Client, authorizers: AuthorizerService, components: Comp
 
             match result with
             | Ok inner -> return inner
-            | Error(Choice1Of2 e) -> return Error(NoComponentToken e)
-            | Error(Choice2Of2 e) -> return Error(WeChatFailed e)
+            | Error(ComponentTokenFailed e) -> return Error(NoComponentToken e)
+            | Error(WeChatCallFailed e) -> return Error(WeChatFailed e)
         }
 
     /// commit: ext_json as a JSON-encoded string (facts §9.2).

@@ -11,6 +11,7 @@ open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 
@@ -49,8 +50,10 @@ let ticketCreateTimeToStore (stored: int64 option) (incoming: int64) (nowSeconds
     | Some s when incoming < s -> None
     | _ -> Some effective
 
-let private lastErrorKey = "component:last_error"
-let private rejectedTicketKey = "component:rejected_ticket_at"
+/// Why a call made with the component token failed: no token could be had, or WeChat refused the call.
+type ComponentCallError =
+    | ComponentTokenFailed of TokenError
+    | WeChatCallFailed of WeChatError
 
 type ComponentTokenService
     (options: GatewayOptions, store: IStore, client: Client, clock: TimeProvider, logger: ILogger<ComponentTokenService>)
@@ -96,29 +99,13 @@ type ComponentTokenService
             |> ignore
 
     let recordError (err: WeChatError) =
-        let value =
-            JsonSerializer.Serialize
-                {|
-                    errcode = errcodeOfError err |> Option.toNullable
-                    message = describeError err
-                    at = clock.GetUtcNow()
-                |}
-
-        store.PutValue(lastErrorKey, value, false)
+        store.SaveComponentError(errcodeOfError err, describeError err, clock.GetUtcNow())
 
     /// A ticket WeChat refused (61005/61006) is not offered again; the next push replaces it.
     let usableTicket () =
         task {
             let! ticket = store.LatestTicket appId
-            let! rejected = store.GetValue rejectedTicketKey
-
-            let marker =
-                rejected
-                |> Option.bind (fun r ->
-                    match Int64.TryParse r with
-                    | true, v -> Some v
-                    | _ -> None)
-
+            let! marker = store.RejectedTicket()
             return Decisions.usableTicket ticket marker
         }
 
@@ -139,7 +126,7 @@ type ComponentTokenService
 
                 match failureKind err with
                 | TicketRejected ->
-                    do! store.PutValue(rejectedTicketKey, string (Decisions.ticketMarker ticket), false)
+                    do! store.SaveRejectedTicket(Decisions.ticketMarker ticket)
                     // Meanwhile the still-valid token (the fallback) keeps being served.
                     requestTicketPush ()
                 | _ -> retry <- Decisions.RetryState.failed Backoff.componentToken (clock.GetUtcNow()) retry
@@ -273,18 +260,18 @@ type ComponentTokenService
     member this.WithToken(call: ComponentAccessToken -> Task<Result<'a, WeChatError>>) =
         task {
             match! this.GetToken() with
-            | Error e -> return Error(Choice1Of2 e)
+            | Error e -> return Error(ComponentTokenFailed e)
             | Ok t ->
                 match! call t.Token with
                 | Error err when failureKind err = TokenRejected ->
                     let! _ = this.Invalidate t.Token
 
                     match! this.GetToken() with
-                    | Error e -> return Error(Choice1Of2 e)
+                    | Error e -> return Error(ComponentTokenFailed e)
                     | Ok t2 ->
                         let! second = call t2.Token
-                        return second |> Result.mapError Choice2Of2
-                | other -> return other |> Result.mapError Choice2Of2
+                        return second |> Result.mapError WeChatCallFailed
+                | other -> return other |> Result.mapError WeChatCallFailed
         }
 
     /// At start: no ticket younger than 12 h means pushes stopped; ask WeChat to start them again.
@@ -305,26 +292,16 @@ type ComponentTokenService
 
     member _.LastError() =
         task {
-            let! raw = store.GetValue lastErrorKey
+            let! stored = store.ComponentError()
 
             return
-                raw
-                |> Option.bind (fun r ->
-                    try
-                        use doc = JsonDocument.Parse r
-                        let root = doc.RootElement
-
-                        Some
-                            {
-                                Errcode =
-                                    match root.TryGetProperty "errcode" with
-                                    | true, v when v.ValueKind = JsonValueKind.Number -> Some(v.GetInt32())
-                                    | _ -> None
-                                Message = root.GetProperty("message").GetString()
-                                At = root.GetProperty("at").GetDateTimeOffset()
-                            }
-                    with _ ->
-                        None)
+                stored
+                |> Option.map (fun (errcode, message, at) ->
+                    {
+                        Errcode = errcode
+                        Message = message
+                        At = at
+                    })
         }
 
     member _.AppId = appId

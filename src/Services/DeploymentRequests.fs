@@ -7,6 +7,7 @@ open System.Text.Json
 open System.Text.Json.Nodes
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.MiniPrograms
 
 /// Permission set 18: development management, needed for every code-management call (facts §9).
@@ -165,3 +166,55 @@ let settledName (plan: Plan) (name: string) =
     | "committed" -> not plan.Audit
     | "audit_passed" -> plan.Release = NoRelease
     | _ -> false
+
+let private tenantOf (a: Authorizer) = a.Tenant |> Option.map Ids.tenant
+
+/// The accounts a deployment goes to, resolved once when it is created: each appid with its tenant and
+/// whether it is authorized (named appids), or every authorized mini program (of a tenant).
+let resolveTargets (store: Store.IStore) (spec: TargetSpec) =
+    task {
+        match spec with
+        | AppIds ids ->
+            let found = ResizeArray()
+
+            for id in ids do
+                let! a = store.GetAuthorizer(AuthorizerAppId id)
+
+                found.Add(
+                    match a with
+                    | Some a when a.Status = Authorized -> id, tenantOf a, true
+                    | Some a -> id, tenantOf a, false
+                    | None -> id, None, false
+                )
+
+            return List.ofSeq found
+        | AllMiniPrograms
+        | TenantTargets _ ->
+            let tenant =
+                match spec with
+                | TenantTargets t -> Some(TenantId t)
+                | _ -> None
+
+            let found = ResizeArray()
+            let mutable offset = 0
+            let mutable more = true
+
+            while more do
+                let! page =
+                    store.ListAuthorizers
+                        {
+                            Tenant = tenant
+                            Status = Some Authorized
+                            Offset = offset
+                            Limit = 500
+                        }
+
+                for a in page.Items do
+                    if isDeployable a then
+                        found.Add(Ids.authorizerAppId a.AppId, tenantOf a, true)
+
+                offset <- offset + page.Items.Length
+                more <- not page.Items.IsEmpty && offset < page.Total
+
+            return List.ofSeq found
+    }

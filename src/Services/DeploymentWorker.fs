@@ -7,6 +7,7 @@ open System.Threading.Tasks
 open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Deployments
 
 /// Each instance claims due targets (never more than a deployment's max_concurrency at once, across

@@ -12,11 +12,15 @@ open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.MiniPrograms
+open WeChatFs.ExtJson
+open WeChatFs.DeploymentRecords
 open WeChatFs.DeploymentStore
 open WeChatFs.CodeManagement
 open WeChatFs.DeploymentRequests
+open WeChatFs.SubmitQuota
 
 type DeploymentService
     (
@@ -29,19 +33,7 @@ type DeploymentService
     ) =
     let policy = policyOf options.MiniProgram
     let wake = new SemaphoreSlim(0, Int32.MaxValue)
-    // Quota checks of one deployment, one at a time in this process: two workers asking queryquota
-    // at once would each reset the count the other had just reserved from.
-    let quotaGates =
-        Collections.Concurrent.ConcurrentDictionary<DeploymentId, SemaphoreSlim>()
-    // Submissions reserved here and not yet answered: WeChat's count does not include them yet.
-    let submitsInFlight =
-        Collections.Concurrent.ConcurrentDictionary<DeploymentId, int>()
-
-    let submitStarted id =
-        submitsInFlight.AddOrUpdate(id, 1, (fun _ n -> n + 1)) |> ignore
-
-    let submitEnded id =
-        submitsInFlight.AddOrUpdate(id, 0, (fun _ n -> max 0 (n - 1))) |> ignore
+    let quota = SubmitQuota(options.MiniProgram, deployments, code, clock)
 
     /// Writes `input`'s effect on the freshest row, again on a fresh read if someone wrote between.
     let rec apply (t: StoredTarget) (input: Input) (release: bool) (attempt: int) =
@@ -63,55 +55,7 @@ type DeploymentService
                 | Some fresh -> return! apply fresh input release (attempt + 1)
         }
 
-    let tenantOf (a: Authorizer) = a.Tenant |> Option.map Ids.tenant
-
-    let resolve (spec: TargetSpec) =
-        task {
-            match spec with
-            | AppIds ids ->
-                let found = ResizeArray()
-
-                for id in ids do
-                    let! a = store.GetAuthorizer(AuthorizerAppId id)
-
-                    found.Add(
-                        match a with
-                        | Some a when a.Status = Authorized -> id, tenantOf a, true
-                        | Some a -> id, tenantOf a, false
-                        | None -> id, None, false
-                    )
-
-                return List.ofSeq found
-            | AllMiniPrograms
-            | TenantTargets _ ->
-                let tenant =
-                    match spec with
-                    | TenantTargets t -> Some(TenantId t)
-                    | _ -> None
-
-                let found = ResizeArray()
-                let mutable offset = 0
-                let mutable more = true
-
-                while more do
-                    let! page =
-                        store.ListAuthorizers
-                            {
-                                Tenant = tenant
-                                Status = Some Authorized
-                                Offset = offset
-                                Limit = 500
-                            }
-
-                    for a in page.Items do
-                        if isDeployable a then
-                            found.Add(Ids.authorizerAppId a.AppId, tenantOf a, true)
-
-                    offset <- offset + page.Items.Length
-                    more <- not page.Items.IsEmpty && offset < page.Total
-
-                return List.ofSeq found
-        }
+    let resolve spec = resolveTargets store spec
 
     member _.Store = deployments
     member _.Clock = clock
@@ -309,7 +253,7 @@ type DeploymentService
 
                     let! quotaLeft =
                         if step = SubmitAudit then
-                            this.CheckQuota(d, appid)
+                            quota.Reserve(d, appid)
                         else
                             Task.FromResult true
 
@@ -385,74 +329,11 @@ type DeploymentService
 
                         // Answered (or not sent at all): WeChat's own count covers it from now on.
                         if step = SubmitAudit then
-                            submitEnded d.Id
+                            quota.Ended d.Id
         }
 
     /// Before submitting: the submit quota from wxa/queryquota (when the server offers it), asked at
     /// most every QuotaCheckInterval per deployment; none left means wait rather than burn 85085s.
-    member private _.CheckQuota(d: Deployment, appid: AuthorizerAppId) =
-        task {
-            let gate = quotaGates.GetOrAdd(d.Id, fun _ -> new SemaphoreSlim(1, 1))
-            do! gate.WaitAsync()
-
-            try
-                // Read again under the gate: another worker may have asked WeChat meanwhile.
-                let! current = deployments.Get d.Id
-                let d = defaultArg current d
-                let now = clock.GetUtcNow()
-
-                let fresh =
-                    d.QuotaCheckedAt
-                    |> Option.exists (fun at -> now - at < options.MiniProgram.QuotaCheckInterval)
-
-                let usedUp (rest: int) (limit: int option) =
-                    Some
-                        $"submit quota used up ({rest} of {defaultArg limit 0} left): submitting waits until wxa/queryquota reports more"
-
-                let! reserved =
-                    if fresh then
-                        task {
-                            let! reserved = deployments.TakeQuota d.Id
-
-                            if not reserved && d.Note.IsNone then
-                                do!
-                                    deployments.SetQuota(
-                                        d.Id,
-                                        Some 0,
-                                        d.QuotaLimit,
-                                        usedUp 0 d.QuotaLimit,
-                                        d.QuotaCheckedAt.Value
-                                    )
-
-                            return reserved
-                        }
-                    else
-                        task {
-                            match! code.QueryQuota appid with
-                            | Ok(Some rest, limit) ->
-                                // Submissions reserved here but not answered yet are not in WeChat's count.
-                                let rest =
-                                    match submitsInFlight.TryGetValue d.Id with
-                                    | true, n -> max 0 (rest - n)
-                                    | _ -> rest
-
-                                let note = if rest > 0 then None else usedUp rest limit
-                                do! deployments.SetQuota(d.Id, Some rest, limit, note, now)
-                                return! deployments.TakeQuota d.Id
-                            | _ ->
-                                // No queryquota on this server (or it failed): submit, and let 85085 say so.
-                                do! deployments.SetQuota(d.Id, None, None, d.Note, now)
-                                return true
-                        }
-
-                if reserved then
-                    submitStarted d.Id
-
-                return reserved
-            finally
-                gate.Release() |> ignore
-        }
-
     /// Running deployments whose targets are all settled become completed.
     member _.CompleteFinished() =
         task {

@@ -13,6 +13,7 @@ open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.ComponentTokens

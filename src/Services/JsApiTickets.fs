@@ -11,9 +11,11 @@ open System.Threading.Tasks
 open Microsoft.Extensions.Logging
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.Wire
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open WeChatFs.OAuthStore
 

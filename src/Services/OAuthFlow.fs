@@ -11,6 +11,7 @@ open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
 open WeChatFs.Domain
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.OAuth
 open WeChatFs.OAuthConfig
 open WeChatFs.OAuthStore
@@ -158,12 +159,12 @@ type OAuthService
                             )
 
                         match! components.WithToken exchange with
-                        | Error(Choice1Of2 e) ->
+                        | Error(ComponentTokenFailed e) ->
                             // WeChat never saw the code: a reload may try it again.
                             do! oauthStore.ReleaseCode codeHash
                             return Error(ComponentUnavailable e)
-                        | Error(Choice2Of2(ApiError((40029 | 40163), _) as e)) -> return Error(CodeRejected e)
-                        | Error(Choice2Of2 e) ->
+                        | Error(WeChatCallFailed(ApiError((40029 | 40163), _) as e)) -> return Error(CodeRejected e)
+                        | Error(WeChatCallFailed e) ->
                             if failureKind e = Transient then
                                 do! oauthStore.ReleaseCode codeHash
 

@@ -13,6 +13,7 @@ open System.Threading.Tasks
 open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.RedPacks
 open WeChatFs.RedPackState
 open WeChatFs.RedPackStore

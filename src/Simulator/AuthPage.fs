@@ -6,6 +6,7 @@ open System
 open System.Net
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 
 let private enc (s: string) = WebUtility.HtmlEncode s

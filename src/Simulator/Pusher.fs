@@ -7,6 +7,7 @@ open System.Net.Http
 open System.Security.Cryptography
 open System.Text
 open System.Threading.Tasks
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 
 let private http = new HttpClient(Timeout = TimeSpan.FromSeconds 10.)

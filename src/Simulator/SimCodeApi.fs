@@ -8,16 +8,10 @@ open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.Routing
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 open WeChatFs.Simulator.SimApi
 open WeChatFs.Simulator.SimMiniPrograms
-
-let private handler (f: HttpContext -> Task) = RequestDelegate(fun ctx -> f ctx)
-
-let private int64Prop (name: string) (e: JsonElement) =
-    match Int64.TryParse(prop name e) with
-    | true, n -> Some n
-    | _ -> None
 
 /// Template-library calls take the component token as access_token= (facts §9).
 let private component (codes: CodeState) (serve: HttpContext -> Task) (ctx: HttpContext) =
@@ -74,7 +68,7 @@ let private commit (codes: CodeState) =
                     with :? JsonException ->
                         None)
 
-            match int64Prop "template_id" body, parsed with
+            match tryInt64Prop "template_id" body, parsed with
             | _, None -> fail ctx 85048
             | None, _ -> fail ctx 85014
             | Some tid, _ when not (codes.Lock(fun () -> codes.Templates.ContainsKey tid)) -> fail ctx 85014
@@ -147,7 +141,7 @@ let private auditStatus (codes: CodeState) =
             let found =
                 codes.Lock(fun () ->
                     p.Audits
-                    |> Seq.tryFind (fun a -> Some a.AuditId = int64Prop "auditid" body)
+                    |> Seq.tryFind (fun a -> Some a.AuditId = tryInt64Prop "auditid" body)
                     |> Option.map (fun a -> a.Status, a.Reason, a.Screenshot))
 
             match found with
@@ -369,7 +363,7 @@ let private draftList (codes: CodeState) =
 let private addToTemplate (codes: CodeState) =
     component codes (fun ctx ->
         withBody ctx (fun body ->
-            match int64Prop "draft_id" body with
+            match tryInt64Prop "draft_id" body with
             | Some d when List.contains d codes.Drafts ->
                 codes.AddTemplate(d, intProp "template_type" 0 body, codes.Sim.Now().ToUnixTimeSeconds())
                 |> ignore
@@ -380,7 +374,7 @@ let private addToTemplate (codes: CodeState) =
 let private deleteTemplate (codes: CodeState) =
     component codes (fun ctx ->
         withBody ctx (fun body ->
-            match int64Prop "template_id" body with
+            match tryInt64Prop "template_id" body with
             | Some t when codes.Lock(fun () -> codes.Templates.Remove t) -> writeOk ctx
             | _ -> fail ctx 85064))
 

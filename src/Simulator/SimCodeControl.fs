@@ -14,11 +14,10 @@ open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.Routing
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 open WeChatFs.Simulator.SimApi
 open WeChatFs.Simulator.SimMiniPrograms
-
-let private handler (f: HttpContext -> Task) = RequestDelegate(fun ctx -> f ctx)
 
 let private intOf (body: JsonElement) (name: string) =
     match Int32.TryParse(prop name body) with

@@ -10,6 +10,7 @@ open System.Security.Cryptography
 open System.Text
 open System.Threading.Tasks
 open System.Xml
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 
 let private cdata (s: string) =

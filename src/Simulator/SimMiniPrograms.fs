@@ -11,6 +11,7 @@ open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.Routing
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 open WeChatFs.Simulator.SimApi
 

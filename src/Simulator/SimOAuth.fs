@@ -11,6 +11,7 @@ open System.Security.Cryptography
 open System.Text
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 open WeChatFs.Simulator.SimApi
 

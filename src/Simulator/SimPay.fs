@@ -14,6 +14,7 @@ open System.Text
 open System.Threading.Tasks
 open System.Xml
 open Microsoft.AspNetCore.Http
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 
 type Merchant =

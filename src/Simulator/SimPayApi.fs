@@ -22,13 +22,11 @@ open Microsoft.Extensions.Logging
 open WeChatFs.Simulator.SimApi
 open WeChatFs.Simulator.SimPay
 
-let private handler (f: HttpContext -> Task) = RequestDelegate(fun ctx -> f ctx)
-
 /// Red packets go to official accounts only (facts §11.1: mobile-app appids are refused); the
 /// simulator binds every merchant to every simulated official account.
 let private catalogHasOfficialAccount (appid: string) =
-    SimState.catalog
-    |> List.exists (fun a -> a.AppId = appid && a.Kind = SimState.OfficialAccount)
+    SimModel.catalog
+    |> List.exists (fun a -> a.AppId = appid && a.Kind = SimModel.OfficialAccount)
 
 let private writeXml (ctx: HttpContext) (xml: string) =
     ctx.Response.StatusCode <- 200

@@ -12,8 +12,6 @@ open Microsoft.AspNetCore.Routing
 open WeChatFs.Simulator.SimApi
 open WeChatFs.Simulator.SimPay
 
-let private handler (f: HttpContext -> Task) = RequestDelegate(fun ctx -> f ctx)
-
 /// The control API under /sim/pay/ on the simulator's own (plain HTTP) URL, for tests and the demo.
 let mapControl (app: IEndpointRouteBuilder) (pay: SimPay) (payUrl: unit -> string) (caFile: unit -> string) =
     app.MapGet(

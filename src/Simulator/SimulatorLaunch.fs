@@ -4,6 +4,7 @@ namespace WeChatFs.Simulator
 
 open System
 open System.Threading.Tasks
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 
 /// What the simulator stands in for: the platform's credentials (the simulator's defaults unless set)

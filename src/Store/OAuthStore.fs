@@ -10,7 +10,7 @@ open System.Text.Json
 open System.Threading.Tasks
 open WeChatFs.Domain
 open WeChatFs.OAuth
-open WeChatFs.SqlStore
+open WeChatFs.SqlAccess
 
 /// What sns/userinfo tells about a follower (facts §7 step 4).
 type FollowerProfile =
@@ -142,14 +142,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
     let run (work: DbConnection -> Task<'a>) = access.Run work
     let sealer = access.Sealer
 
-    let unseal (value: string) =
-        match sealer.Unseal value with
-        | Ok plain -> plain
-        | Error _ ->
-            raise (
-                InvalidOperationException
-                    "a sealed OAuth value in the store cannot be opened: WeChatFs:Secrets:MasterKey does not match the key it was sealed with"
-            )
+    let unseal = unseal sealer "OAuth value"
 
     let readRoute (r: DbDataReader) =
         {

@@ -10,7 +10,7 @@ open System.Text.Json
 open System.Threading.Tasks
 open WeChatFs.RedPacks
 open WeChatFs.RedPackState
-open WeChatFs.SqlStore
+open WeChatFs.SqlAccess
 
 type Merchant =
     {
@@ -153,15 +153,7 @@ type RedPackQuery =
 type RedPackStore(backend: ISqlAccess) =
     let sealer = backend.Sealer
 
-    let unseal (what: string) (value: string) =
-        match sealer.Unseal value with
-        | Ok plain -> plain
-        | Error _ ->
-            raise (
-                InvalidOperationException(
-                    $"a sealed {what} in the store cannot be opened: WeChatFs:Secrets:MasterKey does not match the key it was sealed with"
-                )
-            )
+    let unseal = unseal sealer
 
     let readMerchant (r: DbDataReader) =
         {
@@ -308,41 +300,15 @@ type RedPackStore(backend: ISqlAccess) =
                 ]
                 readPack)
 
-    member _.ListRedPacks(q: RedPackQuery) =
-        let filters =
-            [
-                q.Status |> Option.map (fun s -> "status = @status", ("@status", box s))
-                q.MchId |> Option.map (fun m -> "mch_id = @mch", ("@mch", box m))
-            ]
-            |> List.choose id
+    member _.ListRedPacks(q: RedPackQuery) : Task<Store.Page<RedPackRecord>> =
+        let filter =
+            whereOf
+                [
+                    q.Status |> Option.map (fun s -> "status = @status", ("@status", box s))
+                    q.MchId |> Option.map (fun m -> "mch_id = @mch", ("@mch", box m))
+                ]
 
-        let where =
-            if filters.IsEmpty then
-                ""
-            else
-                " WHERE " + (filters |> List.map fst |> String.concat " AND ")
-
-        let ps = filters |> List.map snd
-
-        backend.Run(fun conn ->
-            task {
-                let! total = scalar conn null ("SELECT COUNT(*) FROM redpacks" + where) ps
-
-                let! items =
-                    query
-                        conn
-                        null
-                        $"SELECT {packColumns} FROM redpacks{where} ORDER BY created_at DESC, id DESC LIMIT @limit OFFSET @offset"
-                        (ps @ [ "@limit", box (int64 q.Limit); "@offset", box (int64 q.Offset) ])
-                        readPack
-
-                return
-                    ({
-                        Items = items
-                        Total = Convert.ToInt32 total
-                    }
-                    : Store.Page<RedPackRecord>)
-            })
+        page backend "redpacks" packColumns filter "created_at DESC, id DESC" (q.Offset, q.Limit) readPack
 
 /// The red-packet store over the gateway's store.
 let ofStore (store: Store.IStore) =

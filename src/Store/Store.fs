@@ -64,6 +64,28 @@ type IValueStore =
     abstract PutValue: key: string * value: string * secret: bool -> Task
     abstract GetValue: key: string -> Task<string option>
 
+/// The small pieces of domain state the services keep between calls and across instances, each a
+/// named operation with typed arguments (kept in the value table under the keys of IValueStore's
+/// earlier users, so existing databases keep working).
+type IDomainState =
+    /// The tenant a pair of authorization links was made for, under its pre_auth_code: an
+    /// `authorized` push alone then binds the right tenant.
+    abstract RememberPreAuthTenant: PreAuthCode * TenantId -> Task
+    abstract PreAuthTenant: PreAuthCode -> Task<TenantId option>
+    /// The account an authorization code was exchanged for: the same code again binds, and never
+    /// exchanges twice.
+    abstract RecordExchangedCode: AuthorizationCode * AuthorizerAppId -> Task
+    abstract ExchangedCode: AuthorizationCode -> Task<AuthorizerAppId option>
+    /// The latest authorization code pushed for an account (sealed at rest).
+    abstract SaveLatestCode: AuthorizerAppId * AuthorizationCode -> Task
+    abstract LatestCode: AuthorizerAppId -> Task<AuthorizationCode option>
+    /// The marker (Decisions.ticketMarker) of the ticket WeChat refused.
+    abstract SaveRejectedTicket: marker: int64 -> Task
+    abstract RejectedTicket: unit -> Task<int64 option>
+    /// The component's last failed call to WeChat: its errcode, if any, what it was, and when.
+    abstract SaveComponentError: errcode: int option * message: string * at: DateTimeOffset -> Task
+    abstract ComponentError: unit -> Task<(int option * string * DateTimeOffset) option>
+
 /// An audit trail of what arrived and what happened (unknown pushes, fast-register results, ...).
 type EventRecord =
     {
@@ -171,6 +193,7 @@ type IStore =
     inherit ILeaseStore
     inherit IAuthorizerStore
     inherit IValueStore
+    inherit IDomainState
     inherit IEventLog
     inherit IInboxStore
     inherit IDisposable

@@ -11,6 +11,7 @@ open System.Security.Cryptography.X509Certificates
 open System.Text
 open System.Threading.Tasks
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.RedPacks
 open WeChatFs.RedPackStore
 

@@ -190,23 +190,23 @@ type Client(http: HttpClient, apiBase: Uri, componentAppId: ComponentAppId, appS
                 authorization_code = code
             |}
             (fun root ->
-                match objProp "authorization_info" root with
-                | None -> Error(InvalidResponse "authorization_info is missing")
-                | Some info ->
-                    match stringProp "authorizer_appid" info |> Option.orElse (stringProp "appid" info) with
-                    | None -> Error(InvalidResponse "authorizer_appid is missing")
-                    | Some appid ->
-                        Ok
-                            {
-                                AuthorizerAppId = AuthorizerAppId appid
-                                AccessToken =
-                                    stringProp "authorizer_access_token" info
-                                    |> Option.map (fun t ->
-                                        AuthorizerAccessToken t, defaultArg (intProp "expires_in" info) 7200)
-                                RefreshToken =
-                                    stringProp "authorizer_refresh_token" info |> Option.map AuthorizerRefreshToken
-                                FuncIds = funcIds info
-                            })
+                required "authorization_info" (objProp "authorization_info") root
+                |> Result.bind (fun info ->
+                    let appidOf i =
+                        stringProp "authorizer_appid" i |> Option.orElse (stringProp "appid" i)
+
+                    required "authorizer_appid" appidOf info
+                    |> Result.map (fun appid ->
+                        {
+                            AuthorizerAppId = AuthorizerAppId appid
+                            AccessToken =
+                                stringProp "authorizer_access_token" info
+                                |> Option.map (fun t ->
+                                    AuthorizerAccessToken t, defaultArg (intProp "expires_in" info) 7200)
+                            RefreshToken =
+                                stringProp "authorizer_refresh_token" info |> Option.map AuthorizerRefreshToken
+                            FuncIds = funcIds info
+                        })))
 
     member _.AuthorizerToken(token: ComponentAccessToken, AuthorizerAppId authorizer, AuthorizerRefreshToken refresh) =
         postJson
@@ -236,37 +236,35 @@ type Client(http: HttpClient, apiBase: Uri, componentAppId: ComponentAppId, appS
                 authorizer_appid = authorizer
             |}
             (fun root ->
-                match objProp "authorizer_info" root with
-                | None -> Error(InvalidResponse "authorizer_info is missing")
-                | Some info ->
+                required "authorizer_info" (objProp "authorizer_info") root
+                |> Result.map (fun info ->
                     let idOf name =
                         objProp name info |> Option.bind (intProp "id") |> Option.defaultValue 0
 
                     let auth = objProp "authorization_info" root
 
-                    Ok
-                        {
-                            Profile =
-                                {
-                                    NickName = stringProp "nick_name" info |> Option.defaultValue ""
-                                    HeadImg = stringProp "head_img" info |> Option.defaultValue ""
-                                    UserName = stringProp "user_name" info |> Option.defaultValue ""
-                                    PrincipalName = stringProp "principal_name" info |> Option.defaultValue ""
-                                    ServiceTypeId = idOf "service_type_info"
-                                    VerifyTypeId = idOf "verify_type_info"
-                                    // MiniProgramInfo is present only for mini programs (facts §3.5).
-                                    Kind =
-                                        if (objProp "MiniProgramInfo" info).IsSome then
-                                            MiniProgram
-                                        else
-                                            OfficialAccount
-                                }
-                            FuncIds = auth |> Option.map funcIds |> Option.defaultValue []
-                            RefreshToken =
-                                auth
-                                |> Option.bind (stringProp "authorizer_refresh_token")
-                                |> Option.map AuthorizerRefreshToken
-                        })
+                    {
+                        Profile =
+                            {
+                                NickName = stringProp "nick_name" info |> Option.defaultValue ""
+                                HeadImg = stringProp "head_img" info |> Option.defaultValue ""
+                                UserName = stringProp "user_name" info |> Option.defaultValue ""
+                                PrincipalName = stringProp "principal_name" info |> Option.defaultValue ""
+                                ServiceTypeId = idOf "service_type_info"
+                                VerifyTypeId = idOf "verify_type_info"
+                                // MiniProgramInfo is present only for mini programs (facts §3.5).
+                                Kind =
+                                    if (objProp "MiniProgramInfo" info).IsSome then
+                                        MiniProgram
+                                    else
+                                        OfficialAccount
+                            }
+                        FuncIds = auth |> Option.map funcIds |> Option.defaultValue []
+                        RefreshToken =
+                            auth
+                            |> Option.bind (stringProp "authorizer_refresh_token")
+                            |> Option.map AuthorizerRefreshToken
+                    }))
 
     /// api_get_authorizer_list: `refresh_token` here, not `authorizer_refresh_token` (facts §3.8).
     member _.GetAuthorizerList(token: ComponentAccessToken, offset: int, count: int) =

@@ -6,6 +6,7 @@ open System
 open Expecto
 open WeChatFs.Tests.Helpers
 open WeChatFs.Domain
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 
 let private mp = Uri "https://mp.weixin.qq.com"

@@ -9,6 +9,7 @@ open System.Threading.Tasks
 open Expecto
 open WeChatFs.Tests.Helpers
 open WeChatFs
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 open WeChatFs.Tests.Harness
 

@@ -30,7 +30,7 @@ let tests =
                 match load valid with
                 | Ok o ->
                     Expect.equal (string o.ApiBaseUrl) "https://api.weixin.qq.com/" "string o.ApiBaseUrl"
-                    Expect.equal o.StorageProvider "sqlite" "o.StorageProvider"
+                    Expect.equal o.StorageProvider Settings.Sqlite "o.StorageProvider"
                     Expect.equal o.ConnectionString "Data Source=data/wechatfs.db" "o.ConnectionString"
                     Expect.equal o.DataFolder "data" "o.DataFolder"
                     Expect.equal o.TokenPolicy.RefreshMargin (TimeSpan.FromMinutes 10.) "o.TokenPolicy.RefreshMargin"

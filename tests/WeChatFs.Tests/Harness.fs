@@ -21,6 +21,7 @@ open Microsoft.Extensions.Logging
 open Expecto
 open WeChatFs
 open WeChatFs.Simulator
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 open WeChatFs.Simulator.SimulatorHost
 

@@ -6,6 +6,7 @@ open System
 open Expecto
 open WeChatFs.Tests.Helpers
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Inbox
 
 let private hooks =

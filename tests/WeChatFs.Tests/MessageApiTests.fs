@@ -513,7 +513,7 @@ let tests =
                         let! report = json r
                         Expect.isTrue (report.GetProperty("passed").GetBoolean()) (report.GetRawText())
                         // What the gateway itself sent, looked at directly rather than through the report:
-                        let account = Simulator.SimState.releaseTestAccounts[(group - 1) * 2].AppId
+                        let account = Simulator.SimModel.releaseTestAccounts[(group - 1) * 2].AppId
                         let user = $"oRELEASE_TEST_USER_{group}"
                         // the customer-service message through message/custom/send, to the test user;
                         let! custom = pair.Http.GetAsync(pair.SimUrl "/sim/custom-messages")

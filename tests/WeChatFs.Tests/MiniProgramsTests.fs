@@ -10,6 +10,7 @@ open WeChatFs.Tests.Helpers
 open FsCheck
 open FsCheck.FSharp
 open WeChatFs.MiniPrograms
+open WeChatFs.ExtJson
 
 let private t0 = DateTimeOffset(2026, 11, 30, 8, 0, 0, TimeSpan.Zero)
 

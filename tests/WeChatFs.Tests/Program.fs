@@ -21,12 +21,14 @@ let all =
             RedPacksTests.tests
             RedPackStateTests.tests
             MiniProgramsTests.tests
+            PagingTests.tests
             ConfigTests.tests
             OAuthTests.tests
             OAuthConfigTests.tests
             GroupCommitTests.tests
             StoreTests.tests
             SqlStoreTests.tests
+            SqlStoreSafetyTests.tests
             WeChatClientTests.tests
             AuthorizersTests.tests
             IntakeLogTests.tests
@@ -36,19 +38,24 @@ let all =
             IntakeTests.tests
             ComponentApiTests.tests
             AuthorizerApiTests.tests
+            AuthorizerApiRecoveryTests.tests
             MultiInstanceTests.tests
             MessageApiTests.tests
             DeploymentsTests.tests
+            DeploymentsResilienceTests.tests
             MiniProgramApiTests.tests
             SimulatorTests.tests
             OAuthApiTests.tests
+            OAuthApiRoutesTests.tests
             JsApiTicketsTests.tests
             SimOAuthTests.tests
             BrowserTests.tests
             MetricsTests.tests
             OpenApiDocTests.tests
             RedPackApiTests.tests
+            RedPackApiRequestTests.tests
             ConsoleTests.tests
+            ConsolePagesTests.tests
             ConsoleBrowserTests.tests
             RedPackServiceTests.tests
             ProxyPathTests.tests

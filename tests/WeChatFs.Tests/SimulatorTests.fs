@@ -7,6 +7,7 @@ open System.Text
 open Expecto
 open WeChatFs.Tests.Helpers
 open WeChatFs.Simulator
+open WeChatFs.Simulator.SimModel
 open WeChatFs.Simulator.SimState
 
 

@@ -7,6 +7,7 @@ open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.Routing
 open Microsoft.Extensions.DependencyInjection
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.ConsoleViews
 open WeChatFs.ConsoleSession
 

@@ -36,7 +36,7 @@ let private authorize (c: ConsoleContext) =
                 if String.IsNullOrWhiteSpace tenant then
                     None
                 else
-                    Some(AuthorizerApi.validateLinkRequest tenant authType (string q["biz_appid"]))
+                    Some(AuthorizationPages.validateLinkRequest tenant authType (string q["biz_appid"]))
 
             let content =
                 [
@@ -90,7 +90,7 @@ let private authorize (c: ConsoleContext) =
                             ]
                     | Some(Error e) -> p [ _class "error"; attr "role" "alert" ] [ str e ]
                     | Some(Ok r) ->
-                        let url = AuthorizerApi.authorizePageUrl c.Services c.Authorizers r
+                        let url = AuthorizationPages.authorizePageUrl c.Services c.Authorizers r
 
                         section
                             [ attr "aria-labelledby" "h-link" ]

@@ -13,6 +13,7 @@ open WeChatFs.Domain
 open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.ComponentTokens
+open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open WeChatFs.ConsoleViews
 open WeChatFs.ConsoleSession
@@ -53,10 +54,7 @@ let private list (c: ConsoleContext) =
             let statusText = query ctx "status"
             let status = AuthorizerStatus.ofText statusText
 
-            let offset =
-                match Int32.TryParse(query ctx "offset") with
-                | true, n when n >= 0 -> n
-                | _ -> 0
+            let offset = Paging.offset (query ctx "offset")
 
             let! page =
                 c.Services.Store.ListAuthorizers

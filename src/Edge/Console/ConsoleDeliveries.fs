@@ -39,10 +39,7 @@ let private list (c: ConsoleContext) =
 
             let status = DeliveryStatus.ofText statusText |> Option.defaultValue Dead
 
-            let offset =
-                match Int32.TryParse(string ctx.Request.Query["offset"]) with
-                | true, n when n >= 0 -> n
-                | _ -> 0
+            let offset = Paging.offset (string ctx.Request.Query["offset"])
 
             let! page = c.Services.Store.ListDeliveries(Some status, offset, pageSize)
             let token = formToken c ctx

@@ -8,6 +8,7 @@ open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Routing
 open Giraffe.ViewEngine
 open WeChatFs.MiniPrograms
+open WeChatFs.DeploymentRecords
 open WeChatFs.DeploymentStore
 open WeChatFs.ConsoleViews
 open WeChatFs.ConsoleSession
@@ -66,10 +67,7 @@ let private errcodeCell (code: int option) =
 let private list (c: ConsoleContext) =
     page c nav.Path (fun ctx ->
         task {
-            let offset =
-                match Int32.TryParse(string ctx.Request.Query["offset"]) with
-                | true, n when n >= 0 -> n
-                | _ -> 0
+            let offset = Paging.offset (string ctx.Request.Query["offset"])
 
             match c.Deployments with
             | None -> return "Deployments", [ p [] [ str "Deployments need the SQL store." ] ]

@@ -65,10 +65,7 @@ let private list (c: ConsoleContext) =
             let mch = (string ctx.Request.Query["mch_id"]).Trim()
             let mch = if mch = "" then None else Some mch
 
-            let offset =
-                match Int32.TryParse(string ctx.Request.Query["offset"]) with
-                | true, n when n >= 0 -> n
-                | _ -> 0
+            let offset = Paging.offset (string ctx.Request.Query["offset"])
 
             let! page =
                 c.RedPacks.Store.ListRedPacks

@@ -11,6 +11,7 @@ open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
 open Giraffe.ViewEngine
 open WeChatFs.Config
+open WeChatFs.Settings
 open WeChatFs.Http
 open WeChatFs.ConsoleViews
 
