@@ -90,17 +90,7 @@ type InboxService
     member _.CommitCounts = batcher.Counts
 
     /// Resolves once the item's batch is durable.
-    member _.Append(item: InboxItem) =
-        match intake with
-        | Some i ->
-            i.Append(
-                {
-                    Item = item
-                    Body = IntakeLog.Payload item.Payload
-                },
-                anyWebhook ()
-            )
-        | None -> batcher.Submit item
+    member this.Append(item: InboxItem) = this.AppendMessage(item, "")
 
     /// Whether a message's webhook body must be made before it is stored: when it goes to a webhook
     /// while WeChat waits, or when the store takes rows directly. Otherwise the intake makes it later.

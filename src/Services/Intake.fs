@@ -56,7 +56,8 @@ type IntakeService(store: IStore, folder: string, window: Window, clock: TimePro
 
                 work.Release() |> ignore),
             16L * 1024L * 1024L,
-            TimeSpan.FromMinutes 1.
+            TimeSpan.FromMinutes 1.,
+            clock
         )
 
     let keyOf (i: InboxItem) = i.AuthorizerAppId + "\n" + i.DedupeKey

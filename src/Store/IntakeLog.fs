@@ -6,7 +6,6 @@
 module WeChatFs.IntakeLog
 
 open System
-open System.Collections.Concurrent
 open System.IO
 open System.Text
 open System.Threading
@@ -157,7 +156,8 @@ let decodeAll (bytes: byte[]) =
 /// n more records reached the inbox; the file is emptied when every record in it has, and it is
 /// bigger than `compactBytes` or older than `compactAge` (so a restart never writes a row again that
 /// the retention purge has since removed).
-type Writer(path: string, onDurable: Entry list -> unit, compactBytes: int64, compactAge: TimeSpan) =
+type Writer(path: string, onDurable: Entry list -> unit, compactBytes: int64, compactAge: TimeSpan, clock: TimeProvider)
+    =
     let file =
         new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read, 1, FileOptions.None)
 
@@ -187,7 +187,7 @@ type Writer(path: string, onDurable: Entry list -> unit, compactBytes: int64, co
     // Records in the file, and how many of them the inbox has; written by the writer and `Indexed`.
     let mutable inFile = int64 recovered.Length
     let mutable indexed = 0L
-    let mutable fileSince = DateTime.UtcNow
+    let mutable fileSince = clock.GetUtcNow()
 
     let rouse () =
         if Interlocked.Exchange(&sleeping, 0) = 1 then
@@ -197,14 +197,14 @@ type Writer(path: string, onDurable: Entry list -> unit, compactBytes: int64, co
         if
             inFile > 0L
             && Interlocked.Read &indexed >= inFile
-            && (file.Length >= compactBytes || DateTime.UtcNow - fileSince >= compactAge)
+            && (file.Length >= compactBytes || clock.GetUtcNow() - fileSince >= compactAge)
         then
             file.SetLength 0L
             file.Position <- 0L
             file.Flush true
             Interlocked.Add(&indexed, -inFile) |> ignore
             inFile <- 0L
-            fileSince <- DateTime.UtcNow
+            fileSince <- clock.GetUtcNow()
 
     let loop () =
         let mutable go = true

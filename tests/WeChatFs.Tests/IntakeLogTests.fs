@@ -81,7 +81,7 @@ let tests =
                 let handed = Collections.Concurrent.ConcurrentQueue<Entry>()
 
                 let first =
-                    new Writer(path, (fun es -> es |> List.iter handed.Enqueue), 0L, TimeSpan.Zero)
+                    new Writer(path, (fun es -> es |> List.iter handed.Enqueue), 0L, TimeSpan.Zero, TimeProvider.System)
 
                 for e in entries [ "甲"; "乙"; "丙" ] do
                     do! first.Append e |> Async.AwaitTask
@@ -89,13 +89,13 @@ let tests =
                 Expect.equal handed.Count 3 "each durable record handed on"
                 // Stopped before the inbox had any of them: all three come back.
                 (first :> IDisposable).Dispose()
-                let second = new Writer(path, ignore, 0L, TimeSpan.Zero)
+                let second = new Writer(path, ignore, 0L, TimeSpan.Zero, TimeProvider.System)
                 Expect.equal second.Recovered (entries [ "甲"; "乙"; "丙" ]) "recovered"
                 // The inbox takes them; the next look at the file empties it.
                 second.Indexed 3
                 (second :> IDisposable).Dispose()
                 Expect.equal (FileInfo(path).Length) 0L "emptied"
-                let third = new Writer(path, ignore, 0L, TimeSpan.Zero)
+                let third = new Writer(path, ignore, 0L, TimeSpan.Zero, TimeProvider.System)
                 Expect.isEmpty third.Recovered "nothing to recover"
                 (third :> IDisposable).Dispose()
             }
@@ -106,11 +106,17 @@ let tests =
                 let whole = encodeAll (entries [ "one"; "two" ])
                 let torn = encodeAll [ entry 7 "torn" ]
                 File.WriteAllBytes(path, Array.append whole torn[.. torn.Length - 5])
-                let w = new Writer(path, ignore, Int64.MaxValue, TimeSpan.MaxValue)
+
+                let w =
+                    new Writer(path, ignore, Int64.MaxValue, TimeSpan.MaxValue, TimeProvider.System)
+
                 Expect.equal w.Recovered (entries [ "one"; "two" ]) "the whole ones"
                 do! w.Append(entry 9 "after") |> Async.AwaitTask
                 (w :> IDisposable).Dispose()
-                let again = new Writer(path, ignore, Int64.MaxValue, TimeSpan.MaxValue)
+
+                let again =
+                    new Writer(path, ignore, Int64.MaxValue, TimeSpan.MaxValue, TimeProvider.System)
+
                 Expect.equal again.Recovered (entries [ "one"; "two" ] @ [ entry 9 "after" ]) "appended after them"
                 (again :> IDisposable).Dispose()
             }

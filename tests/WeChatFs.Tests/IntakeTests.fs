@@ -121,7 +121,13 @@ let tests =
                 let! store, folder = openStore () |> Async.AwaitTask
                 // As a crash leaves it: durable in the log, never written to the inbox.
                 let w =
-                    new Writer(Path.Combine(folder, "intake.log"), ignore, Int64.MaxValue, TimeSpan.MaxValue)
+                    new Writer(
+                        Path.Combine(folder, "intake.log"),
+                        ignore,
+                        Int64.MaxValue,
+                        TimeSpan.MaxValue,
+                        TimeProvider.System
+                    )
 
                 for n in 1..5 do
                     do! w.Append(entry n $"crashed-{n}") |> Async.AwaitTask
