@@ -6,7 +6,9 @@
 #                [--] [run-bench.sh options and targets]
 #
 # --against starts a second gateway with those settings (e.g. --against Storage:IntakeLog=false) and
-# compares the two with --vs, round by round, so a slow spell of the machine falls on both.
+# compares the two with --vs, round by round, so a slow spell of the machine falls on both; an
+# argument env:NAME=VALUE sets that gateway's environment instead (a runtime knob, e.g.
+# --against env:DOTNET_gcServer=0).
 # It builds the host, starts the simulator and `wechatfs serve` (a fresh store, SQLite unless told),
 # authorizes one account through the simulator as a merchant would, optionally starts a local
 # webhook receiver that answers 204 at once, and runs the kit's run-bench.sh against the gateway's
@@ -95,12 +97,17 @@ start_gateway() {
     mkdir -p "$WORK/data-$name"
     store=(--WeChatFs:Storage:Provider=sqlite "--WeChatFs:Storage:ConnectionString=Data Source=$WORK/data-$name/wechatfs.db" --WeChatFs:Storage:DataFolder="$WORK/data-$name")
   fi
-  dotnet "$BIN/wechatfs.dll" serve --urls "$gw" \
+  # Arguments env:NAME=VALUE set the gateway's environment (runtime knobs); the rest are its settings.
+  local envs=() settings=() a
+  for a in "$@"; do
+    case "$a" in --WeChatFs:env:*) envs+=("${a#--WeChatFs:env:}") ;; *) settings+=("$a") ;; esac
+  done
+  env "${envs[@]}" dotnet "$BIN/wechatfs.dll" serve --urls "$gw" \
     --WeChatFs:Component:AppId=$COMPONENT --WeChatFs:Component:AppSecret=$SECRET \
     --WeChatFs:Component:Token=$TOKEN --WeChatFs:Component:EncodingAesKey=$KEY \
     --WeChatFs:PublicBaseUrl="$gw" --WeChatFs:WeChat:ApiBaseUrl="$sim" --WeChatFs:WeChat:MpBaseUrl="$sim" \
     --WeChatFs:WeChat:OpenBaseUrl="$sim" --WeChatFs:Admin:ApiKey=$ADMIN \
-    "${store[@]}" "${HOOK_ARGS[@]}" "$@" > "$WORK/gateway-$name.log" 2>&1 &
+    "${store[@]}" "${HOOK_ARGS[@]}" "${settings[@]}" > "$WORK/gateway-$name.log" 2>&1 &
   GW_PID=$!
   PIDS+=($GW_PID)
   GW_URL=$gw

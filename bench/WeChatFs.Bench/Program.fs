@@ -187,20 +187,8 @@ let tokenReads
         return result, after - before
     }
 
-/// A text message, each with a fresh MsgId so deduplication cannot flatter the figure.
-let plainPush (n: int) =
-    $"<xml><ToUserName><![CDATA[gh_5a1c0ffee0001]]></ToUserName><FromUserName><![CDATA[oBENCH{n % 1000}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[benchmark message {n}]]></Content><MsgId>{9_000_000_000L + int64 n}</MsgId></xml>"
-
-/// The push as WeChat sends it: encrypted, signed, in its outer XML.
-let encryptedPush (o: SimulatorOptions) (key: Crypto.AesKey) (n: int) =
-    let plain = plainPush n
-
-    let encrypted = Crypto.encrypt key o.ComponentAppId (Array.zeroCreate 16) plain
-    let timestamp, nonce = "1700000000", string n
-    let signature = Crypto.msgSignature o.Token timestamp nonce encrypted
-
-    $"?timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature={signature}",
-    $"<xml><ToUserName><![CDATA[gh_5a1c0ffee0001]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+/// The account the benchmarks' pushes go to, as WeChat names it in ToUserName.
+let private originalId = "gh_5a1c0ffee0001"
 
 let callbacks (sim: SimulatorHost.RunningSimulator) (bare: string) connections warmup duration rounds =
     task {
@@ -217,7 +205,11 @@ let callbacks (sim: SimulatorHost.RunningSimulator) (bare: string) connections w
             | Ok k -> k
             | Error e -> failwith $"{e}"
 
-        let push = encryptedPush o key
+        // Built before each request's clock starts (see Load.runCounting), distinct MsgIds.
+        let pushes = Pushes.Generator(1, originalId)
+
+        let push (_: int) =
+            Pushes.encrypt o.Token key o.ComponentAppId originalId (pushes.Next())
 
         let post (target: string) (client: HttpClient) (query: string, body: string) =
             task {
@@ -276,12 +268,11 @@ let storeAppends (seconds: float) =
             SqlStore.openStore "sqlite" ("Data Source=" + Path.Combine(folder, "wechatfs.db")) sealer
 
         do! store.Migrate()
-        let mutable n = 0
+        let pushes = Pushes.Generator(2, originalId)
 
         let item () =
-            n <- n + 1
             let id = Guid.CreateVersion7().ToString("N")
-            let plain = plainPush n
+            let plain = pushes.Next()
             let m = Messages.parse plain |> Result.defaultWith (fun e -> failwith $"{e}")
             let now = DateTimeOffset.UtcNow
             let kind = Messages.kind m
@@ -464,6 +455,48 @@ let main argv =
                 do! Deploy.run startGateway adminKey deploySim provider cs folder targets
                 do! deploySim.StopAsync()
                 removeFolder folder
+
+        if only = Some "scale" then
+            let sizes name fallback =
+                match argv |> Array.tryFindIndex ((=) name) with
+                | Some i when i + 1 < argv.Length -> argv[i + 1].Split ',' |> Array.map int |> List.ofArray
+                | _ -> fallback
+
+            let providers =
+                match argv |> Array.tryFindIndex ((=) "--provider") with
+                | Some i when i + 1 < argv.Length -> [ argv[i + 1] ]
+                | _ -> [ "sqlite"; "postgres" ]
+
+            let accountSizes = sizes "--accounts" [ 1000; 10000; 100000 ]
+            let messageSizes = sizes "--messages" [ 10000; 100000; 1000000 ]
+
+            if not accountSizes.IsEmpty then
+                do! Scale.accounts adminKey providers pg connections duration accountSizes
+
+            for provider in providers do
+                if not messageSizes.IsEmpty then
+                    let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
+
+                    let cs =
+                        if provider = "sqlite" then
+                            "Data Source=" + Path.Combine(folder, "wechatfs.db")
+                        else
+                            pg.NewDatabase()
+
+                    do!
+                        Scale.messages
+                            startGateway
+                            (fun http s g a -> prepare http s g a :> Task)
+                            adminKey
+                            provider
+                            cs
+                            folder
+                            connections
+                            warmup
+                            duration
+                            messageSizes
+
+                    removeFolder folder
 
         do! bareApp.StopAsync()
         do! sim.StopAsync()

@@ -253,12 +253,24 @@ type AuthorizerTokens
             return! store.InvalidateAuthorizerToken(appid, failed)
         }
 
-    /// One scheduler pass: refresh every token that is due, a few at a time.
+    /// One scheduler pass: refresh every token that is due, a few at a time. Answers how many
+    /// candidates the store gave (at most a page of 500) and how many of them were worked on (not
+    /// already fresh in memory), so the scheduler can go on at once while a full page was due.
     member this.RefreshDue(concurrency: int) =
         task {
             let now = clock.GetUtcNow()
             // Candidates within the widest jittered margin; GetToken refreshes only those really due.
             let! due = store.DueAuthorizers(now + margin + maxJitter, 500)
+
+            // A candidate whose jitter puts its refresh later is fresh in memory once it has been
+            // read, and one that failed waits out its backoff: neither is worked on again before.
+            let toWork =
+                due
+                |> List.filter (fun appid ->
+                    now >= (retryOf appid).NotBefore
+                    && (match cache.TryGetValue appid with
+                        | true, t -> Expiring.isDue (marginFor appid) now t
+                        | _ -> true))
 
             use throttle = new SemaphoreSlim(max 1 concurrency)
 
@@ -276,8 +288,8 @@ type AuthorizerTokens
                         throttle.Release() |> ignore
                 }
 
-            let! _ = due |> List.map work |> Task.WhenAll
-            return due.Length
+            let! _ = toWork |> List.map work |> Task.WhenAll
+            return due.Length, toWork.Length
         }
 
     /// A token an authorization just stored (or none): served from memory, and any backoff cleared.

@@ -35,6 +35,8 @@ type AuthorizerService
     let tokens = AuthorizerTokens(options, store, client, components, clock, logger)
 
     let completion = new SemaphoreSlim(1, 1)
+    // Released by an import that brought accounts: wakes the refresher (AuthorizerRefresher).
+    let arrived = new SemaphoreSlim(0, 1)
     // appid → (when read, tenant if the account is known): the message path asks on every push.
     let directory =
         ConcurrentDictionary<AuthorizerAppId, DateTimeOffset * TenantId option option>()
@@ -250,6 +252,11 @@ type AuthorizerService
     /// WeChat rejected `failed`: forget it here, and in the store only while it is still current there.
     member _.Invalidate(appid: AuthorizerAppId, failed: AuthorizerAccessToken) = tokens.Invalidate(appid, failed)
 
+    /// Resolves when an import brought accounts (their first tokens are wanted now, not at the next
+    /// check), or after `timeout`.
+    member _.WaitForAccounts(timeout: TimeSpan, stopping: CancellationToken) : Task =
+        arrived.WaitAsync(timeout, stopping)
+
     /// Imports every authorizer and refresh token from api_get_authorizer_list: the way back after a
     /// lost database. Known accounts get a changed refresh token; unknown ones are created.
     member _.Sync() =
@@ -313,6 +320,12 @@ type AuthorizerService
 
                 directory.Clear()
 
+                if imported + updated > 0 && arrived.CurrentCount = 0 then
+                    try
+                        arrived.Release() |> ignore
+                    with :? SemaphoreFullException ->
+                        ()
+
                 do!
                     store.AppendEvent
                         {
@@ -341,6 +354,10 @@ type AuthorizerRefresher
     (service: AuthorizerService, store: IStore, options: GatewayOptions, logger: ILogger<AuthorizerRefresher>) =
     inherit BackgroundService()
 
+    // Refreshes in flight at once: WeChat answers in tens to hundreds of milliseconds, so 100,000
+    // accounts (about 15 refreshes a second over a token's life) need more than a handful.
+    let refreshConcurrency = 16
+
     override _.ExecuteAsync(stopping: CancellationToken) =
         task {
             let mutable recovered = false
@@ -364,13 +381,19 @@ type AuthorizerRefresher
                                     )
                             | Error _ -> ()
 
-                    let! _ = service.RefreshDue 4
-                    ()
+                    // A full page worked on means more may be due (after an import, or with many
+                    // accounts): the next page at once rather than a check interval later, so
+                    // refreshes keep up with any number of accounts.
+                    let mutable more = true
+
+                    while more && not stopping.IsCancellationRequested do
+                        let! candidates, worked = service.RefreshDue refreshConcurrency
+                        more <- candidates = 500 && worked > 0
                 with ex ->
                     logger.LogError(ex, "authorizer refresh pass failed")
 
                 try
-                    do! Task.Delay(options.CheckInterval, stopping)
+                    do! service.WaitForAccounts(options.CheckInterval, stopping)
                 with :? OperationCanceledException ->
                     ()
         }

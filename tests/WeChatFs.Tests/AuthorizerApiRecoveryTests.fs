@@ -253,4 +253,32 @@ let tests =
                         "incompleteRoot.GetProperty('errcode').GetInt32()"
                 }
 
+            testCaseTask
+                "after an import of more accounts than one scheduler page, every first token is fetched at once"
+            <| fun () ->
+                task {
+                    // An hour between checks: only the import's wake-up and going on while whole
+                    // pages are due can fetch them all within the test.
+                    use! pair =
+                        startPairWith (simulatorOptions ()) [ "WeChatFs:Component:CheckInterval", "01:00:00" ]
+
+                    do! ready pair
+                    let! added = postJson pair.Http (pair.SimUrl "/sim/miniprograms") {| count = 600 |}
+                    Expect.isTrue added.IsSuccessStatusCode "accounts added to the simulator"
+                    let! synced = pair.Gateway.Api.PostAsync("/api/authorizers/sync", null)
+                    let! report = json synced
+                    Expect.equal (report.GetProperty("imported").GetInt32()) 600 "imported"
+
+                    let! fetched =
+                        eventually (TimeSpan.FromSeconds 60.) (fun () ->
+                            task { let! n = calls pair "api_authorizer_token" in return n >= 600 })
+
+                    Expect.isTrue fetched "every imported account got its first token"
+                    // ... once each: none of them is due again.
+                    let! settled =
+                        holdsFor (TimeSpan.FromSeconds 1.) (fun () ->
+                            task { let! n = calls pair "api_authorizer_token" in return n = 600 })
+
+                    Expect.isTrue settled "one token per account"
+                }
         ]
