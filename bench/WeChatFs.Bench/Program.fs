@@ -459,7 +459,10 @@ let main argv =
         if only = Some "scale" then
             let sizes name fallback =
                 match argv |> Array.tryFindIndex ((=) name) with
-                | Some i when i + 1 < argv.Length -> argv[i + 1].Split ',' |> Array.map int |> List.ofArray
+                | Some i when i + 1 < argv.Length ->
+                    argv[i + 1].Split(',', StringSplitOptions.RemoveEmptyEntries)
+                    |> Array.map int
+                    |> List.ofArray
                 | _ -> fallback
 
             let providers =

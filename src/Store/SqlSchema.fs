@@ -85,4 +85,11 @@ let migrations (d: Dialect) =
             "CREATE INDEX redpacks_stale ON redpacks (status, updated_at)"
             "CREATE INDEX redpacks_mch ON redpacks (mch_id, created_at)"
         ]
+        // The deliveries list, newest first, with and without a status: without these, every page
+        // sorted the whole inbox (a third of a second at 10,000 messages).
+        8,
+        [
+            "CREATE INDEX inbox_received ON inbox (received_at, id)"
+            "CREATE INDEX inbox_status_received ON inbox (status, received_at, id)"
+        ]
     ]
