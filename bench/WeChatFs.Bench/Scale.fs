@@ -300,14 +300,20 @@ let private accountsAt
             spread
             $"{spread.PerSecond / one.PerSecond * 100.:F0}%% of one account's; WeChat calls during the reads: {callsAfter - callsBefore}"
 
+        // From WeChatFs:Authorizers:PacedFrom accounts on (1,000 by default), pacing refreshes the
+        // earliest-expiring tokens at an even rate instead (Decisions.Pacing, played over three
+        // token lives by its tests).
+        let paced = float n / (Decisions.Pacing.tokenLife - margin - jitter).TotalMinutes
+
         printfn
-            "%-44s %d tokens; next refreshes over %.0f min: mean %.0f a minute, busiest minute %d (%.2f x mean); the scheduler fetched %.0f a minute"
+            "%-44s %d tokens; by the due rule alone the next refreshes span %.0f min, mean %.0f a minute, busiest minute %d (%.2f x mean); paced: %.1f every minute; the scheduler fetched %.0f a minute"
             "  refresh spread"
             due.Count
             span
             mean
             peak
             (float peak / max 1e-9 mean)
+            paced
             fillRate
     }
 

@@ -298,6 +298,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
         and! jitter =
             timeSpan cfg "Authorizers:RefreshJitter" (TimeSpan.FromMinutes 2.) TimeSpan.Zero
 
+        and! pacedFrom = positiveInt cfg "Authorizers:PacedFrom" 1000
         and! hooks = webhooks cfg
         and! mini = miniProgram cfg
 
@@ -340,6 +341,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 AuthorizationReturnUrl = returnUrl
                 AuthorizationStateLifetime = stateLifetime
                 AuthorizerRefreshJitter = jitter
+                AuthorizerPacedFrom = pacedFrom
                 Webhooks = hooks
                 EventRetention = eventRetention
                 ReleaseResponder =

@@ -143,6 +143,8 @@ type GatewayOptions =
         AuthorizationStateLifetime: TimeSpan
         /// Spreads authorizer refreshes over up to this much before the margin, per account.
         AuthorizerRefreshJitter: TimeSpan
+        /// From this many accounts on, refreshes are paced evenly over a token's life (Decisions.Pacing).
+        AuthorizerPacedFrom: int
         Webhooks: WebhookOptions
         /// How long the event log (unknown pushes, fast-register results, ...) keeps a record.
         EventRetention: TimeSpan

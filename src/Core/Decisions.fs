@@ -107,3 +107,30 @@ let onRecoveryListed (refused: AuthorizerRefreshToken) (listed: AuthorizerRefres
     match listed with
     | Some recovered when recovered <> refused -> RetryWith recovered
     | _ -> GiveUp(NeedsReauthorization, needsReauthorizationNoOther, now)
+
+/// Spreading the refreshes of many accounts evenly over a token's life. Tokens fetched together
+/// (an import, a mass authorization, a restart after an outage) would all fall due together two
+/// hours later, and again two hours after that: bursts of calls to WeChat and of store writes. Paced,
+/// the earliest-expiring tokens are refreshed at the rate that goes once through every account per
+/// cycle (the token's life less the refresh margin), so after one cycle the refreshes are as even
+/// as the clock and no token is refreshed more often than once a cycle.
+module Pacing =
+    /// A token's life at WeChat (facts §13: expires_in 7200 for authorizer tokens).
+    let tokenLife = TimeSpan.FromHours 2.
+
+    /// How many tokens a pass refreshes ahead of their due time, and the fraction carried to the next
+    /// pass: `accounts / cycle` a second over the time since the previous pass, less the `dueNow`
+    /// tokens the pass has just refreshed because they were due (so the two together keep the
+    /// rate). That time counts for at most two intervals, so a paused process or a clock step does
+    /// not turn into a burst.
+    let budget (accounts: int) (cycle: TimeSpan) (interval: TimeSpan) (elapsed: TimeSpan) (carry: float) (dueNow: int) =
+        if accounts <= 0 || cycle <= TimeSpan.Zero then
+            0, 0.
+        else
+            let counted = elapsed |> max TimeSpan.Zero |> min (interval + interval)
+
+            let exact =
+                float accounts * counted.TotalSeconds / cycle.TotalSeconds + max 0. carry
+
+            let whole = floor exact
+            max 0 (int whole - max 0 dueNow), exact - whole

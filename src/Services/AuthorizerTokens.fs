@@ -292,6 +292,33 @@ type AuthorizerTokens
             return due.Length, toWork.Length
         }
 
+    /// Pacing (Decisions.Pacing): refreshes the `count` earliest-expiring tokens now, whether due or
+    /// not, except those waiting out a backoff.
+    member _.RefreshEarliest(count: int, concurrency: int) =
+        task {
+            let now = clock.GetUtcNow()
+            let! earliest = store.DueAuthorizers(DateTimeOffset.MaxValue, count)
+            let toWork = earliest |> List.filter (fun appid -> now >= (retryOf appid).NotBefore)
+            use throttle = new SemaphoreSlim(max 1 concurrency)
+
+            let work (appid: AuthorizerAppId) =
+                task {
+                    do! throttle.WaitAsync()
+
+                    try
+                        try
+                            let! _ = obtain appid true
+                            ()
+                        with ex ->
+                            logger.LogError(ex, "paced refresh of {AppId} failed", Ids.authorizerAppId appid)
+                    finally
+                        throttle.Release() |> ignore
+                }
+
+            let! _ = toWork |> List.map work |> Task.WhenAll
+            return toWork.Length
+        }
+
     /// A token an authorization just stored (or none): served from memory, and any backoff cleared.
     member _.Remember(appid: AuthorizerAppId, token: Expiring<AuthorizerAccessToken> option) =
         match token with

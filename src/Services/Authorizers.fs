@@ -347,12 +347,65 @@ type AuthorizerService
     /// One scheduler pass: refresh every token that is due, a few at a time.
     member _.RefreshDue(concurrency: int) = tokens.RefreshDue concurrency
 
+    /// Pacing: the `count` earliest-expiring tokens refreshed now.
+    member _.RefreshEarliest(count: int, concurrency: int) =
+        tokens.RefreshEarliest(count, concurrency)
+
 
 /// Keeps authorizer tokens fresh in the background; at start, an empty store is filled from
 /// api_get_authorizer_list (as soon as a component token is available).
 type AuthorizerRefresher
-    (service: AuthorizerService, store: IStore, options: GatewayOptions, logger: ILogger<AuthorizerRefresher>) =
+    (
+        service: AuthorizerService,
+        store: IStore,
+        options: GatewayOptions,
+        clock: TimeProvider,
+        logger: ILogger<AuthorizerRefresher>
+    ) =
     inherit BackgroundService()
+
+    // Pacing goes once through every account per cycle, reaching each token before its jittered
+    // margin; one instance paces at a time (a lease), the others only refresh what is due.
+    let cycle =
+        Decisions.Pacing.tokenLife
+        - options.TokenPolicy.RefreshMargin
+        - options.AuthorizerRefreshJitter
+
+    let mutable carry = 0.
+    let mutable lastPaced: DateTimeOffset option = None
+
+    let pace (refreshConcurrency: int) (dueNow: int) =
+        task {
+            let! accounts = store.CountAuthorizers()
+
+            if accounts >= options.AuthorizerPacedFrom then
+                let now = clock.GetUtcNow()
+                let interval = options.CheckInterval
+
+                let! held =
+                    store.TryAcquireLease(
+                        "authorizer-pacing",
+                        options.InstanceId,
+                        now,
+                        now + interval + interval + interval
+                    )
+
+                if held then
+                    let elapsed =
+                        lastPaced |> Option.map (fun t -> now - t) |> Option.defaultValue interval
+
+                    let count, rest =
+                        Decisions.Pacing.budget accounts cycle interval elapsed carry dueNow
+
+                    carry <- rest
+                    lastPaced <- Some now
+
+                    if count > 0 then
+                        let! _ = service.RefreshEarliest(count, refreshConcurrency)
+                        ()
+                else
+                    lastPaced <- None
+        }
 
     // Refreshes in flight at once: WeChat answers in tens to hundreds of milliseconds, so 100,000
     // accounts (about 15 refreshes a second over a token's life) need more than a handful.
@@ -385,10 +438,14 @@ type AuthorizerRefresher
                     // accounts): the next page at once rather than a check interval later, so
                     // refreshes keep up with any number of accounts.
                     let mutable more = true
+                    let mutable dueNow = 0
 
                     while more && not stopping.IsCancellationRequested do
                         let! candidates, worked = service.RefreshDue refreshConcurrency
+                        dueNow <- dueNow + worked
                         more <- candidates = 500 && worked > 0
+
+                    do! pace refreshConcurrency dueNow
                 with ex ->
                     logger.LogError(ex, "authorizer refresh pass failed")
 

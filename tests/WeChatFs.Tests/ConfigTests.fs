@@ -63,6 +63,18 @@ let tests =
                 | Error [ e ] -> Expect.equal e.Key "WeChatFs:Storage:IntakeLog" "names the key"
                 | other -> failwith $"{other}"
 
+            testCase "refreshes are paced from 1,000 accounts unless told otherwise, a whole number of at least 1"
+            <| fun () ->
+                let pacedFrom extra =
+                    load (valid @ extra) |> Result.map (fun o -> o.AuthorizerPacedFrom)
+
+                Expect.equal (pacedFrom []) (Ok 1000) "the default"
+                Expect.equal (pacedFrom [ "WeChatFs:Authorizers:PacedFrom", "50" ]) (Ok 50) "set"
+
+                match pacedFrom [ "WeChatFs:Authorizers:PacedFrom", "0" ] with
+                | Error [ e ] -> Expect.equal e.Key "WeChatFs:Authorizers:PacedFrom" "names the key"
+                | other -> failwith $"{other}"
+
             testCase "every bad value is reported at once, naming the key and the fix"
             <| fun () ->
                 match

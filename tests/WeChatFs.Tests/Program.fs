@@ -13,6 +13,7 @@ let all =
         [
             DomainTests.tests
             DecisionsTests.tests
+            PacingTests.tests
             ErrorGuideTests.tests
             CryptoTests.tests
             SecretsTests.tests
