@@ -20,10 +20,10 @@ let private writeReply
     (ctx: HttpContext)
     (key: Crypto.AesKey)
     (m: Messages.Message)
-    (reply: Messages.Reply)
+    (reply: Replies.Reply)
     =
     let now = s.Clock.GetUtcNow().ToUnixTimeSeconds()
-    let plain = Messages.replyXml m.Header.FromUserName m.Header.ToUserName now reply
+    let plain = Replies.replyXml m.Header.FromUserName m.Header.ToUserName now reply
     let nonce = string (RandomNumberGenerator.GetInt32(100_000_000, 999_999_999))
 
     let sealedReply =

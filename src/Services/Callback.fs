@@ -18,7 +18,7 @@ type CallbackOutcome =
     /// Opened, but the decrypted XML is not well-formed: nothing stored; 400.
     | Unreadable of reason: string
     /// An encrypted passive reply to `message`, with the key the push was opened with (facts §2.4).
-    | Reply of key: Crypto.AesKey * message: Messages.Message * reply: Messages.Reply
+    | Reply of key: Crypto.AesKey * message: Messages.Message * reply: Replies.Reply
     /// The release check's customer-service case: an empty answer at once, the message follows.
     | EmptyAnswer
     /// No authorized account has this appid: recorded as an event; `success`.
@@ -64,16 +64,16 @@ let private handle (d: CallbackDeps) (appid: string) (m: Messages.Message) (plai
 
         let release =
             if d.ReleaseResponder then
-                Messages.decideRelease appid m
+                ReleaseCheck.decideRelease appid m
             else
-                Messages.NotARelease
+                ReleaseCheck.NotARelease
 
         match release with
-        | Messages.PassiveText text -> return Reply(key, m, Messages.TextReply text)
-        | Messages.QueryAuthThenSend code ->
+        | ReleaseCheck.PassiveText text -> return Reply(key, m, Replies.TextReply text)
+        | ReleaseCheck.QueryAuthThenSend code ->
             answerReleaseLater d appid code m
             return EmptyAnswer
-        | Messages.NotARelease ->
+        | ReleaseCheck.NotARelease ->
             match! d.Authorizers.Lookup(AuthorizerAppId appid) with
             | None ->
                 do!
@@ -124,11 +124,11 @@ let private handle (d: CallbackDeps) (appid: string) (m: Messages.Message) (plai
                     match! inbox.FirstAttempt(id, tenant, payload) with
                     | None -> return Success
                     | Some answer ->
-                        match Messages.parseReply answer with
+                        match Replies.parseReply answer with
                         | Ok(Some reply) -> return Reply(key, m, reply)
                         | Ok None -> return Success
                         | Error e ->
-                            d.Logger.LogWarning("webhook reply ignored: {Reason}", Messages.describeReplyError e)
+                            d.Logger.LogWarning("webhook reply ignored: {Reason}", Replies.describeReplyError e)
                             return Success
     }
 

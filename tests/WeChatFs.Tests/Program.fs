@@ -41,6 +41,8 @@ let all =
             AuthorizerApiRecoveryTests.tests
             MultiInstanceTests.tests
             MessageApiTests.tests
+            MessageDeliveryTests.tests
+            MessageRepliesTests.tests
             DeploymentsTests.tests
             DeploymentsResilienceTests.tests
             MiniProgramApiTests.tests
