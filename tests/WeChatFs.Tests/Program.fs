@@ -15,6 +15,7 @@ let all =
             DecisionsTests.tests
             ErrorGuideTests.tests
             CryptoTests.tests
+            PushesTests.tests
             SecretsTests.tests
             WireTests.tests
             MessagesTests.tests
