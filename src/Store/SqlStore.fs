@@ -185,6 +185,9 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
 
         member _.ComponentError() = ComponentRows.componentError access
 
+        member _.ClaimStateUse(state, code, now, until) =
+            ComponentRows.claimStateUse access state code now until
+
         member _.AppendEvent(e) =
             run (fun conn ->
                 exec
