@@ -53,7 +53,7 @@ let verify (apiKey: string) (fields: (string * string) list) =
 let toXml (fields: (string * string) list) =
     let body =
         fields
-        |> List.map (fun (k, v) -> $"<{k}>{Messages.cdata v}</{k}>")
+        |> List.map (fun (k, v) -> $"<{k}>{Replies.cdata v}</{k}>")
         |> String.concat ""
 
     "<xml>" + body + "</xml>"

@@ -21,63 +21,51 @@ type PushHandlers =
         OnAuthorization: Wire.ComponentPush -> Task
     }
 
+/// The key material both push URLs open pushes with.
+let pushKeys (s: Services) : Pushes.PushKeys =
+    {
+        Token = s.Options.Token
+        AesKeys = s.Options.AesKeys
+        ComponentAppId = s.Options.ComponentAppId
+    }
+
+/// The authorization event URL: the workflow (Pushes.componentPush) decides; this answers.
 let componentEvents (s: Services) (handlers: PushHandlers) =
+    let deps: Pushes.ComponentPushDeps =
+        {
+            Keys = pushKeys s
+            Store = s.Store
+            Components = s.Components
+            Clock = s.Clock
+            Logger = s.Logger
+            OnAuthorization = handlers.OnAuthorization
+        }
+
     handler (fun ctx ->
         task {
-            match! readEncryptedPush s ctx with
-            | Rejected(status, reason) ->
+            let! read = readSignedPush ctx
+
+            let! outcome =
+                match read with
+                | Error(status, reason) -> Task.FromResult(Pushes.PushRefused(status, reason))
+                | Ok push -> Pushes.componentPush deps push
+
+            match outcome with
+            | Pushes.PushRefused(status, reason) ->
                 s.Refusals.Refused("component_push", status, reason)
                 do! writeText ctx status reason
-            | Opened(plain, _) ->
-                match Wire.parseComponentPush plain with
-                | Error e ->
-                    s.Refusals.Refused("component_push_unreadable", 400, Wire.describe e)
-                    do! writeText ctx 400 (Wire.describe e)
-                | Ok push ->
-                    let now = s.Clock.GetUtcNow()
+            | Pushes.PushUnreadable reason ->
+                s.Refusals.Refused("component_push_unreadable", 400, reason)
+                do! writeText ctx 400 reason
+            | Pushes.StaleTicket created ->
+                s.Refusals.Refused(
+                    "stale_ticket",
+                    200,
+                    $"ticket push of CreateTime {created} is older than the stored ticket's"
+                )
 
-                    match push with
-                    | Wire.TicketPushed(ticket, created) ->
-                        let! stored = s.Store.GetValue ticketCreateTimeKey
-
-                        let storedCreated =
-                            stored
-                            |> Option.bind (fun v ->
-                                match Int64.TryParse v with
-                                | true, n -> Some n
-                                | _ -> None)
-
-                        match ticketCreateTimeToStore storedCreated created (now.ToUnixTimeSeconds()) with
-                        | None ->
-                            // A replay or a late retry: the newer ticket stays; WeChat still hears success.
-                            s.Refusals.Refused(
-                                "stale_ticket",
-                                200,
-                                $"ticket push of CreateTime {created} is older than the stored ticket's"
-                            )
-                        | Some createTime ->
-                            // Durable before acknowledged: WeChat hears `success` only after the store has it.
-                            do! s.Store.SaveTicket(s.Options.ComponentAppId, { Ticket = ticket; ReceivedAt = now })
-                            do! s.Store.PutValue(ticketCreateTimeKey, string createTime, false)
-                            s.Components.OnTicketStored()
-                            s.Logger.LogInformation("component_verify_ticket stored")
-                    | Wire.UnknownInfoType infoType ->
-                        s.Logger.LogInformation(
-                            "authorization event with unknown InfoType {InfoType} answered",
-                            infoType
-                        )
-
-                        do!
-                            s.Store.AppendEvent
-                                {
-                                    Kind = "unknown_info_type"
-                                    Subject = infoType
-                                    Detail = ""
-                                    At = now
-                                }
-                    | other -> do! handlers.OnAuthorization other
-
-                    do! writeText ctx 200 "success"
+                do! writeText ctx 200 "success"
+            | Pushes.PushHandled -> do! writeText ctx 200 "success"
         })
 
 // ---- component API -------------------------------------------------------------------------------

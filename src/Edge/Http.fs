@@ -231,6 +231,26 @@ let readEncryptedPush (s: Services) (ctx: HttpContext) =
                 | Error e -> return Rejected(400, $"{Crypto.describe e} ({Crypto.errorCode e})")
     }
 
+/// The push as the workflows take it: the signature fields from the query and the body as read;
+/// Error when the body is over the size limit (nothing else is read then).
+let readSignedPush (ctx: HttpContext) : Task<Result<Pushes.SignedPush, int * string>> =
+    task {
+        match! readLimited ctx maxPushBytes with
+        | TooLarge -> return Error(413, $"push body over {maxPushBytes} bytes")
+        | Body bytes ->
+            let q = ctx.Request.Query
+
+            let push: Pushes.SignedPush =
+                {
+                    Timestamp = string q["timestamp"]
+                    Nonce = string q["nonce"]
+                    MsgSignature = string q["msg_signature"]
+                    Body = bytes
+                }
+
+            return Ok push
+    }
+
 // ---- proxies -------------------------------------------------------------------------------------
 
 let proxyQuery (ctx: HttpContext) =

@@ -20,10 +20,10 @@ let private writeReply
     (ctx: HttpContext)
     (key: Crypto.AesKey)
     (m: Messages.Message)
-    (reply: Messages.Reply)
+    (reply: Replies.Reply)
     =
     let now = s.Clock.GetUtcNow().ToUnixTimeSeconds()
-    let plain = Messages.replyXml m.Header.FromUserName m.Header.ToUserName now reply
+    let plain = Replies.replyXml m.Header.FromUserName m.Header.ToUserName now reply
     let nonce = string (RandomNumberGenerator.GetInt32(100_000_000, 999_999_999))
 
     let sealedReply =
@@ -41,120 +41,54 @@ let private writeReply
     ctx.Response.WriteAsync(Crypto.replyXml sealedReply)
 
 /// POST: verify, decrypt, type; store before answering; the webhook's reply (if it answers in time)
-/// goes back encrypted, otherwise `success`. `onMessage` sees every typed message first (the
-/// deployments take their audit events from it) and has stored what it needs when it returns.
+/// goes back encrypted, otherwise `success`. The workflow (Callback.messagePush) decides; this
+/// handler only answers. `onMessage` sees every typed message first (the deployments take their
+/// audit events from it) and has stored what it needs when it returns.
 let callback
     (s: Services)
     (authorizers: Authorizers.AuthorizerService)
     (inbox: InboxService)
     (onMessage: AuthorizerAppId -> Messages.Message -> Task)
     =
+    let deps: Callback.CallbackDeps =
+        {
+            Keys = ComponentApi.pushKeys s
+            ReleaseResponder = s.Options.ReleaseResponder
+            InstanceId = s.Options.InstanceId
+            Store = s.Store
+            Authorizers = authorizers
+            Inbox = inbox
+            Clock = s.Clock
+            Logger = s.Logger
+            OnMessage = onMessage
+        }
+
     handler (fun ctx ->
         task {
             let appid = string ctx.Request.RouteValues["appid"]
+            let! read = readSignedPush ctx
 
-            match! readEncryptedPush s ctx with
-            | Rejected(status, reason) ->
+            let! outcome =
+                match read with
+                | Error(status, reason) -> Task.FromResult(Callback.Refused(status, reason))
+                | Ok push -> Callback.messagePush deps appid push
+
+            match outcome with
+            | Callback.Refused(status, reason) ->
                 s.Refusals.Refused("message_push", status, reason)
                 do! writeText ctx status reason
-            | Opened(plain, key) ->
-                match Messages.parse plain with
-                | Error e ->
-                    s.Refusals.Refused("message_push_unreadable", 400, Wire.describe e)
-                    do! writeText ctx 400 (Wire.describe e)
-                | Ok m ->
-                    do! onMessage (AuthorizerAppId appid) m
-
-                    let release =
-                        if s.Options.ReleaseResponder then
-                            Messages.decideRelease appid m
-                        else
-                            Messages.NotARelease
-
-                    match release with
-                    | Messages.PassiveText text -> do! writeReply s ctx key m (Messages.TextReply text)
-                    | Messages.QueryAuthThenSend code ->
-                        // An empty answer at once; the customer-service message follows (facts §6).
-                        Task.Run(fun () ->
-                            task {
-                                try
-                                    do!
-                                        inbox.AnswerReleaseQueryAuth(
-                                            AuthorizerAppId appid,
-                                            code,
-                                            m.Header.FromUserName
-                                        )
-                                with ex ->
-                                    s.Logger.LogError(ex, "release check reply failed")
-                            }
-                            :> Task)
-                        |> ignore
-
-                        do! writeText ctx 200 ""
-                    | Messages.NotARelease ->
-                        match! authorizers.Lookup(AuthorizerAppId appid) with
-                        | None ->
-                            s.Refusals.Refused("unknown_authorizer", 200, $"message for unknown authorizer {appid}")
-
-                            do!
-                                s.Store.AppendEvent
-                                    {
-                                        Kind = "unknown_authorizer_message"
-                                        Subject = appid
-                                        Detail = Messages.kind m
-                                        At = s.Clock.GetUtcNow()
-                                    }
-
-                            do! success ctx
-                        | Some boundTenant ->
-                            let now = s.Clock.GetUtcNow()
-                            let id = Guid.CreateVersion7().ToString("N")
-                            let tenant = boundTenant |> Option.map Ids.tenant
-                            let kind = Messages.kind m
-
-                            // Without a webhook waiting, the embedded store's intake makes the
-                            // webhook body later, off the request path.
-                            let payload =
-                                if inbox.PayloadNow tenant then
-                                    Messages.webhookPayload id kind appid tenant now (Messages.messageJson m) plain
-                                else
-                                    ""
-
-                            let! outcome =
-                                inbox.AppendMessage(
-                                    {
-                                        Id = id
-                                        DedupeKey = Messages.dedupeKeyOf m plain
-                                        AuthorizerAppId = appid
-                                        Tenant = tenant
-                                        Kind = kind
-                                        ReceivedAt = now
-                                        Payload = payload
-                                        ClaimedBy = Some s.Options.InstanceId
-                                        ClaimedUntil = Some(now + inbox.FirstAttemptClaim)
-                                    },
-                                    plain
-                                )
-
-                            match outcome with
-                            // WeChat's retry of something stored: delivered once, so just acknowledge.
-                            | Duplicate _ ->
-                                ctx.Items[Metrics.duplicatePushKey] <- true
-                                do! success ctx
-                            | Stored _ ->
-                                match! inbox.FirstAttempt(id, tenant, payload) with
-                                | None -> do! success ctx
-                                | Some answer ->
-                                    match Messages.parseReply answer with
-                                    | Ok(Some reply) -> do! writeReply s ctx key m reply
-                                    | Ok None -> do! success ctx
-                                    | Error e ->
-                                        s.Logger.LogWarning(
-                                            "webhook reply ignored: {Reason}",
-                                            Messages.describeReplyError e
-                                        )
-
-                                        do! success ctx
+            | Callback.Unreadable reason ->
+                s.Refusals.Refused("message_push_unreadable", 400, reason)
+                do! writeText ctx 400 reason
+            | Callback.Reply(key, m, reply) -> do! writeReply s ctx key m reply
+            | Callback.EmptyAnswer -> do! writeText ctx 200 ""
+            | Callback.UnknownAuthorizer appid ->
+                s.Refusals.Refused("unknown_authorizer", 200, $"message for unknown authorizer {appid}")
+                do! success ctx
+            | Callback.DuplicatePush ->
+                ctx.Items[Metrics.duplicatePushKey] <- true
+                do! success ctx
+            | Callback.Success -> do! success ctx
         })
 
 /// GET: the plain-mode URL check (facts §2.7): echo `echostr` when the signature holds.

@@ -51,24 +51,20 @@ let verify (key: byte[]) (now: DateTimeOffset) (token: string) =
 let stateNonce (stateKey: byte[]) (preAuthCode: string) =
     HMACSHA256.HashData(stateKey, Encoding.UTF8.GetBytes("preauth:" + preAuthCode))[..8]
 
-let private hash (prefix: string) (value: string) =
-    prefix
-    + (SHA256.HashData(Encoding.UTF8.GetBytes value)[..15] |> Convert.ToHexStringLower)
-
 type StateUse =
     /// The first code with this state, or the same code again (a reload): go on.
     | FirstUse
     /// Another code already completed (or is completing) with this state.
     | UsedByAnotherCode
 
-/// Marks `state` as used by `code`, unless another code has it already. The mark is a lease in the
-/// store, taken atomically, so two instances that receive two codes for one state at the same
-/// instant cannot both bind an account with it; the same code (a reload) finds its own mark. The
-/// mark outlives the state itself, which stops verifying after `StateLifetime`.
-let claim (leases: ILeaseStore) (now: DateTimeOffset) (stateLifetime: TimeSpan) (state: string) (code: string) =
+/// Marks `state` as used by `code`, unless another code has it already. The mark is taken
+/// atomically in the store (IDomainState.ClaimStateUse), so two instances that receive two codes for
+/// one state at the same instant cannot both bind an account with it; the same code (a reload) finds
+/// its own mark. The mark outlives the state itself, which stops verifying after `StateLifetime`.
+let claim (states: IDomainState) (now: DateTimeOffset) (stateLifetime: TimeSpan) (state: string) (code: string) =
     task {
         let! taken =
-            leases.TryAcquireLease(hash "state-used:" state, hash "" code, now, now + stateLifetime + stateLifetime)
+            states.ClaimStateUse(state, Domain.AuthorizationCode code, now, now + stateLifetime + stateLifetime)
 
         return if taken then FirstUse else UsedByAnotherCode
     }

@@ -211,7 +211,7 @@ type InboxService
 
             match result with
             | Ok { AccessToken = Some(token, _) } ->
-                match! client.SendCustomText(token, openId, Messages.releaseCustomText code) with
+                match! client.SendCustomText(token, openId, ReleaseCheck.releaseCustomText code) with
                 | Ok() -> logger.LogInformation("release check: customer-service reply sent")
                 | Error e -> logger.LogWarning("release check: custom send failed: {Error}", describeError e)
             | Ok _ -> logger.LogWarning("release check: api_query_auth returned no authorizer token")

@@ -84,6 +84,22 @@ let tryAcquireLease (access: ISqlAccess) (name: string) (holder: string) (now: D
 let releaseLease (access: ISqlAccess) (name: string) (holder: string) =
     execute access "DELETE FROM leases WHERE name = @n AND holder = @h" [ "@n", box name; "@h", box holder ] :> Task
 
+/// The lease name and holder an authorization state's mark has always been kept under: the state
+/// and the code hashed (16 bytes of SHA-256), so neither appears in the table.
+let private stateMark (prefix: string) (value: string) =
+    prefix
+    + (SHA256.HashData(Encoding.UTF8.GetBytes value)[..15] |> Convert.ToHexStringLower)
+
+/// An authorization state made single-use: a lease named after the state, held by the code.
+let claimStateUse
+    (access: ISqlAccess)
+    (state: string)
+    (AuthorizationCode code)
+    (now: DateTimeOffset)
+    (until: DateTimeOffset)
+    =
+    tryAcquireLease access (stateMark "state-used:" state) (stateMark "" code) now until
+
 // ---- values ----
 
 let putValue (access: ISqlAccess) (key: string) (value: string) (secret: bool) =

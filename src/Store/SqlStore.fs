@@ -2,7 +2,7 @@
 /// IStore contract on the shared connections. The engines differ only in a few words of SQL (SqlSchema)
 /// and in how connections are had: SQLite is single-writer, so one connection serves every call in
 /// turn; PostgreSQL pools. The component, lease and value rows live in ComponentRows, the authorizers
-/// in AuthorizerRows; the inbox, deliveries and events are here.
+/// in AuthorizerRows, the inbox and deliveries in InboxRows; the events are here.
 module WeChatFs.SqlStore
 
 open System
@@ -39,24 +39,6 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         }
 
     let inTransaction work = run (transaction work)
-
-    let deliveryColumns =
-        "id, authorizer_appid, tenant, kind, received_at, payload, status, attempts, next_attempt_at, last_error, delivered_at"
-
-    let readDelivery (r: DbDataReader) =
-        {
-            Id = r.GetString 0
-            AuthorizerAppId = r.GetString 1
-            Tenant = text r 2
-            Kind = r.GetString 3
-            ReceivedAt = ofMs (r.GetInt64 4)
-            Payload = r.GetString 5
-            Status = DeliveryStatus.ofText (r.GetString 6) |> Option.defaultValue Pending
-            Attempts = Convert.ToInt32(r.GetValue 7)
-            NextAttemptAt = int64Of r 8 |> Option.map ofMs
-            LastError = text r 9
-            DeliveredAt = int64Of r 10 |> Option.map ofMs
-        }
 
     let migrateWith (conn: DbConnection) =
         task {
@@ -203,6 +185,9 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
 
         member _.ComponentError() = ComponentRows.componentError access
 
+        member _.ClaimStateUse(state, code, now, until) =
+            ComponentRows.claimStateUse access state code now until
+
         member _.AppendEvent(e) =
             run (fun conn ->
                 exec
@@ -250,189 +235,28 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         // The inbox's batches sync outside the connection (RunThenSync): the next batch writes
         // while this one waits for the disk, and still nobody is answered before it is durable.
         member _.AppendInbox(feed) =
-            connections.RunThenSync(
-                transaction (fun conn tx ->
-                    task {
-                        // One prepared statement, bound again for each item: binding stays cheap
-                        // however large the batch, and the whole batch is one commit.
-                        use insert = conn.CreateCommand()
-                        insert.Transaction <- tx
-
-                        insert.CommandText <-
-                            "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, status, attempts, next_attempt_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, 'pending', 0, @at, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
-
-                        let parameter name =
-                            let p = insert.CreateParameter()
-                            p.ParameterName <- name
-                            insert.Parameters.Add p |> ignore
-                            p
-
-                        let pId, pA, pK, pT, pKind =
-                            parameter "@id", parameter "@a", parameter "@k", parameter "@t", parameter "@kind"
-
-                        let pAt, pP, pBy, pUntil =
-                            parameter "@at", parameter "@p", parameter "@by", parameter "@until"
-
-                        // What each key is stored under, as far as this batch knows: a retry within
-                        // the batch points at the first of them.
-                        let storedAs = Dictionary<string * string, string>()
-                        let outcomes = ResizeArray<AppendOutcome>()
-
-                        let append (item: InboxItem) =
-                            task {
-                                let key = (item.AuthorizerAppId, item.DedupeKey)
-
-                                match storedAs.TryGetValue key with
-                                | true, id -> outcomes.Add(Duplicate id)
-                                | _ ->
-                                    pId.Value <- item.Id
-                                    pA.Value <- item.AuthorizerAppId
-                                    pK.Value <- item.DedupeKey
-                                    pT.Value <- dbValue (item.Tenant |> Option.map box |> Option.toObj)
-                                    pKind.Value <- item.Kind
-                                    pAt.Value <- ms item.ReceivedAt
-                                    pP.Value <- item.Payload
-                                    pBy.Value <- dbValue (item.ClaimedBy |> Option.map box |> Option.toObj)
-                                    pUntil.Value <- dbValue (optionalMs item.ClaimedUntil)
-                                    let! n = insert.ExecuteNonQueryAsync()
-
-                                    if n > 0 then
-                                        storedAs[key] <- item.Id
-                                        outcomes.Add(Stored item.Id)
-                                    else
-                                        // A retry of something stored earlier: find what it was stored under.
-                                        let! existing =
-                                            scalar
-                                                conn
-                                                tx
-                                                "SELECT id FROM inbox WHERE authorizer_appid = @a AND dedupe_key = @k"
-                                                [ "@a", box item.AuthorizerAppId; "@k", box item.DedupeKey ]
-
-                                        storedAs[key] <- string existing
-                                        outcomes.Add(Duplicate(string existing))
-                            }
-
-                        let mutable next = feed.First
-
-                        while not next.IsEmpty do
-                            for item in next do
-                                do! append item
-
-                            next <- feed.More()
-
-                        return List.ofSeq outcomes
-                    })
-            )
+            connections.RunThenSync(transaction (InboxRows.appendBatch feed))
 
         member _.ClaimDeliveries(holder, now, until, max) =
-            run (fun conn ->
-                query
-                    conn
-                    null
-                    $"UPDATE inbox SET claimed_by = @h, claimed_until = @u WHERE id IN (SELECT id FROM inbox WHERE status = 'pending' AND next_attempt_at <= @now AND (claimed_until IS NULL OR claimed_until <= @now) ORDER BY received_at, id LIMIT @max{dialect.SkipLocked}) RETURNING {deliveryColumns}"
-                    [
-                        "@h", box holder
-                        "@u", box (ms until)
-                        "@now", box (ms now)
-                        "@max", box (int64 max)
-                    ]
-                    readDelivery)
-            |> fun t ->
-                task {
-                    let! rows = t
-                    return rows |> List.sortBy (fun d -> d.ReceivedAt, d.Id)
-                }
+            InboxRows.claim access holder now until max
 
         member _.MarkDelivered(id, at, holder) =
-            run (fun conn ->
-                exec
-                    conn
-                    null
-                    "UPDATE inbox SET status = 'delivered', delivered_at = @at, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = @id AND (claimed_by IS NULL OR claimed_by = @holder)"
-                    [ "@at", box (ms at); "@id", box id; "@holder", box holder ])
-            :> Task
+            InboxRows.markDelivered access id at holder
 
         member _.MarkFailed(id, error, retryAt, holder) =
-            let status =
-                match retryAt with
-                | Some _ -> "pending"
-                | None -> "dead"
+            InboxRows.markFailed access id error retryAt holder
 
-            run (fun conn ->
-                exec
-                    conn
-                    null
-                    // Only a pending delivery: if this attempt's claim ran out and another instance
-                    // delivered meanwhile, a late failure must not put it back in line.
-                    "UPDATE inbox SET status = @s, attempts = attempts + 1, last_error = @e, next_attempt_at = @next, claimed_by = NULL, claimed_until = NULL WHERE id = @id AND status = 'pending' AND (claimed_by IS NULL OR claimed_by = @holder)"
-                    [
-                        "@s", box status
-                        "@e", box error
-                        "@next", optionalMs retryAt
-                        "@id", box id
-                        "@holder", box holder
-                    ])
-            :> Task
-
-        member _.GetDelivery(id) =
-            run (fun conn ->
-                tryOne conn null $"SELECT {deliveryColumns} FROM inbox WHERE id = @id" [ "@id", box id ] readDelivery)
+        member _.GetDelivery(id) = InboxRows.get access id
 
         member _.ListDeliveries(status, offset, limit) =
-            let where, ps =
-                match status with
-                | Some s -> " WHERE status = @s", [ "@s", box (DeliveryStatus.toText s) ]
-                | None -> "", []
+            InboxRows.list access status offset limit
 
-            run (fun conn ->
-                task {
-                    let! total = scalar conn null $"SELECT COUNT(*) FROM inbox{where}" ps
+        member _.ReleaseClaims(holder) = InboxRows.releaseClaims access holder
 
-                    let! items =
-                        query
-                            conn
-                            null
-                            $"SELECT {deliveryColumns} FROM inbox{where} ORDER BY received_at DESC, id DESC LIMIT @limit OFFSET @offset"
-                            (ps @ [ "@limit", box (int64 limit); "@offset", box (int64 offset) ])
-                            readDelivery
+        member _.RetryDelivery(id, now) = InboxRows.retry access id now
 
-                    return
-                        {
-                            Items = items
-                            Total = Convert.ToInt32 total
-                        }
-                })
-
-        member _.ReleaseClaims(holder) =
-            run (fun conn ->
-                exec
-                    conn
-                    null
-                    "UPDATE inbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = @h AND status = 'pending'"
-                    [ "@h", box holder ])
-
-        member _.RetryDelivery(id, now) =
-            task {
-                let! n =
-                    run (fun conn ->
-                        exec
-                            conn
-                            null
-                            "UPDATE inbox SET status = 'pending', next_attempt_at = @now, claimed_by = NULL, claimed_until = NULL WHERE id = @id AND status IN ('dead', 'pending')"
-                            [ "@now", box (ms now); "@id", box id ])
-
-                return n > 0
-            }
-
-        // In inbox_due's order (status, next_attempt_at): the scan stops after `max` rows instead of
-        // sorting every delivered row, which on SQLite would hold the one connection meanwhile.
         member _.PurgeDelivered(before, max) =
-            run (fun conn ->
-                exec
-                    conn
-                    null
-                    "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE status = 'delivered' AND delivered_at < @before ORDER BY next_attempt_at LIMIT @max)"
-                    [ "@before", box (ms before); "@max", box (int64 max) ])
+            InboxRows.purgeDelivered access before max
 
 /// Opens the store for `provider` ("sqlite" or "postgres"); call Migrate before use.
 let openStore (provider: string) (connectionString: string) (sealer: Secrets.Sealer) : IStore =

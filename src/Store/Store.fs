@@ -86,6 +86,13 @@ type IDomainState =
     abstract SaveComponentError: errcode: int option * message: string * at: DateTimeOffset -> Task
     abstract ComponentError: unit -> Task<(int option * string * DateTimeOffset) option>
 
+    /// Marks an authorization `state` as used by `code` until `until`, unless another code's mark
+    /// is still running at `now`: true for the first code and for the same code again (a reload),
+    /// false when another code has the state. Atomic across instances (a lease row under the hashed
+    /// state, held by the hashed code).
+    abstract ClaimStateUse:
+        state: string * code: AuthorizationCode * now: DateTimeOffset * until: DateTimeOffset -> Task<bool>
+
 /// An audit trail of what arrived and what happened (unknown pushes, fast-register results, ...).
 type EventRecord =
     {

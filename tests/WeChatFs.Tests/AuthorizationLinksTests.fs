@@ -150,6 +150,58 @@ let tests =
                     Expect.equal other AuthorizationLinks.UsedByAnotherCode "a later code is refused"
                 }
 
+            testTheoryTask
+                "a state's mark is a lease under the hashed state, so marks taken before ClaimStateUse still hold"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = SqlStoreTests.openFresh provider
+                    use store = store
+                    let now = DateTimeOffset.UtcNow
+                    let until = now.AddHours 2.
+
+                    let mark (prefix: string) (value: string) =
+                        prefix
+                        + (SHA256.HashData(Text.Encoding.UTF8.GetBytes value)[..15]
+                           |> Convert.ToHexStringLower)
+
+                    // The mark as the generic lease wrote it.
+                    let! taken =
+                        store.TryAcquireLease(mark "state-used:" "state-old", mark "" "code-a", now, until)
+
+                    Expect.isTrue taken "the old-style mark is taken"
+
+                    let! other =
+                        store.ClaimStateUse("state-old", Domain.AuthorizationCode "code-b", now, until)
+
+                    Expect.isFalse other "another code finds the old mark"
+
+                    let! same =
+                        store.ClaimStateUse("state-old", Domain.AuthorizationCode "code-a", now, until)
+
+                    Expect.isTrue same "the same code (a reload) finds its own mark"
+
+                    let! fresh =
+                        store.ClaimStateUse("state-new", Domain.AuthorizationCode "code-c", now, until)
+
+                    Expect.isTrue fresh "a new state is taken"
+
+                    let! generic =
+                        store.TryAcquireLease(mark "state-used:" "state-new", mark "" "code-d", now, until)
+
+                    Expect.isFalse generic "the new mark is the same lease row"
+
+                    let! afterExpiry =
+                        store.ClaimStateUse(
+                            "state-new",
+                            Domain.AuthorizationCode "code-d",
+                            until.AddSeconds 1.,
+                            until.AddHours 1.
+                        )
+
+                    Expect.isTrue afterExpiry "a mark past its time no longer holds"
+                }
+
             testCaseTask "a state completes one authorization; a second code with it is refused and binds nothing"
             <| fun () ->
                 task {

@@ -10,6 +10,8 @@ open FsCheck
 open FsCheck.FSharp
 open WeChatFs
 open WeChatFs.Messages
+open WeChatFs.Replies
+open WeChatFs.ReleaseCheck
 open WeChatFs.Tests.Helpers
 
 let private xml (msgType: string) (fields: string) =

@@ -16,6 +16,7 @@ let all =
             PacingTests.tests
             ErrorGuideTests.tests
             CryptoTests.tests
+            PushesTests.tests
             SecretsTests.tests
             WireTests.tests
             MessagesTests.tests
@@ -42,6 +43,8 @@ let all =
             AuthorizerApiRecoveryTests.tests
             MultiInstanceTests.tests
             MessageApiTests.tests
+            MessageDeliveryTests.tests
+            MessageRepliesTests.tests
             DeploymentsTests.tests
             DeploymentsResilienceTests.tests
             MiniProgramApiTests.tests
