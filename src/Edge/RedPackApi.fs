@@ -103,11 +103,11 @@ let putMerchant (s: Services) (service: RedPackService) =
                         "certificate_pem"
 
                 match Merchants.checkMchId mch, Merchants.checkApiKey (defaultArg (optString body "api_key") "") with
-                | Error e, _ -> do! problem ctx (badField "mch_id" e)
-                | _, Error e -> do! problem ctx (badField "api_key" e)
+                | Error e, _ -> do! problem ctx (badField "mch_id" (Merchants.describeCredentialError e))
+                | _, Error e -> do! problem ctx (badField "api_key" (Merchants.describeCredentialError e))
                 | Ok mchId, Ok apiKey ->
                     match credentials, optString body "send_name", stringList body "bound_appids" with
-                    | Error e, _, _ -> do! problem ctx (badField credentialField e)
+                    | Error e, _, _ -> do! problem ctx (badField credentialField (Merchants.describeCredentialError e))
                     | _, None, _ -> do! problem ctx (badField "send_name" "is required")
                     | _, Some name, _ when name.Length > 32 ->
                         do! problem ctx (badField "send_name" "is longer than 32 characters")

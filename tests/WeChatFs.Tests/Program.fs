@@ -60,6 +60,7 @@ let all =
             RedPackServiceTests.tests
             ProxyPathTests.tests
             RefusalsTests.tests
+            ProblemsTests.tests
             AuthorizationLinksTests.tests
             AuthorizerTokenApiTests.tests
             ComponentTokensTests.tests
