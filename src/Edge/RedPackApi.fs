@@ -21,9 +21,9 @@ open WeChatFs.RedPackView
 let private merchantView (m: Merchant) =
     {|
         mch_id = PayIds.mchId m.MchId
-        tenant = Option.toObj m.Tenant
+        tenant = m.Tenant |> Option.map Domain.Ids.tenant |> Option.toObj
         send_name = m.SendName
-        bound_appids = m.BoundAppIds
+        bound_appids = m.BoundAppIds |> List.map Domain.Ids.authorizerAppId
         certificate_subject = m.CertSubject
         certificate_expires_at = m.CertNotAfter
         created_at = m.CreatedAt
@@ -124,9 +124,9 @@ let putMerchant (s: Services) (service: RedPackService) =
                         let m =
                             {
                                 MchId = mchId
-                                Tenant = optString body "tenant"
+                                Tenant = optString body "tenant" |> Option.map Domain.TenantId
                                 SendName = name
-                                BoundAppIds = List.distinct bound
+                                BoundAppIds = List.distinct bound |> List.map Domain.AuthorizerAppId
                                 ApiKey = apiKey
                                 CertificatePem = c.CertificatePem
                                 PrivateKeyPem = c.PrivateKeyPem
