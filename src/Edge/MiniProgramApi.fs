@@ -140,7 +140,7 @@ let private targetJson (t: StoredTarget) =
 
     {|
         appid = t.Target.AppId
-        tenant = Option.toObj t.Tenant
+        tenant = t.Tenant |> Option.map Ids.tenant |> Option.toObj
         state = TargetState.name t.Target.State
         step = Option.toObj step
         attempts = t.Target.Attempts
