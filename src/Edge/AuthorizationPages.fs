@@ -19,6 +19,7 @@ open WeChatFs.WeChatClient
 open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open WeChatFs.Http
+open WeChatFs.Problems
 
 let private html (ctx: HttpContext) (status: int) (title: string) (body: string) =
     ctx.Response.StatusCode <- status
@@ -179,12 +180,12 @@ let authorizationLinks (s: Services) (authorizers: AuthorizerService) =
                 }
 
             match parsed with
-            | Error e -> do! writeProblem ctx 400 "Bad request" e []
+            | Error e -> do! problem ctx (BadRequest e)
             | Ok r ->
                 match!
                     authorizers.CreateLinks(r.Tenant, r.AuthType, r.BizAppId, s.Options.AuthorizationStateLifetime)
                 with
-                | Error e -> do! authorizationProblem ctx e
+                | Error e -> do! problem ctx (Authorization e)
                 | Ok links ->
                     do!
                         writeJson

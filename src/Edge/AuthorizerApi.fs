@@ -17,6 +17,7 @@ open WeChatFs.WeChatClient
 open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open WeChatFs.Http
+open WeChatFs.Problems
 
 let private view (now: DateTimeOffset) (a: Authorizer) =
     {|
@@ -60,8 +61,7 @@ let listAuthorizers (s: Services) =
                       | Some st -> Ok(Some st)
                       | None -> Error()))
             with
-            | Error _ ->
-                do! writeProblem ctx 400 "Bad request" "status must be authorized, revoked or needs_reauthorization" []
+            | Error _ -> do! problem ctx (BadRequest "status must be authorized, revoked or needs_reauthorization")
             | Ok status ->
                 let tenant = string q["tenant"]
 
@@ -91,14 +91,7 @@ let getAuthorizer (s: Services) =
         task {
             match! s.Store.GetAuthorizer(appIdOf ctx) with
             | Some a -> do! writeJson ctx 200 (view (s.Clock.GetUtcNow()) a)
-            | None ->
-                do!
-                    writeProblem
-                        ctx
-                        404
-                        "Unknown authorizer"
-                        "no account with this appid has authorized the platform"
-                        []
+            | None -> do! problem ctx (NotFound Missing.Authorizer)
         })
 
 let private writeToken ctx (result: Result<Expiring<AuthorizerAccessToken>, AuthorizerTokenError>) =
@@ -111,7 +104,7 @@ let private writeToken ctx (result: Result<Expiring<AuthorizerAccessToken>, Auth
                 authorizer_access_token = Ids.authorizerToken t.Token
                 expires_at = t.ExpiresAt
             |}
-    | Error e -> tokenErrorProblem ctx e
+    | Error e -> problem ctx (AuthorizerToken e)
 
 let authorizerAccessToken (s: Services) (authorizers: AuthorizerService) =
     admin s (fun ctx ->
@@ -141,7 +134,7 @@ let syncAuthorizers (s: Services) (authorizers: AuthorizerService) =
                             imported = r.Imported
                             updated = r.Updated
                         |}
-            | Error e -> do! authorizationProblem ctx e
+            | Error e -> do! problem ctx (Authorization e)
         })
 
 /// ANY /api/authorizers/{appid}/wechat/{**path}: WeChat's API acting for the account.
@@ -156,7 +149,7 @@ let authorizerProxy (s: Services) (authorizers: AuthorizerService) =
                 task {
                     match! authorizers.GetToken appid with
                     | Ok t -> return Ok t.Token
-                    | Error e -> return Error(fun c -> tokenErrorProblem c e)
+                    | Error e -> return Error(AuthorizerToken e)
                 })
             (fun t -> authorizers.Invalidate(appid, t) :> Task)
             (fun call t ->

@@ -9,6 +9,7 @@ open WeChatFs.Domain
 open WeChatFs.AuthorizerCommon
 open WeChatFs.Authorizers
 open WeChatFs.Http
+open WeChatFs.Problems
 
 let invalidateAuthorizerToken (s: Services) (authorizers: AuthorizerService) =
     admin s (fun ctx ->
@@ -27,7 +28,7 @@ let invalidateAuthorizerToken (s: Services) (authorizers: AuthorizerService) =
                 | Some failed when failed <> "" ->
                     let! removed = authorizers.Invalidate(appid, AuthorizerAccessToken failed)
                     do! writeJson ctx 200 {| invalidated = removed |}
-                | _ -> do! writeProblem ctx 400 "Bad request" "access_token is required" []
+                | _ -> do! problem ctx (BadRequest "access_token is required")
             with :? JsonException ->
-                do! writeProblem ctx 400 "Bad request" "body must be JSON: {\"access_token\": \"...\"}" []
+                do! problem ctx (BadRequest "body must be JSON: {\"access_token\": \"...\"}")
         })

@@ -11,6 +11,7 @@ open WeChatFs.Domain
 open WeChatFs.WeChatClient
 open WeChatFs.ComponentTokens
 open WeChatFs.Http
+open WeChatFs.Problems
 
 // ---- component events --------------------------------------------------------------------------
 
@@ -130,7 +131,7 @@ let componentAccessToken (s: Services) =
                             component_access_token = Ids.componentToken t.Token
                             expires_at = t.ExpiresAt
                         |}
-            | Error e -> do! tokenProblem ctx e
+            | Error e -> do! problem ctx (Token e)
         })
 
 /// A business system that got 40001/40014/42001 with the token reports it here; it is invalidated only
@@ -145,9 +146,9 @@ let invalidateComponentToken (s: Services) =
                 | Some failed ->
                     let! removed = s.Components.Invalidate(ComponentAccessToken failed)
                     do! writeJson ctx 200 {| invalidated = removed |}
-                | None -> do! writeProblem ctx 400 "Bad request" "component_access_token is required" []
+                | None -> do! problem ctx (BadRequest "component_access_token is required")
             with :? JsonException ->
-                do! writeProblem ctx 400 "Bad request" "body must be JSON: {\"component_access_token\": \"...\"}" []
+                do! problem ctx (BadRequest "body must be JSON: {\"component_access_token\": \"...\"}")
         })
 
 let componentProxy (s: Services) =
@@ -159,7 +160,7 @@ let componentProxy (s: Services) =
                 task {
                     match! s.Components.GetToken() with
                     | Ok t -> return Ok t.Token
-                    | Error e -> return Error(fun c -> tokenProblem c e)
+                    | Error e -> return Error(Token e)
                 })
             (fun t -> s.Components.Invalidate t :> Task)
             (fun call t ->

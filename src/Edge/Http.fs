@@ -21,6 +21,7 @@ open WeChatFs.Store
 open WeChatFs.WeChatClient
 open WeChatFs.ComponentTokens
 open WeChatFs.AuthorizerCommon
+open WeChatFs.Problems
 
 /// Everything the handlers need, resolved once at mapping time.
 type Services =
@@ -53,74 +54,6 @@ let writeText (ctx: HttpContext) (status: int) (text: string) =
     ctx.Response.ContentType <- "text/plain; charset=utf-8"
     ctx.Response.WriteAsync text
 
-/// RFC 7807 problem details; `extra` carries errcode, meaning and action where WeChat is involved.
-let writeProblem (ctx: HttpContext) (status: int) (title: string) (detail: string) (extra: (string * obj) list) =
-    let body = Collections.Generic.Dictionary<string, obj>()
-    body["type"] <- "about:blank"
-    body["title"] <- title
-    body["status"] <- status
-    body["detail"] <- detail
-
-    for k, v in extra do
-        body[k] <- v
-
-    ctx.Response.StatusCode <- status
-    ctx.Response.ContentType <- "application/problem+json; charset=utf-8"
-    ctx.Response.WriteAsync(JsonSerializer.Serialize body)
-
-/// The WeChat error fields of a problem: errcode, its meaning and the action it calls for.
-let errcodeDetails (code: int) : (string * obj) list =
-    match ErrorGuide.tryFind code with
-    | Some e -> [ "errcode", box code; "meaning", box e.Meaning; "action", box e.Action ]
-    | None -> [ "errcode", box code; "meaning", box (ErrorGuide.explain code) ]
-
-let weChatProblem (ctx: HttpContext) (err: WeChatError) =
-    match err with
-    | ApiError(code, _) -> writeProblem ctx 502 "WeChat refused the call" (describeError err) (errcodeDetails code)
-    | HttpStatus _
-    | Transport _
-    | InvalidResponse _ -> writeProblem ctx 502 "WeChat could not be reached" (describeError err) []
-
-let tokenProblem (ctx: HttpContext) (err: TokenError) =
-    match err with
-    | NoTicket -> writeProblem ctx 503 "No component_verify_ticket yet" (describeTokenError err) []
-    | RefreshBusy -> writeProblem ctx 503 "Token refresh in progress" (describeTokenError err) []
-    // 61005/61006: nothing to do but wait for WeChat's next push, as when no ticket arrived yet.
-    | RefreshFailed(ApiError(code, _) as e) when classifyErrcode code = TicketRejected ->
-        writeProblem ctx 503 "Waiting for a new component_verify_ticket" (describeError e) (errcodeDetails code)
-    | RefreshFailed e -> weChatProblem ctx e
-
-/// An authorization step that failed: the component token, or WeChat's refusal.
-let authorizationProblem (ctx: HttpContext) (e: AuthorizationError) =
-    match e with
-    | ComponentUnavailable t -> tokenProblem ctx t
-    | WeChatRefused w -> weChatProblem ctx w
-
-/// An account's token that cannot be had.
-let tokenErrorProblem (ctx: HttpContext) (e: AuthorizerTokenError) =
-    match e with
-    | UnknownAuthorizer ->
-        writeProblem ctx 404 "Unknown authorizer" "no account with this appid has authorized the platform" []
-    | Unusable(status, reason) ->
-        writeProblem
-            ctx
-            409
-            $"Authorizer is {AuthorizerStatus.toText status}"
-            (if reason = "" then
-                 "the merchant must authorize the platform again"
-             else
-                 reason)
-            [ "status_code", box (AuthorizerStatus.toText status) ]
-    | ComponentTokenUnavailable t -> tokenProblem ctx t
-    | AuthorizerRefreshFailed w -> weChatProblem ctx w
-    | AuthorizerRefreshBusy ->
-        writeProblem
-            ctx
-            503
-            "Token refresh in progress"
-            "the token is being refreshed or backing off after a failure; try again shortly"
-            []
-
 // ---- request helpers ---------------------------------------------------------------------------
 
 let handler (f: HttpContext -> Task) = RequestDelegate(fun ctx -> f ctx)
@@ -146,12 +79,7 @@ let admin (s: Services) (f: HttpContext -> Task) =
             ctx.Response.Headers.WWWAuthenticate <- "Bearer"
             s.Refusals.Refused("admin_key", 401, string ctx.Request.Path)
 
-            writeProblem
-                ctx
-                401
-                "Unauthorized"
-                "send Authorization: Bearer <WeChatFs:Admin:ApiKey>; with no key configured the internal API refuses every call"
-                [])
+            problem ctx (Unauthorized Guard.AdminApi))
 
 type BodyRead =
     | Body of byte[]
@@ -194,43 +122,6 @@ let readLimited (ctx: HttpContext) (limit: int) =
             return if total > limit then TooLarge else Body(buffer.ToArray())
     }
 
-let envelopeOf (ctx: HttpContext) (encrypted: string) : Crypto.Envelope =
-    {
-        Timestamp = string ctx.Request.Query["timestamp"]
-        Nonce = string ctx.Request.Query["nonce"]
-        MsgSignature = string ctx.Request.Query["msg_signature"]
-        Encrypt = encrypted
-    }
-
-type PushRead =
-    | Opened of plainXml: string * key: Crypto.AesKey
-    | Rejected of status: int * reason: string
-
-/// Size limit → outer XML → signature → decrypt. The signature is checked before any decryption, so a
-/// forged push costs one SHA-1 and stores nothing.
-let readEncryptedPush (s: Services) (ctx: HttpContext) =
-    task {
-        match! readLimited ctx maxPushBytes with
-        | TooLarge -> return Rejected(413, $"push body over {maxPushBytes} bytes")
-        | Body bytes ->
-            let text = Encoding.UTF8.GetString bytes
-
-            match Wire.encryptedPart text with
-            | Error e -> return Rejected(400, Wire.describe e)
-            | Ok encrypted ->
-                let opened =
-                    Crypto.openEnvelope
-                        s.Options.Token
-                        s.Options.AesKeys
-                        (Ids.componentAppId s.Options.ComponentAppId)
-                        (envelopeOf ctx encrypted)
-
-                match opened with
-                | Ok(plain, key) -> return Opened(plain, key)
-                | Error Crypto.SignatureMismatch -> return Rejected(401, Crypto.describe Crypto.SignatureMismatch)
-                | Error e -> return Rejected(400, $"{Crypto.describe e} ({Crypto.errorCode e})")
-    }
-
 /// The push as the workflows take it: the signature fields from the query and the body as read;
 /// Error when the body is over the size limit (nothing else is read then).
 let readSignedPush (ctx: HttpContext) : Task<Result<Pushes.SignedPush, int * string>> =
@@ -264,7 +155,7 @@ let proxyQuery (ctx: HttpContext) =
 /// invalidated (only if still current) and the call is made once more with a fresh one.
 let proxyWithRetry
     (ctx: HttpContext)
-    (getToken: unit -> Task<Result<'token, HttpContext -> Task>>)
+    (getToken: unit -> Task<Result<'token, ApiError>>)
     (invalidate: 'token -> Task)
     (forward: 'token -> Task<Result<RawResponse * int option, WeChatError>>)
     =
@@ -275,18 +166,18 @@ let proxyWithRetry
             ctx.Response.Body.WriteAsync(raw.Body, 0, raw.Body.Length)
 
         match! getToken () with
-        | Error respond -> do! respond ctx
+        | Error e -> do! problem ctx e
         | Ok token ->
             match! forward token with
-            | Error e -> do! weChatProblem ctx e
+            | Error e -> do! problem ctx (WeChat e)
             | Ok(_, Some code) when classifyErrcode code = TokenRejected ->
                 do! invalidate token
 
                 match! getToken () with
-                | Error respond -> do! respond ctx
+                | Error e -> do! problem ctx e
                 | Ok fresh ->
                     match! forward fresh with
-                    | Error e -> do! weChatProblem ctx e
+                    | Error e -> do! problem ctx (WeChat e)
                     | Ok(raw, _) -> do! writeRaw raw
             | Ok(raw, _) -> do! writeRaw raw
     }
@@ -307,7 +198,7 @@ type ProxiedCall =
 let proxyRoute
     (s: Services)
     (ctx: HttpContext)
-    (getToken: unit -> Task<Result<'token, HttpContext -> Task>>)
+    (getToken: unit -> Task<Result<'token, ApiError>>)
     (invalidate: 'token -> Task)
     (send: ProxiedCall -> 'token -> Task<Result<RawResponse * int option, WeChatError>>)
     =
@@ -327,7 +218,7 @@ let proxyRoute
         | Error e ->
             let detail = ProxyPath.describe e
             s.Refusals.Refused("proxy_path", 400, detail)
-            do! writeProblem ctx 400 "Bad proxy path" detail []
+            do! problem ctx (BadProxyPath detail)
         | Ok path ->
             let limit = s.Options.Hardening.ProxyMaxBodyBytes
 
@@ -335,13 +226,7 @@ let proxyRoute
             | TooLarge ->
                 s.Refusals.Refused("proxy_body", 413, $"body over {limit} bytes")
 
-                do!
-                    writeProblem
-                        ctx
-                        413
-                        "Body too large"
-                        $"the proxies pass on bodies of at most {limit} bytes (WeChatFs:Proxy:MaxBodyBytes)"
-                        []
+                do! problem ctx (Oversized(Oversize.ProxyBody limit))
             | Body body ->
                 let call =
                     {

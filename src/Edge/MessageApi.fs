@@ -11,6 +11,7 @@ open WeChatFs.Domain
 open WeChatFs.Store
 open WeChatFs.Inbox
 open WeChatFs.Http
+open WeChatFs.Problems
 
 let private success (ctx: HttpContext) = writeText ctx 200 "success"
 
@@ -178,7 +179,7 @@ let listDeliveries (s: Services) =
                  else
                      DeliveryStatus.ofText statusText |> Option.map Some)
             with
-            | None -> do! writeProblem ctx 400 "Bad request" "status must be pending, delivered or dead" []
+            | None -> do! problem ctx (BadRequest "status must be pending, delivered or dead")
             | Some status ->
                 let! page =
                     s.Store.ListDeliveries(
@@ -202,7 +203,7 @@ let getDelivery (s: Services) =
         task {
             match! s.Store.GetDelivery(string ctx.Request.RouteValues["id"]) with
             | Some d -> do! writeJson ctx 200 (deliveryView d)
-            | None -> do! writeProblem ctx 404 "Unknown delivery" "no delivery has this id" []
+            | None -> do! problem ctx (NotFound Missing.Delivery)
         })
 
 /// POST /api/deliveries/{id}/retry: a dead (or waiting) delivery goes back in line now.
@@ -212,12 +213,12 @@ let retryDelivery (s: Services) =
             let id = string ctx.Request.RouteValues["id"]
 
             match! s.Store.GetDelivery id with
-            | None -> do! writeProblem ctx 404 "Unknown delivery" "no delivery has this id" []
+            | None -> do! problem ctx (NotFound Missing.Delivery)
             | Some _ ->
                 let! retried = s.Store.RetryDelivery(id, s.Clock.GetUtcNow())
 
                 if retried then
                     do! writeJson ctx 202 {| id = id; retried = true |}
                 else
-                    do! writeProblem ctx 409 "Already delivered" "a delivered message is not sent again" []
+                    do! problem ctx AlreadyDelivered
         })

@@ -10,6 +10,7 @@ open Microsoft.AspNetCore.Routing
 open WeChatFs.Config
 open WeChatFs.Settings
 open WeChatFs.Http
+open WeChatFs.Problems
 open WeChatFs.Metrics
 
 /// Wraps a push endpoint: refused (4xx/5xx), duplicate (the handler says so) or accepted, and the time taken.
@@ -43,13 +44,7 @@ let map (app: IEndpointRouteBuilder) (s: Services) (metrics: GatewayMetrics) (op
                     else
                         ctx.Response.Headers.WWWAuthenticate <- "Bearer"
 
-                        do!
-                            writeProblem
-                                ctx
-                                401
-                                "Unauthorized"
-                                "send Authorization: Bearer <WeChatFs:Admin:ApiKey>, or set WeChatFs:Metrics:Anonymous to true"
-                                []
+                        do! problem ctx (Unauthorized Guard.Metrics)
                 }
                 :> Task)
             |> ignore),

@@ -11,6 +11,7 @@ open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
 open WeChatFs.Domain
 open WeChatFs.Http
+open WeChatFs.Problems
 open WeChatFs.CodeManagement
 
 let private appIdOf (ctx: HttpContext) =
@@ -24,7 +25,7 @@ let private passBody (s: Services) (code: CodeClient) (path: string) =
     admin s (fun ctx ->
         task {
             match! body ctx with
-            | Error e -> do! writeProblem ctx 400 "Invalid request" e []
+            | Error e -> do! problem ctx (InvalidRequest e)
             | Ok b ->
                 let! r =
                     code.AsAuthorizer(appIdOf ctx, HttpMethod.Post, path, [], Some(b.ToJsonString()))
@@ -38,7 +39,7 @@ let commit (s: Services) (code: CodeClient) =
     admin s (fun ctx ->
         task {
             match! body ctx with
-            | Error e -> do! writeProblem ctx 400 "Invalid request" e []
+            | Error e -> do! problem ctx (InvalidRequest e)
             | Ok b ->
                 let appid = appIdOf ctx
 
@@ -59,7 +60,7 @@ let commit (s: Services) (code: CodeClient) =
                         code.AsAuthorizer(appid, HttpMethod.Post, "wxa/commit", [], Some(o.ToJsonString()))
 
                     do! answer ctx r
-                | _ -> do! writeProblem ctx 400 "Invalid request" "a JSON object is required" []
+                | _ -> do! problem ctx (InvalidRequest "a JSON object is required")
         })
 
 let submitAudit (s: Services) (code: CodeClient) = passBody s code "wxa/submit_audit"

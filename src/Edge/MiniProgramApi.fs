@@ -11,6 +11,7 @@ open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
 open WeChatFs.Domain
 open WeChatFs.Http
+open WeChatFs.Problems
 open WeChatFs.MiniPrograms
 open WeChatFs.DeploymentRecords
 open WeChatFs.DeploymentStore
@@ -18,16 +19,10 @@ open WeChatFs.CodeManagement
 open WeChatFs.DeploymentRequests
 open WeChatFs.Deployments
 
-let callProblem (ctx: HttpContext) (e: CallError) =
-    match e with
-    | NoAuthorizerToken t -> tokenErrorProblem ctx t
-    | NoComponentToken t -> tokenProblem ctx t
-    | WeChatFailed w -> weChatProblem ctx w
-
 /// WeChat's answer in our style: its fields as they are, without errcode/errmsg.
 let writeAnswer (ctx: HttpContext) (result: Result<JsonElement, CallError>) =
     match result with
-    | Error e -> callProblem ctx e
+    | Error e -> problem ctx (ApiError.Call e)
     | Ok root ->
         let node = JsonNode.Parse(root.GetRawText())
 
@@ -60,13 +55,10 @@ let readBody (ctx: HttpContext) =
                     return Error $"the body is not JSON: {ex.Message}"
     }
 
-let private badRequest ctx (detail: string) =
-    writeProblem ctx 400 "Invalid request" detail []
-
 let private withBody (ctx: HttpContext) (f: JsonNode -> Task) =
     task {
         match! readBody ctx with
-        | Error e -> do! badRequest ctx e
+        | Error e -> do! problem ctx (InvalidRequest e)
         | Ok body -> do! f body
     }
 
@@ -101,7 +93,11 @@ let addTemplate (s: Services) (code: CodeClient) =
                     | _ -> None
 
                 match number "draft_id" with
-                | None -> do! badRequest ctx "draft_id: a draft id from GET /api/miniprogram/drafts is required"
+                | None ->
+                    do!
+                        problem
+                            ctx
+                            (InvalidRequest "draft_id: a draft id from GET /api/miniprogram/drafts is required")
                 | Some draft ->
                     let payload =
                         JsonSerializer.Serialize
@@ -118,7 +114,7 @@ let deleteTemplate (s: Services) (code: CodeClient) =
     admin s (fun ctx ->
         task {
             match Int64.TryParse(string ctx.Request.RouteValues["template_id"]) with
-            | false, _ -> do! badRequest ctx "template_id must be a number"
+            | false, _ -> do! problem ctx (InvalidRequest "template_id must be a number")
             | true, id ->
                 let payload = JsonSerializer.Serialize {| template_id = id |}
                 let! r = code.AsComponent(HttpMethod.Post, "wxa/deletetemplate", [], Some payload)
@@ -144,7 +140,7 @@ let private targetJson (t: StoredTarget) =
 
     {|
         appid = t.Target.AppId
-        tenant = Option.toObj t.Tenant
+        tenant = t.Tenant |> Option.map Ids.tenant |> Option.toObj
         state = TargetState.name t.Target.State
         step = Option.toObj step
         attempts = t.Target.Attempts
@@ -201,22 +197,12 @@ let private deploymentJson (d: Deployment) (counts: (string * int) list) =
 let private idOf (ctx: HttpContext) =
     DeploymentId(string ctx.Request.RouteValues["id"])
 
-let private notFound ctx =
-    writeProblem ctx 404 "Unknown deployment" "no deployment has this id" []
-
 let createDeployment (s: Services) (service: DeploymentService) =
     admin s (fun ctx ->
         withBody ctx (fun body ->
             task {
                 match parseRequest body with
-                | Error errors ->
-                    do!
-                        writeProblem
-                            ctx
-                            400
-                            "Invalid deployment"
-                            (String.Join("; ", errors))
-                            [ "errors", box (Array.ofList errors) ]
+                | Error errors -> do! problem ctx (InvalidDeployment errors)
                 | Ok request ->
                     let! d = service.Create request
                     let id = DeploymentId.value d.Id
@@ -247,7 +233,7 @@ let getDeployment (s: Services) (service: DeploymentService) =
     admin s (fun ctx ->
         task {
             match! service.Store.Get(idOf ctx) with
-            | None -> do! notFound ctx
+            | None -> do! problem ctx (NotFound Missing.Deployment)
             | Some d ->
                 let q = ctx.Request.Query
 
@@ -279,7 +265,7 @@ let control (s: Services) (service: DeploymentService) (act: DeploymentId -> Tas
             let id = idOf ctx
 
             match! service.Store.Get id with
-            | None -> do! notFound ctx
+            | None -> do! problem ctx (NotFound Missing.Deployment)
             | Some _ ->
                 do! act id
 
@@ -287,7 +273,7 @@ let control (s: Services) (service: DeploymentService) (act: DeploymentId -> Tas
                 | Some d ->
                     let! counts = service.Store.Counts id
                     do! writeJson ctx 200 (deploymentJson d counts)
-                | None -> do! notFound ctx
+                | None -> do! problem ctx (NotFound Missing.Deployment)
         })
 
 /// Server-sent events: `progress` (the counts) whenever they change, `target` for each changed
@@ -298,7 +284,7 @@ let events (s: Services) (service: DeploymentService) =
             let id = idOf ctx
 
             match! service.Store.Get id with
-            | None -> do! notFound ctx
+            | None -> do! problem ctx (NotFound Missing.Deployment)
             | Some _ ->
                 ctx.Response.StatusCode <- 200
                 ctx.Response.ContentType <- "text/event-stream"

@@ -17,6 +17,7 @@ open WeChatFs.OAuthFlow
 open WeChatFs.JsApiTickets
 open WeChatFs.WeChatClient
 open WeChatFs.Http
+open WeChatFs.Problems
 
 let private enc (s: string) = WebUtility.HtmlEncode s
 
@@ -37,17 +38,6 @@ let private redirect (ctx: HttpContext) (url: string) =
     ctx.Response.Headers.Location <- url
     ctx.Response.Headers.CacheControl <- "no-store"
     Task.CompletedTask
-
-/// Status, title and explanation of a refusal, the same for pages and problem details.
-let private refusal (r: Refusal) =
-    match r with
-    | UnknownFuncKey -> 404, "Unknown page", "no funcKey route of this name is configured on the platform"
-    | UnknownAccount -> 404, "Unknown account", "this official account has not authorized the platform"
-    | AccountNotAuthorized status ->
-        403,
-        "Account not authorized",
-        $"this official account's authorization is {AuthorizerStatus.toText status}; the merchant must authorize the platform again"
-    | TenantMismatch _ -> 403, "Not allowed for this account", "this funcKey route belongs to another tenant"
 
 let private route (ctx: HttpContext) (name: string) = string ctx.Request.RouteValues[name]
 
@@ -84,7 +74,7 @@ let saveFuncKey (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
             match! readBody ctx with
-            | Error e -> do! writeProblem ctx 400 "Bad request" e []
+            | Error e -> do! problem ctx (BadRequest e)
             | Ok root ->
                 match
                     OAuth.route
@@ -94,7 +84,7 @@ let saveFuncKey (s: Services) (oauth: OAuthService) =
                         (str root "description")
                         (str root "tenant")
                 with
-                | Error e -> do! writeProblem ctx 400 "Bad request" $"{e.Field} {e.Problem}" [ "field", box e.Field ]
+                | Error e -> do! problem ctx (BadField(e.Field, $"{e.Field} {e.Problem}"))
                 | Ok r ->
                     let now = s.Clock.GetUtcNow()
                     do! oauth.Store.SaveFuncKey(r, "api", now)
@@ -102,7 +92,7 @@ let saveFuncKey (s: Services) (oauth: OAuthService) =
 
                     match saved with
                     | Some saved -> do! writeJson ctx 200 (routeView saved)
-                    | None -> do! writeProblem ctx 500 "Not stored" "the route could not be read back" []
+                    | None -> do! problem ctx (NotStored "the route could not be read back")
         })
 
 let listFuncKeys (s: Services) (oauth: OAuthService) =
@@ -124,7 +114,7 @@ let getFuncKey (s: Services) (oauth: OAuthService) =
         task {
             match! oauth.Store.GetFuncKey(route ctx "funcKey") with
             | Some r -> do! writeJson ctx 200 (routeView r)
-            | None -> do! writeProblem ctx 404 "Unknown funcKey" "no route of this name" []
+            | None -> do! problem ctx (NotFound Missing.FuncKey)
         })
 
 let deleteFuncKey (s: Services) (oauth: OAuthService) =
@@ -132,7 +122,7 @@ let deleteFuncKey (s: Services) (oauth: OAuthService) =
         task {
             match! oauth.Store.DeleteFuncKey(route ctx "funcKey") with
             | true -> ctx.Response.StatusCode <- 204
-            | false -> do! writeProblem ctx 404 "Unknown funcKey" "no route of this name" []
+            | false -> do! problem ctx (NotFound Missing.FuncKey)
         })
 
 // ---- the start URL and the way back ------------------------------------------------------------------
@@ -160,41 +150,21 @@ let links (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
             match! readBody ctx with
-            | Error e -> do! writeProblem ctx 400 "Bad request" e []
+            | Error e -> do! problem ctx (BadRequest e)
             | Ok root ->
                 let appid = str root "authorizer_appid"
                 let funcKey = str root "func_key"
                 let state = str root "state" |> Option.ofObj |> Option.defaultValue ""
 
                 if String.IsNullOrWhiteSpace appid then
-                    do!
-                        writeProblem
-                            ctx
-                            400
-                            "Bad request"
-                            "authorizer_appid is required"
-                            [ "field", box "authorizer_appid" ]
+                    do! problem ctx (BadField("authorizer_appid", "authorizer_appid is required"))
                 elif not (isFuncKey funcKey) then
-                    do!
-                        writeProblem
-                            ctx
-                            400
-                            "Bad request"
-                            "func_key must be 1 to 64 letters, digits, '_' or '-'"
-                            [ "field", box "func_key" ]
+                    do! problem ctx (BadField("func_key", "func_key must be 1 to 64 letters, digits, '_' or '-'"))
                 elif not (stateFits state) then
-                    do!
-                        writeProblem
-                            ctx
-                            400
-                            "Bad request"
-                            $"state must be at most {maxStateBytes} bytes"
-                            [ "field", box "state" ]
+                    do! problem ctx (BadField("state", $"state must be at most {maxStateBytes} bytes"))
                 else
                     match! oauth.AuthorizeUrl(AuthorizerAppId appid, funcKey, state) with
-                    | Error r ->
-                        let status, title, text = refusal r
-                        do! writeProblem ctx status title text []
+                    | Error r -> do! problem ctx (OAuthRefused r)
                     | Ok url ->
                         let startUrl =
                             $"{s.Options.PublicBaseUrl.ToString().TrimEnd '/'}/wechat/oauth/{Uri.EscapeDataString appid}/{funcKey}"
@@ -267,7 +237,7 @@ let trackingToken (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
             match! oauth.Resolve(route ctx "wxTkId") with
-            | None -> do! writeProblem ctx 404 "Unknown wxTkId" "the tracking token is unknown or has expired" []
+            | None -> do! problem ctx (NotFound Missing.WxTkId)
             | Some v ->
                 do!
                     writeJson
@@ -291,7 +261,7 @@ let follower (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
             match! oauth.Store.GetFollower(AuthorizerAppId(route ctx "appid"), route ctx "openid") with
-            | None -> do! writeProblem ctx 404 "Unknown follower" "no follower of this account has signed in here" []
+            | None -> do! problem ctx (NotFound Missing.Follower)
             | Some f ->
                 let p (read: FollowerProfile -> 'a) =
                     f.Profile |> Option.map read |> Option.toObj
@@ -328,14 +298,7 @@ let jsSdkConfig (s: Services) (tickets: JsApiTicketService) =
             let url = string ctx.Request.Query["url"]
 
             match httpUrl url with
-            | None ->
-                do!
-                    writeProblem
-                        ctx
-                        400
-                        "Bad request"
-                        "url must be the page's absolute http or https URL"
-                        [ "field", box "url" ]
+            | None -> do! problem ctx (BadField("url", "url must be the page's absolute http or https URL"))
             | Some _ ->
                 match! tickets.Config(AuthorizerAppId(route ctx "appid"), url) with
                 | Ok c ->
@@ -346,8 +309,5 @@ let jsSdkConfig (s: Services) (tickets: JsApiTicketService) =
                     body["nonceStr"] <- c.NonceStr
                     body["signature"] <- c.Signature
                     do! writeJson ctx 200 body
-                | Error(AuthorizerUnavailable e) -> do! tokenErrorProblem ctx e
-                | Error(TicketRefused w) -> do! weChatProblem ctx w
-                | Error TicketBusy ->
-                    do! writeProblem ctx 503 "Ticket refresh in progress" "another instance is fetching the ticket" []
+                | Error e -> do! problem ctx (JsApi e)
         })

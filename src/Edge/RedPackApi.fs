@@ -12,6 +12,7 @@ open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.Logging
 open WeChatFs.Http
+open WeChatFs.Problems
 open WeChatFs.RedPacks
 open WeChatFs.RedPackStore
 open WeChatFs.RedPackService
@@ -20,38 +21,31 @@ open WeChatFs.RedPackView
 let private merchantView (m: Merchant) =
     {|
         mch_id = PayIds.mchId m.MchId
-        tenant = Option.toObj m.Tenant
+        tenant = m.Tenant |> Option.map Domain.Ids.tenant |> Option.toObj
         send_name = m.SendName
-        bound_appids = m.BoundAppIds
+        bound_appids = m.BoundAppIds |> List.map Domain.Ids.authorizerAppId
         certificate_subject = m.CertSubject
         certificate_expires_at = m.CertNotAfter
         created_at = m.CreatedAt
         updated_at = m.UpdatedAt
     |}
 
-let private fieldProblem (ctx: HttpContext) (status: int) (title: string) (errors: FieldError list) =
-    let first = List.head errors
+/// One field's problem, answered like the service's own field checks.
+let private badField field text =
+    InvalidFields [ { Field = field; Problem = text } ]
 
-    writeProblem
-        ctx
-        status
-        title
-        (errors |> List.map (fun e -> $"{e.Field} {e.Problem}") |> String.concat "; ")
-        [
-            "field", box first.Field
-            "errors",
-            box (
-                errors
-                |> List.map (fun e ->
-                    {|
-                        field = e.Field
-                        problem = e.Problem
-                    |})
-            )
-        ]
-
-let private badField ctx field problem =
-    fieldProblem ctx 400 "Bad request" [ { Field = field; Problem = problem } ]
+/// A red packet that cannot be sent, as the API answers it.
+let private sendError (e: SendError) : ApiError =
+    match e with
+    | Invalid errors -> InvalidFields errors
+    | UnknownMerchant m -> badField "mch_id" $"'{m}' is not a known merchant; PUT /api/merchants/{m} first"
+    | NotBound(m, appid) ->
+        badField
+            "authorizer_appid"
+            $"{appid} is not bound to merchant {m} (bound_appids); bind it in WeChat Pay's console, then PUT the merchant again"
+    | Tracking TrackingNotSupported -> badField "wx_tk_id" "wx_tk_id is not supported yet; send the openid"
+    | Tracking(UnknownTrackingToken reason) -> badField "wx_tk_id" reason
+    | KeyReused id -> IdempotencyKeyReused id
 
 /// The JSON body as an object, or None (the caller answers 400).
 let private readObject (ctx: HttpContext) =
@@ -89,7 +83,7 @@ let putMerchant (s: Services) (service: RedPackService) =
             let mch = string ctx.Request.RouteValues["mch_id"]
 
             match! readObject ctx with
-            | None -> do! writeProblem ctx 400 "Bad request" "a JSON object is required" []
+            | None -> do! problem ctx (BadRequest "a JSON object is required")
             | Some body ->
                 let now = s.Clock.GetUtcNow()
 
@@ -109,29 +103,30 @@ let putMerchant (s: Services) (service: RedPackService) =
                         "certificate_pem"
 
                 match Merchants.checkMchId mch, Merchants.checkApiKey (defaultArg (optString body "api_key") "") with
-                | Error e, _ -> do! badField ctx "mch_id" e
-                | _, Error e -> do! badField ctx "api_key" e
+                | Error e, _ -> do! problem ctx (badField "mch_id" (Merchants.describeCredentialError e))
+                | _, Error e -> do! problem ctx (badField "api_key" (Merchants.describeCredentialError e))
                 | Ok mchId, Ok apiKey ->
                     match credentials, optString body "send_name", stringList body "bound_appids" with
-                    | Error e, _, _ -> do! badField ctx credentialField e
-                    | _, None, _ -> do! badField ctx "send_name" "is required"
+                    | Error e, _, _ -> do! problem ctx (badField credentialField (Merchants.describeCredentialError e))
+                    | _, None, _ -> do! problem ctx (badField "send_name" "is required")
                     | _, Some name, _ when name.Length > 32 ->
-                        do! badField ctx "send_name" "is longer than 32 characters"
+                        do! problem ctx (badField "send_name" "is longer than 32 characters")
                     | _, _, [] ->
                         do!
-                            badField
+                            problem
                                 ctx
-                                "bound_appids"
-                                "lists no account; give the appids bound in WeChat Pay's console"
+                                (badField
+                                    "bound_appids"
+                                    "lists no account; give the appids bound in WeChat Pay's console")
                     | Ok c, Some name, bound ->
                         let! existing = service.Store.GetMerchant mchId
 
                         let m =
                             {
                                 MchId = mchId
-                                Tenant = optString body "tenant"
+                                Tenant = optString body "tenant" |> Option.map Domain.TenantId
                                 SendName = name
-                                BoundAppIds = List.distinct bound
+                                BoundAppIds = List.distinct bound |> List.map Domain.AuthorizerAppId
                                 ApiKey = apiKey
                                 CertificatePem = c.CertificatePem
                                 PrivateKeyPem = c.PrivateKeyPem
@@ -167,7 +162,7 @@ let getMerchant (s: Services) (service: RedPackService) =
         task {
             match! service.Store.GetMerchant(MchId(string ctx.Request.RouteValues["mch_id"])) with
             | Some m -> do! writeJson ctx 200 (merchantView m)
-            | None -> do! writeProblem ctx 404 "Not found" "no such merchant" []
+            | None -> do! problem ctx (ApiError.NotFound Missing.Merchant)
         })
 
 /// Chinese err_code_des and names as they are, not as \u escapes.
@@ -204,16 +199,10 @@ let sendRedPack (s: Services) (service: RedPackService) =
             let key = string ctx.Request.Headers["Idempotency-Key"]
 
             if String.IsNullOrWhiteSpace key || key.Length > 255 then
-                do!
-                    writeProblem
-                        ctx
-                        400
-                        "Idempotency-Key required"
-                        "send an Idempotency-Key header (at most 255 characters): the same key always answers the same red packet and never sends a second"
-                        [ "field", box "Idempotency-Key" ]
+                do! problem ctx IdempotencyKeyRequired
             else
                 match! readObject ctx with
-                | None -> do! writeProblem ctx 400 "Bad request" "a JSON object is required" []
+                | None -> do! problem ctx (BadRequest "a JSON object is required")
                 | Some body ->
                     let amount =
                         match body.TryGetProperty "amount_fen" with
@@ -231,9 +220,9 @@ let sendRedPack (s: Services) (service: RedPackService) =
                         | None, None -> Error "is required (or wx_tk_id)"
 
                     match optString body "mch_id", recipient, amount with
-                    | None, _, _ -> do! badField ctx "mch_id" "is required"
-                    | _, Error e, _ -> do! badField ctx "openid" e
-                    | _, _, None -> do! badField ctx "amount_fen" "is required, a whole number of fen"
+                    | None, _, _ -> do! problem ctx (badField "mch_id" "is required")
+                    | _, Error e, _ -> do! problem ctx (badField "openid" e)
+                    | _, _, None -> do! problem ctx (badField "amount_fen" "is required, a whole number of fen")
                     | Some mch, Ok recipient, Some amount ->
                         let request =
                             {
@@ -259,26 +248,7 @@ let sendRedPack (s: Services) (service: RedPackService) =
                         | Ok r ->
                             ctx.Response.Headers.Location <- $"/api/redpacks/{r.Id}"
                             do! writePack ctx (statusFor r) r
-                        | Error(Invalid errors) -> do! fieldProblem ctx 400 "Bad request" errors
-                        | Error(UnknownMerchant m) ->
-                            do! badField ctx "mch_id" $"'{m}' is not a known merchant; PUT /api/merchants/{m} first"
-                        | Error(NotBound(m, appid)) ->
-                            do!
-                                badField
-                                    ctx
-                                    "authorizer_appid"
-                                    $"{appid} is not bound to merchant {m} (bound_appids); bind it in WeChat Pay's console, then PUT the merchant again"
-                        | Error(Tracking TrackingNotSupported) ->
-                            do! badField ctx "wx_tk_id" "wx_tk_id is not supported yet; send the openid"
-                        | Error(Tracking(UnknownTrackingToken reason)) -> do! badField ctx "wx_tk_id" reason
-                        | Error(KeyReused id) ->
-                            do!
-                                writeProblem
-                                    ctx
-                                    422
-                                    "Idempotency-Key reused"
-                                    $"this Idempotency-Key belongs to red packet {id}, sent with a different request; use a new key for a new packet"
-                                    [ "field", box "Idempotency-Key"; "id", box id ]
+                        | Error e -> do! problem ctx (sendError e)
         })
 
 /// GET /api/redpacks/{id}
@@ -287,7 +257,7 @@ let getRedPack (s: Services) (service: RedPackService) =
         task {
             match! service.Store.GetRedPack(string ctx.Request.RouteValues["id"]) with
             | Some r -> do! writePack ctx 200 r
-            | None -> do! writeProblem ctx 404 "Not found" "no such red packet" []
+            | None -> do! problem ctx (ApiError.NotFound Missing.RedPacket)
         })
 
 /// GET /api/redpacks?status=&mch_id=&offset=&limit=
@@ -309,7 +279,7 @@ let listRedPacks (s: Services) (service: RedPackService) =
 
             match opt "status" with
             | Some st when not (List.contains st statuses) ->
-                do! badField ctx "status" ("must be one of " + String.Join(", ", statuses))
+                do! problem ctx (badField "status" ("must be one of " + String.Join(", ", statuses)))
             | status ->
                 let! page =
                     service.Store.ListRedPacks

@@ -8,6 +8,7 @@ open Microsoft.AspNetCore.Http
 open WeChatFs.OAuth
 open WeChatFs.OAuthFlow
 open WeChatFs.Http
+open WeChatFs.Problems
 
 let private route (ctx: HttpContext) (name: string) = string ctx.Request.RouteValues[name]
 
@@ -18,23 +19,10 @@ let putVerificationFile (s: Services) (oauth: OAuthService) =
             let name = route ctx "name"
 
             if not (isVerificationFileName name) then
-                do!
-                    writeProblem
-                        ctx
-                        400
-                        "Bad request"
-                        "name must be 1 to 64 letters, digits, '_' or '-', then .txt"
-                        [ "field", box "name" ]
+                do! problem ctx (BadField("name", "name must be 1 to 64 letters, digits, '_' or '-', then .txt"))
             else
                 match! readLimited ctx maxVerificationFileBytes with
-                | TooLarge ->
-                    do!
-                        writeProblem
-                            ctx
-                            413
-                            "Too large"
-                            $"a verification file holds at most {maxVerificationFileBytes} bytes"
-                            [ "field", box "content" ]
+                | TooLarge -> do! problem ctx (Oversized(Oversize.VerificationFile maxVerificationFileBytes))
                 | Body bytes ->
                     do! oauth.Store.PutVerificationFile(name, Encoding.UTF8.GetString bytes, s.Clock.GetUtcNow())
 
@@ -54,7 +42,7 @@ let deleteVerificationFile (s: Services) (oauth: OAuthService) =
         task {
             match! oauth.Store.DeleteVerificationFile(route ctx "name") with
             | true -> ctx.Response.StatusCode <- 204
-            | false -> do! writeProblem ctx 404 "Unknown file" "no verification file of this name" []
+            | false -> do! problem ctx (NotFound Missing.VerificationFile)
         })
 
 let listVerificationFiles (s: Services) (oauth: OAuthService) =

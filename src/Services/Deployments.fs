@@ -50,7 +50,7 @@ type DeploymentService
             elif attempt >= 20 then
                 return None
             else
-                match! deployments.GetTarget(t.DeploymentId, t.Target.AppId) with
+                match! deployments.GetTarget(t.DeploymentId, AuthorizerAppId t.Target.AppId) with
                 | None -> return None
                 | Some fresh -> return! apply fresh input release (attempt + 1)
         }
@@ -72,8 +72,8 @@ type DeploymentService
             let targets =
                 resolved
                 |> List.map (fun (appid, tenant, usable) ->
-                    appid,
-                    tenant,
+                    AuthorizerAppId appid,
+                    tenant |> Option.map TenantId,
                     {
                         AppId = appid
                         State = if usable then Pending else Skipped "unauthorized"
@@ -196,7 +196,7 @@ type DeploymentService
         | None -> Task.CompletedTask
         | Some v ->
             task {
-                match! deployments.AuditInFlight(Ids.authorizerAppId appid) with
+                match! deployments.AuditInFlight appid with
                 | None ->
                     logger.LogInformation(
                         "audit event for {AppId} matches no deployment in flight",
@@ -270,7 +270,12 @@ type DeploymentService
                                 task {
                                     match step, t.Target.State with
                                     | Commit, _ ->
-                                        let ext = renderExtJson (JsonNode.Parse d.ExtJson) t.Target.AppId t.Tenant
+                                        let ext =
+                                            renderExtJson
+                                                (JsonNode.Parse d.ExtJson)
+                                                t.Target.AppId
+                                                (t.Tenant |> Option.map Ids.tenant)
+
                                         let! r = code.Commit(appid, d.TemplateId, ext, d.UserVersion, d.UserDesc)
 
                                         return

@@ -100,11 +100,19 @@ type RedPackService
                         Id = id
                         // Whoever gets here first (sender, worker, another instance) notifies; the rest dedupe.
                         DedupeKey = $"redpack:{r.Id}:{kind}"
-                        AuthorizerAppId = r.AuthorizerAppId
-                        Tenant = r.Tenant
+                        AuthorizerAppId = Domain.Ids.authorizerAppId r.AuthorizerAppId
+                        Tenant = r.Tenant |> Option.map Domain.Ids.tenant
                         Kind = kind
                         ReceivedAt = now
-                        Payload = Messages.webhookPayload id kind r.AuthorizerAppId r.Tenant now (view r) ""
+                        Payload =
+                            Messages.webhookPayload
+                                id
+                                kind
+                                (Domain.Ids.authorizerAppId r.AuthorizerAppId)
+                                (r.Tenant |> Option.map Domain.Ids.tenant)
+                                now
+                                (view r)
+                                ""
                         ClaimedBy = None
                         ClaimedUntil = None
                     }
@@ -149,7 +157,7 @@ type RedPackService
         {
             MchId = r.MchId
             BillNo = r.BillNo
-            WxAppId = r.AuthorizerAppId
+            WxAppId = Domain.Ids.authorizerAppId r.AuthorizerAppId
             OpenId = r.OpenId
             AmountFen = r.AmountFen
             SendName = r.Request.SendName
@@ -194,7 +202,7 @@ type RedPackService
 
                 if not problems.IsEmpty then
                     return Error(Invalid problems)
-                elif not (List.contains request.AuthorizerAppId merchant.BoundAppIds) then
+                elif not (List.contains (Domain.AuthorizerAppId request.AuthorizerAppId) merchant.BoundAppIds) then
                     return Error(NotBound(PayIds.mchId merchant.MchId, request.AuthorizerAppId))
                 else
                     let sameRequest (existing: RedPackRecord) =
@@ -217,7 +225,7 @@ type RedPackService
                                     | Some t -> return Some t
                                     | None ->
                                         match! store.GetAuthorizer(Domain.AuthorizerAppId request.AuthorizerAppId) with
-                                        | Some a -> return a.Tenant |> Option.map Domain.Ids.tenant
+                                        | Some a -> return a.Tenant
                                         | None -> return None
                                 }
 
@@ -230,7 +238,7 @@ type RedPackService
                                     RequestHash = requestHash
                                     MchId = merchant.MchId
                                     BillNo = billNo merchant.MchId now (digits ())
-                                    AuthorizerAppId = request.AuthorizerAppId
+                                    AuthorizerAppId = Domain.AuthorizerAppId request.AuthorizerAppId
                                     Tenant = tenant
                                     OpenId = openid
                                     AmountFen = request.AmountFen
@@ -300,7 +308,9 @@ type RedPackService
                 | Sending
                 | Undecided _
                 | Sent _ ->
-                    let! outcome = pay.GetHbInfo(merchant, r.AuthorizerAppId, r.BillNo, nonce ())
+                    let! outcome =
+                        pay.GetHbInfo(merchant, Domain.Ids.authorizerAppId r.AuthorizerAppId, r.BillNo, nonce ())
+
                     let! r, effects = apply r (QueryAnswered outcome) 5
 
                     if List.contains CallSend effects then

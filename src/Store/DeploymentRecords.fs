@@ -63,7 +63,7 @@ module Deployment =
 type StoredTarget =
     {
         DeploymentId: DeploymentId
-        Tenant: string option
+        Tenant: Domain.TenantId option
         Target: Target
         Version: int
         CreatedAt: DateTimeOffset
@@ -71,7 +71,7 @@ type StoredTarget =
 
 type IDeploymentStore =
     /// The deployment and all its targets, in one transaction.
-    abstract Create: Deployment * (string * string option * Target) list -> Task
+    abstract Create: Deployment * (Domain.AuthorizerAppId * Domain.TenantId option * Target) list -> Task
     abstract Get: DeploymentId -> Task<Deployment option>
     /// Newest first.
     abstract List: offset: int * limit: int -> Task<Store.Page<Deployment>>
@@ -86,7 +86,7 @@ type IDeploymentStore =
     abstract TakeQuota: DeploymentId -> Task<bool>
     abstract Counts: DeploymentId -> Task<(string * int) list>
     abstract Targets: DeploymentId * state: string option * offset: int * limit: int -> Task<StoredTarget list>
-    abstract GetTarget: DeploymentId * appid: string -> Task<StoredTarget option>
+    abstract GetTarget: DeploymentId * appid: Domain.AuthorizerAppId -> Task<StoredTarget option>
     /// Targets changed after `since`, oldest change first (for the event stream).
     abstract ChangedSince: DeploymentId * since: DateTimeOffset * limit: int -> Task<StoredTarget list>
     /// Due targets of running deployments, at most each deployment's max_concurrency claimed at once.
@@ -95,6 +95,6 @@ type IDeploymentStore =
     abstract Save: StoredTarget * expected: int * release: bool -> Task<bool>
     /// The account's target whose audit is in flight, latest submission first (facts §9.7: the event
     /// carries no auditid).
-    abstract AuditInFlight: appid: string -> Task<StoredTarget option>
+    abstract AuditInFlight: appid: Domain.AuthorizerAppId -> Task<StoredTarget option>
     /// Running deployments with no target left to act on under their plan.
     abstract RunningIds: unit -> Task<DeploymentId list>

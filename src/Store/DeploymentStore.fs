@@ -48,7 +48,7 @@ let private readTarget (r: DbDataReader) =
 
     {
         DeploymentId = DeploymentId(r.GetString 0)
-        Tenant = text r 2
+        Tenant = text r 2 |> Option.map Domain.TenantId
         Target =
             {
                 AppId = r.GetString 1
@@ -152,7 +152,11 @@ type internal SqlDeploymentStore(access: ISqlAccess) =
                                 conn
                                 tx
                                 "INSERT INTO deployment_targets (deployment_id, appid, tenant, state, step, errcode, reason, screenshots, attempts, audit_id, next_at, claimed_by, claimed_until, version, created_at, updated_at, last_errcode) VALUES (@d, @a, @tenant, @state, @step, @code, @reason, @shots, @attempts, @audit, @next, NULL, NULL, 0, @updated, @updated, @last)"
-                                (targetParams d.Id appid tenant t)
+                                (targetParams
+                                    d.Id
+                                    (Domain.Ids.authorizerAppId appid)
+                                    (tenant |> Option.map Domain.Ids.tenant)
+                                    t)
 
                         ()
                 })
@@ -261,7 +265,10 @@ type internal SqlDeploymentStore(access: ISqlAccess) =
                     conn
                     null
                     $"SELECT {targetColumns} FROM deployment_targets WHERE deployment_id = @d AND appid = @a"
-                    [ "@d", box (DeploymentId.value id); "@a", box appid ]
+                    [
+                        "@d", box (DeploymentId.value id)
+                        "@a", box (Domain.Ids.authorizerAppId appid)
+                    ]
                     readTarget)
 
         member _.ChangedSince(id, since, limit) =
@@ -357,7 +364,11 @@ type internal SqlDeploymentStore(access: ISqlAccess) =
                             conn
                             null
                             $"UPDATE deployment_targets SET state = @state, step = @step, errcode = @code, reason = @reason, screenshots = @shots, attempts = @attempts, audit_id = @audit, next_at = @next, updated_at = @updated, last_errcode = @last, version = version + 1{claim} WHERE deployment_id = @d AND appid = @a AND version = @v"
-                            (targetParams t.DeploymentId t.Target.AppId t.Tenant t.Target
+                            (targetParams
+                                t.DeploymentId
+                                t.Target.AppId
+                                (t.Tenant |> Option.map Domain.Ids.tenant)
+                                t.Target
                              @ [ "@v", box expected ])
 
                     return n = 1
@@ -369,7 +380,7 @@ type internal SqlDeploymentStore(access: ISqlAccess) =
                     conn
                     null
                     $"SELECT {targetColumns} FROM deployment_targets WHERE appid = @a AND state IN ('submitting', 'auditing', 'audit_delayed') ORDER BY updated_at DESC LIMIT 1"
-                    [ "@a", box appid ]
+                    [ "@a", box (Domain.Ids.authorizerAppId appid) ]
                     readTarget)
 
         member _.RunningIds() =

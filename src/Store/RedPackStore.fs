@@ -8,6 +8,7 @@ open System
 open System.Data.Common
 open System.Text.Json
 open System.Threading.Tasks
+open WeChatFs.Domain
 open WeChatFs.RedPacks
 open WeChatFs.RedPackState
 open WeChatFs.SqlAccess
@@ -15,9 +16,9 @@ open WeChatFs.SqlAccess
 type Merchant =
     {
         MchId: MchId
-        Tenant: string option
+        Tenant: TenantId option
         SendName: string
-        BoundAppIds: string list
+        BoundAppIds: AuthorizerAppId list
         ApiKey: string
         CertificatePem: string
         PrivateKeyPem: string
@@ -48,8 +49,8 @@ type RedPackRecord =
         RequestHash: string
         MchId: MchId
         BillNo: MchBillNo
-        AuthorizerAppId: string
-        Tenant: string option
+        AuthorizerAppId: AuthorizerAppId
+        Tenant: TenantId option
         OpenId: string
         AmountFen: int64
         Request: StoredRequest
@@ -125,8 +126,8 @@ let private readPack (r: DbDataReader) =
         RequestHash = r.GetString 2
         MchId = MchId(r.GetString 3)
         BillNo = MchBillNo(r.GetString 4)
-        AuthorizerAppId = r.GetString 5
-        Tenant = text r 6
+        AuthorizerAppId = AuthorizerAppId(r.GetString 5)
+        Tenant = text r 6 |> Option.map TenantId
         OpenId = r.GetString 7
         AmountFen = Convert.ToInt64(r.GetValue 8)
         Request = readRequest (r.GetString 9)
@@ -158,9 +159,11 @@ type RedPackStore(backend: ISqlAccess) =
     let readMerchant (r: DbDataReader) =
         {
             MchId = MchId(r.GetString 0)
-            Tenant = text r 1
+            Tenant = text r 1 |> Option.map TenantId
             SendName = r.GetString 2
-            BoundAppIds = JsonSerializer.Deserialize<string list>(r.GetString 3)
+            BoundAppIds =
+                JsonSerializer.Deserialize<string list>(r.GetString 3)
+                |> List.map AuthorizerAppId
             ApiKey = unseal "merchant API key" (r.GetString 4)
             CertificatePem = r.GetString 5
             PrivateKeyPem = unseal "merchant private key" (r.GetString 6)
@@ -182,9 +185,9 @@ type RedPackStore(backend: ISqlAccess) =
                 $"INSERT INTO merchants ({merchantColumns}) VALUES (@m, @t, @n, @b, @k, @c, @p, @s, @na, @ca, @ua) ON CONFLICT (mch_id) DO UPDATE SET tenant = excluded.tenant, send_name = excluded.send_name, bound_appids = excluded.bound_appids, api_key = excluded.api_key, certificate_pem = excluded.certificate_pem, private_key = excluded.private_key, cert_subject = excluded.cert_subject, cert_not_after = excluded.cert_not_after, updated_at = excluded.updated_at"
                 [
                     "@m", box (PayIds.mchId m.MchId)
-                    "@t", box (Option.toObj m.Tenant)
+                    "@t", box (m.Tenant |> Option.map Ids.tenant |> Option.toObj)
                     "@n", box m.SendName
-                    "@b", box (JsonSerializer.Serialize m.BoundAppIds)
+                    "@b", box (JsonSerializer.Serialize(m.BoundAppIds |> List.map Ids.authorizerAppId))
                     "@k", box (sealer.Seal m.ApiKey)
                     "@c", box m.CertificatePem
                     "@p", box (sealer.Seal m.PrivateKeyPem)
@@ -225,8 +228,8 @@ type RedPackStore(backend: ISqlAccess) =
                             "@hash", box p.RequestHash
                             "@mch", box (PayIds.mchId p.MchId)
                             "@bill", box (PayIds.billNo p.BillNo)
-                            "@appid", box p.AuthorizerAppId
-                            "@tenant", box (Option.toObj p.Tenant)
+                            "@appid", box (Ids.authorizerAppId p.AuthorizerAppId)
+                            "@tenant", box (p.Tenant |> Option.map Ids.tenant |> Option.toObj)
                             "@openid", box p.OpenId
                             "@amount", box p.AmountFen
                             "@req", box (requestJson p.Request)

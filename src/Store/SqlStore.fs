@@ -97,7 +97,7 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
                     let! _ = run (fun conn -> scalar conn null "SELECT 1" [])
                     return Ok()
                 with ex ->
-                    return Error ex.Message
+                    return Error(StoreUnreachable ex.Message)
             }
 
         member _.Dispose() = connections.Dispose()

@@ -195,6 +195,13 @@ type IInboxStore =
     /// Pending and dead ones stay whatever their age: nothing undelivered is ever dropped.
     abstract PurgeDelivered: before: DateTimeOffset * max: int -> Task<int>
 
+/// Why the store did not answer a ping (/readyz reports it as not ready).
+type PingError =
+    /// The round trip failed; the database driver's message.
+    | StoreUnreachable of reason: string
+
+let describePingError (StoreUnreachable reason) = reason
+
 type IStore =
     inherit IComponentStore
     inherit ILeaseStore
@@ -207,7 +214,7 @@ type IStore =
     /// Creates or upgrades the schema (versioned; under a lock where several instances may start at once).
     abstract Migrate: unit -> Task
     /// A cheap round trip, for /readyz.
-    abstract Ping: unit -> Task<Result<unit, string>>
+    abstract Ping: unit -> Task<Result<unit, PingError>>
     abstract Provider: string
 
 module Leases =

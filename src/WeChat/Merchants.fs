@@ -16,12 +16,43 @@ type Credentials =
         NotAfter: DateTimeOffset
     }
 
+/// Why uploaded credentials are refused; `describeCredentialError` is the text the API answers.
+type CredentialError =
+    | ApiKeyMissing
+    | ApiKeyMalformed
+    | CertificateExpired of notAfter: DateTimeOffset
+    | CertificateNotYetValid of notBefore: DateTimeOffset
+    | NotPemCertificate
+    | NotPemPrivateKey
+    | KeyMismatch
+    | Pkcs12NotBase64
+    | Pkcs12Unopenable
+    | Pkcs12WithoutKey
+    | MchIdMalformed of mchId: string
+
+let describeCredentialError =
+    function
+    | ApiKeyMissing -> "api_key is required"
+    | ApiKeyMalformed -> "api_key must be the 32 letters and digits set in WeChat Pay's console (API安全 → API密钥)"
+    | CertificateExpired notAfter ->
+        $"the certificate expired on {notAfter:u}; download a new apiclient certificate from WeChat Pay's console"
+    | CertificateNotYetValid notBefore -> $"the certificate is not valid before {notBefore:u}"
+    | NotPemCertificate -> "certificate_pem is not a PEM certificate (-----BEGIN CERTIFICATE-----)"
+    | NotPemPrivateKey -> "private_key_pem is not a PEM private key (-----BEGIN PRIVATE KEY-----)"
+    | KeyMismatch ->
+        "the certificate does not match the private key: upload the apiclient_cert and apiclient_key of one download"
+    | Pkcs12NotBase64 -> "pkcs12_base64 is not base64"
+    | Pkcs12Unopenable ->
+        "pkcs12_base64 cannot be opened with pkcs12_password (WeChat Pay's default password is the mch_id)"
+    | Pkcs12WithoutKey -> "the PKCS#12 file holds no private key"
+    | MchIdMalformed mch -> $"'{mch}' is not a merchant id of at most 10 digits"
+
 /// Pay v2 API keys are 32 letters and digits (facts §11.3).
 let checkApiKey (key: string) =
     if String.IsNullOrEmpty key then
-        Error "api_key is required"
+        Error ApiKeyMissing
     elif key.Length <> 32 || not (key |> Seq.forall Char.IsAsciiLetterOrDigit) then
-        Error "api_key must be the 32 letters and digits set in WeChat Pay's console (API安全 → API密钥)"
+        Error ApiKeyMalformed
     else
         Ok key
 
@@ -46,9 +77,9 @@ let private validity (now: DateTimeOffset) (cert: X509Certificate2) =
     let notBefore = DateTimeOffset(cert.NotBefore.ToUniversalTime())
 
     if notAfter <= now then
-        Error $"the certificate expired on {notAfter:u}; download a new apiclient certificate from WeChat Pay's console"
+        Error(CertificateExpired notAfter)
     elif notBefore > now then
-        Error $"the certificate is not valid before {notBefore:u}"
+        Error(CertificateNotYetValid notBefore)
     else
         Ok notAfter
 
@@ -58,7 +89,7 @@ let ofPem (now: DateTimeOffset) (certificatePem: string) (privateKeyPem: string)
         try
             Ok(X509Certificate2.CreateFromPem(certificatePem: string))
         with _ ->
-            Error "certificate_pem is not a PEM certificate (-----BEGIN CERTIFICATE-----)"
+            Error NotPemCertificate
 
     match cert with
     | Error e -> Error e
@@ -66,15 +97,14 @@ let ofPem (now: DateTimeOffset) (certificatePem: string) (privateKeyPem: string)
         use cert = cert
 
         if String.IsNullOrWhiteSpace privateKeyPem || not (isPrivateKey privateKeyPem) then
-            Error "private_key_pem is not a PEM private key (-----BEGIN PRIVATE KEY-----)"
+            Error NotPemPrivateKey
         else
             let paired =
                 try
                     use p = X509Certificate2.CreateFromPem(certificatePem, privateKeyPem)
                     Ok()
                 with _ ->
-                    Error
-                        "the certificate does not match the private key: upload the apiclient_cert and apiclient_key of one download"
+                    Error KeyMismatch
 
             match paired with
             | Error e -> Error e
@@ -95,7 +125,7 @@ let ofPkcs12 (now: DateTimeOffset) (pkcs12Base64: string) (password: string) =
         try
             Ok(Convert.FromBase64String pkcs12Base64)
         with _ ->
-            Error "pkcs12_base64 is not base64"
+            Error Pkcs12NotBase64
 
     match bytes with
     | Error e -> Error e
@@ -104,8 +134,7 @@ let ofPkcs12 (now: DateTimeOffset) (pkcs12Base64: string) (password: string) =
             try
                 Ok(X509CertificateLoader.LoadPkcs12(bytes, password, X509KeyStorageFlags.Exportable))
             with _ ->
-                Error
-                    "pkcs12_base64 cannot be opened with pkcs12_password (WeChat Pay's default password is the mch_id)"
+                Error Pkcs12Unopenable
 
         match opened with
         | Error e -> Error e
@@ -121,7 +150,7 @@ let ofPkcs12 (now: DateTimeOffset) (pkcs12Base64: string) (password: string) =
                 | rsa -> Some(rsa.ExportPkcs8PrivateKeyPem())
 
             match key with
-            | None -> Error "the PKCS#12 file holds no private key"
+            | None -> Error Pkcs12WithoutKey
             | Some keyPem -> ofPem now (cert.ExportCertificatePem()) keyPem
 
 /// A merchant id that leaves room for the ten digits of a 28-character mch_billno.
@@ -129,4 +158,4 @@ let checkMchId (mch: string) =
     if validMchId mch then
         Ok(MchId mch)
     else
-        Error $"'{mch}' is not a merchant id of at most 10 digits"
+        Error(MchIdMalformed mch)

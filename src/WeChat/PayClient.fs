@@ -21,6 +21,26 @@ let clientCertificate (certificatePem: string) (privateKeyPem: string) =
     use pem = X509Certificate2.CreateFromPem(certificatePem, privateKeyPem)
     X509CertificateLoader.LoadPkcs12(pem.Export X509ContentType.Pkcs12, null)
 
+/// Why a call to WeChat Pay gave no answer to read. None of them means "not paid": the caller
+/// records the outcome as unknown and asks again later.
+type PayCallError =
+    /// An HTTP status other than success.
+    | PayHttpStatus of status: int
+    /// A body that is not WeChat Pay's XML.
+    | PayUnreadable of Wire.WireError
+    /// The connection failed or broke.
+    | PayConnection of message: string
+    /// No answer within `WeChatFs:RedPacks:SendTimeout`.
+    | PayTimedOut
+
+/// The reason recorded with an unknown outcome.
+let describePayCallError =
+    function
+    | PayHttpStatus status -> $"HTTP {status}"
+    | PayUnreadable e -> Wire.describe e
+    | PayConnection message -> $"connection: {message}"
+    | PayTimedOut -> "timed out"
+
 type Client(options: GatewayOptions) =
     let trustedCa =
         options.PayServerCaCertificate
@@ -72,7 +92,7 @@ type Client(options: GatewayOptions) =
     /// POSTs the signed fields to `path` under PayBaseUrl; Ok with the answer's fields.
     member _.Post
         (m: Merchant, path: string, fields: (string * string) list)
-        : Task<Result<Map<string, string>, string>> =
+        : Task<Result<Map<string, string>, PayCallError>> =
         task {
             let signed = fields @ [ "sign", sign m.ApiKey fields ]
             let url = Uri(options.PayBaseUrl.ToString().TrimEnd('/') + path)
@@ -83,15 +103,15 @@ type Client(options: GatewayOptions) =
                 let! body = response.Content.ReadAsStringAsync()
 
                 if not response.IsSuccessStatusCode then
-                    return Error $"HTTP {int response.StatusCode}"
+                    return Error(PayHttpStatus(int response.StatusCode))
                 else
                     match Wire.readXml body with
                     | Ok map -> return Ok map
-                    | Error e -> return Error(Wire.describe e)
+                    | Error e -> return Error(PayUnreadable e)
             with
-            | :? HttpRequestException as ex -> return Error $"connection: {ex.Message}"
-            | :? TaskCanceledException -> return Error "timed out"
-            | :? IO.IOException as ex -> return Error $"connection: {ex.Message}"
+            | :? HttpRequestException as ex -> return Error(PayConnection ex.Message)
+            | :? TaskCanceledException -> return Error PayTimedOut
+            | :? IO.IOException as ex -> return Error(PayConnection ex.Message)
         }
 
     /// sendredpack (facts §11.1).
@@ -99,7 +119,7 @@ type Client(options: GatewayOptions) =
         task {
             match! this.Post(m, "/mmpaymkttransfers/sendredpack", fields) with
             | Ok answer -> return sendOutcome answer
-            | Error reason -> return Unknown reason
+            | Error e -> return Unknown(describePayCallError e)
         }
 
     /// gethbinfo (facts §11.2).
@@ -116,5 +136,5 @@ type Client(options: GatewayOptions) =
 
             match! this.Post(m, "/mmpaymkttransfers/gethbinfo", fields) with
             | Ok answer -> return queryOutcome options.RedPacks.NotFoundCodes answer
-            | Error reason -> return QueryUnknown reason
+            | Error e -> return QueryUnknown(describePayCallError e)
         }

@@ -64,6 +64,7 @@ let all =
             RedPackServiceTests.tests
             ProxyPathTests.tests
             RefusalsTests.tests
+            ProblemsTests.tests
             AuthorizationLinksTests.tests
             AuthorizerTokenApiTests.tests
             ComponentTokensTests.tests

@@ -145,8 +145,11 @@ let private list (c: ConsoleContext) =
                                  code [] [ str r.Id ]
                                  str m
                                  a
-                                     [ _href $"/console/authorizers/{Uri.EscapeDataString r.AuthorizerAppId}" ]
-                                     [ str r.AuthorizerAppId ]
+                                     [
+                                         _href
+                                             $"/console/authorizers/{Uri.EscapeDataString(Domain.Ids.authorizerAppId r.AuthorizerAppId)}"
+                                     ]
+                                     [ str (Domain.Ids.authorizerAppId r.AuthorizerAppId) ]
                                  str (yuan r.AmountFen)
                                  packetBadge (Status.name r.Packet.Status)
                                  errCell r.Packet.Status
