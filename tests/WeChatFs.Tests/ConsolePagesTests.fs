@@ -123,10 +123,10 @@ let tests =
                     Expect.equal empty.StatusCode HttpStatusCode.OK "empty.StatusCode"
                     let! emptyHtml = empty.Content.ReadAsStringAsync()
                     Expect.stringContains emptyHtml "<h1>Deployments</h1>" "emptyHtml"
-                    let! appids, templateId = DeploymentsTests.prepare pair 2
+                    let! appids, templateId = DeploymentsFixture.prepare pair 2
 
                     let! id =
-                        DeploymentsTests.deploy
+                        DeploymentsFixture.deploy
                             pair
                             {|
                                 template_id = templateId
