@@ -4,10 +4,6 @@ module WeChatFs.Tests.StoreFixture
 
 open System
 open System.IO
-open System.Text
-open System.Threading.Tasks
-open Npgsql
-open Expecto
 open WeChatFs
 open WeChatFs.Domain
 open WeChatFs.Store
