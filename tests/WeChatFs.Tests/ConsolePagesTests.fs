@@ -3,14 +3,9 @@
 module WeChatFs.Tests.ConsolePagesTests
 
 open System
-open System.Collections.Generic
 open System.Net
 open System.Net.Http
-open System.Text.RegularExpressions
 open System.Threading.Tasks
-open FsCheck
-open FsCheck.FSharp
-open Microsoft.Extensions.Configuration
 open Expecto
 open WeChatFs.Tests.Helpers
 open WeChatFs
