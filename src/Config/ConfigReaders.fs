@@ -58,59 +58,73 @@ let aesKey cfg name =
                     Fix = "copy the 消息加解密Key exactly as WeChat's console shows it"
                 }
 
-let timeSpan cfg name (defaultValue: TimeSpan) (minimum: TimeSpan) =
+/// The one reader of a value with a default: absent or blank takes `fallback`; otherwise `parse`
+/// must accept it, or the error names the key, says `problem` of the value and gives `fix`.
+let parsed cfg name (fallback: 'T) (parse: string -> 'T option) (problem: string -> string) (fix: string) =
     match text cfg name with
-    | None -> Ok defaultValue
+    | None -> Ok fallback
     | Some v ->
-        match TimeSpan.TryParse v with
-        | true, t when t >= minimum -> Ok t
-        | _ ->
+        match parse v with
+        | Some x -> Ok x
+        | None ->
             Error
                 {
                     Key = key name
-                    Problem = $"'{v}' is not a duration of at least {minimum}"
-                    Fix = "write it as hh:mm:ss, e.g. 00:10:00"
+                    Problem = problem v
+                    Fix = fix
                 }
+
+let private tryParseWith (tryParse: string -> bool * 'T) (accept: 'T -> bool) (v: string) =
+    match tryParse v with
+    | true, x when accept x -> Some x
+    | _ -> None
+
+let timeSpan cfg name (defaultValue: TimeSpan) (minimum: TimeSpan) =
+    parsed
+        cfg
+        name
+        defaultValue
+        (tryParseWith (fun v -> TimeSpan.TryParse v) (fun t -> t >= minimum))
+        (fun v -> $"'{v}' is not a duration of at least {minimum}")
+        "write it as hh:mm:ss, e.g. 00:10:00"
+
+/// A duration inside [minimum, maximum]; `fix` shows a sensible example for this setting.
+let timeSpanBetween cfg name (defaultValue: TimeSpan) (minimum: TimeSpan) (maximum: TimeSpan) (fix: string) =
+    parsed
+        cfg
+        name
+        defaultValue
+        (tryParseWith (fun v -> TimeSpan.TryParse v) (fun t -> t >= minimum && t <= maximum))
+        (fun v -> $"'{v}' is not a duration between {minimum} and {maximum}")
+        fix
 
 let positiveInt cfg name (fallback: int) =
-    match text cfg name with
-    | None -> Ok fallback
-    | Some v ->
-        match Int32.TryParse v with
-        | true, n when n >= 1 -> Ok n
-        | _ ->
-            Error
-                {
-                    Key = key name
-                    Problem = $"'{v}' is not a whole number of at least 1"
-                    Fix = "write a number, e.g. 10"
-                }
+    parsed
+        cfg
+        name
+        fallback
+        (tryParseWith (fun v -> Int32.TryParse v) (fun n -> n >= 1))
+        (fun v -> $"'{v}' is not a whole number of at least 1")
+        "write a number, e.g. 10"
 
 let flag cfg name (fallback: bool) =
-    match text cfg name with
-    | None -> Ok fallback
-    | Some v ->
-        match v.ToLowerInvariant() with
-        | "true" -> Ok true
-        | "false" -> Ok false
-        | _ ->
-            Error
-                {
-                    Key = key name
-                    Problem = $"'{v}' is not true or false"
-                    Fix = "write true or false"
-                }
+    parsed
+        cfg
+        name
+        fallback
+        (fun v ->
+            match v.ToLowerInvariant() with
+            | "true" -> Some true
+            | "false" -> Some false
+            | _ -> None)
+        (fun v -> $"'{v}' is not true or false")
+        "write true or false"
 
 let byteCount cfg name (fallback: int64) =
-    match text cfg name with
-    | None -> Ok fallback
-    | Some v ->
-        match Int64.TryParse v with
-        | true, n when n >= 1024L && n <= int64 Int32.MaxValue -> Ok n
-        | _ ->
-            Error
-                {
-                    Key = key name
-                    Problem = $"'{v}' is not a number of bytes between 1024 and {Int32.MaxValue}"
-                    Fix = "write the limit in bytes, e.g. 10485760 for 10 MiB"
-                }
+    parsed
+        cfg
+        name
+        fallback
+        (tryParseWith (fun v -> Int64.TryParse v) (fun n -> n >= 1024L && n <= int64 Int32.MaxValue))
+        (fun v -> $"'{v}' is not a number of bytes between 1024 and {Int32.MaxValue}")
+        "write the limit in bytes, e.g. 10485760 for 10 MiB"

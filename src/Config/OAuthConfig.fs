@@ -7,6 +7,7 @@ open System
 open System.Text
 open Microsoft.Extensions.Configuration
 open WeChatFs.Config
+open WeChatFs.ConfigReaders
 open WeChatFs.Settings
 open WeChatFs.OAuth
 
@@ -27,26 +28,18 @@ let defaults =
         VerificationFiles = []
     }
 
-let private value (cfg: IConfiguration) (key: string) =
-    match cfg[key] with
-    | null -> ""
-    | v -> v.Trim()
+/// A setting's text by its full key, "" when absent or blank (a route's parts are checked by OAuth.route).
+let private value (cfg: IConfiguration) (fullKey: string) =
+    text cfg (fullKey.Substring "WeChatFs:".Length) |> Option.defaultValue ""
 
 let private lifetime (cfg: IConfiguration) =
-    let key = "WeChatFs:OAuth:TrackingTokenLifetime"
-
-    match value cfg key with
-    | "" -> Ok defaults.TrackingTokenLifetime
-    | v ->
-        match TimeSpan.TryParse v with
-        | true, t when t >= TimeSpan.FromSeconds 10. && t <= TimeSpan.FromDays 30. -> Ok t
-        | _ ->
-            Error
-                {
-                    Key = key
-                    Problem = $"'{v}' is not a duration between 00:00:10 and 30.00:00:00"
-                    Fix = "write it as hh:mm:ss, e.g. 00:30:00"
-                }
+    timeSpanBetween
+        cfg
+        "OAuth:TrackingTokenLifetime"
+        defaults.TrackingTokenLifetime
+        (TimeSpan.FromSeconds 10.)
+        (TimeSpan.FromDays 30.)
+        "write it as hh:mm:ss, e.g. 00:30:00"
 
 let private funcKeys (cfg: IConfiguration) =
     [

@@ -13,59 +13,59 @@ open Microsoft.Extensions.DependencyInjection
 /// <summary>The gateway's settings as properties. Each one is a configuration key of the README's
 /// table (named in its documentation); a property left null takes that key's default. Validated when
 /// <c>AddWeChatFs</c> runs.</summary>
-[<Sealed; AllowNullLiteral>]
+[<Sealed>]
 type WeChatFsOptions() =
     /// WeChatFs:Component:AppId, the platform's AppID. Required.
-    member val ComponentAppId: string = null with get, set
+    member val ComponentAppId: string | null = null with get, set
     /// WeChatFs:Component:AppSecret. Required.
-    member val ComponentAppSecret: string = null with get, set
+    member val ComponentAppSecret: string | null = null with get, set
     /// WeChatFs:Component:Token, the message verification token. Required.
-    member val Token: string = null with get, set
+    member val Token: string | null = null with get, set
     /// WeChatFs:Component:EncodingAesKey, 43 characters. Required.
-    member val EncodingAesKey: string = null with get, set
+    member val EncodingAesKey: string | null = null with get, set
     /// WeChatFs:Component:PreviousEncodingAesKey, still accepted after a rotation.
-    member val PreviousEncodingAesKey: string = null with get, set
+    member val PreviousEncodingAesKey: string | null = null with get, set
     /// WeChatFs:Component:TokenRefreshMargin (default 10 minutes).
     member val TokenRefreshMargin = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Component:CheckInterval (default 30 seconds).
     member val CheckInterval = Nullable<TimeSpan>() with get, set
     /// WeChatFs:PublicBaseUrl, how WeChat and browsers reach the gateway.
-    member val PublicBaseUrl: string = null with get, set
+    member val PublicBaseUrl: string | null = null with get, set
     /// WeChatFs:WeChat:ApiBaseUrl (WeChat's API host; the simulator's URL in tests).
-    member val ApiBaseUrl: string = null with get, set
+    member val ApiBaseUrl: string | null = null with get, set
     /// WeChatFs:WeChat:MpBaseUrl.
-    member val MpBaseUrl: string = null with get, set
+    member val MpBaseUrl: string | null = null with get, set
     /// WeChatFs:WeChat:OpenBaseUrl.
-    member val OpenBaseUrl: string = null with get, set
+    member val OpenBaseUrl: string | null = null with get, set
     /// WeChatFs:WeChat:PayBaseUrl.
-    member val PayBaseUrl: string = null with get, set
+    member val PayBaseUrl: string | null = null with get, set
     /// WeChatFs:Storage:Provider, sqlite (default) or postgres.
-    member val StorageProvider: string = null with get, set
+    member val StorageProvider: string | null = null with get, set
     /// WeChatFs:Storage:ConnectionString.
-    member val ConnectionString: string = null with get, set
+    member val ConnectionString: string | null = null with get, set
     /// WeChatFs:Storage:DataFolder, where a generated master key is kept.
-    member val DataFolder: string = null with get, set
+    member val DataFolder: string | null = null with get, set
     /// WeChatFs:Storage:IntakeLog (SQLite only, default true): pushes acknowledged once in the
     /// intake log, and written to the inbox table from there.
     member val IntakeLog = Nullable<bool>() with get, set
     /// WeChatFs:Storage:RefreshLease (default 30 seconds).
     member val RefreshLease = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Secrets:MasterKey, base64 of 32 bytes.
-    member val MasterKey: string = null with get, set
+    member val MasterKey: string | null = null with get, set
     /// WeChatFs:Admin:ApiKey, the bearer key of the internal API.
-    member val AdminApiKey: string = null with get, set
+    member val AdminApiKey: string | null = null with get, set
     /// WeChatFs:InstanceId.
-    member val InstanceId: string = null with get, set
+    member val InstanceId: string | null = null with get, set
     /// WeChatFs:Authorization:ReturnUrl.
-    member val AuthorizationReturnUrl: string = null with get, set
+    member val AuthorizationReturnUrl: string | null = null with get, set
     /// WeChatFs:Authorization:StateLifetime (default 1 hour).
     member val AuthorizationStateLifetime = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Authorizers:RefreshJitter (default 2 minutes).
     member val AuthorizerRefreshJitter = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Webhooks:Url.
-    member val WebhookUrl: string = null with get, set
+    member val WebhookUrl: string | null = null with get, set
     /// WeChatFs:Webhooks:Secret.
-    member val WebhookSecret: string = null with get, set
+    member val WebhookSecret: string | null = null with get, set
     /// WeChatFs:Webhooks:ReplyTimeout (default 3 seconds).
     member val WebhookReplyTimeout = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Webhooks:MaxAttempts (default 10).
@@ -91,15 +91,17 @@ type WeChatFsOptions() =
     member this.ToConfiguration() : IDictionary<string, string> =
         let values = Dictionary<string, string>()
 
-        let put (name: string) (value: string) =
-            if not (isNull value) then
-                values["WeChatFs:" + name] <- value
+        let put (name: string) (value: string | null) =
+            match value with
+            | null -> ()
+            | value -> values["WeChatFs:" + name] <- value
 
         let span name (value: Nullable<TimeSpan>) =
             if value.HasValue then
                 put name (value.Value.ToString("c", CultureInfo.InvariantCulture))
 
-        if not (isNull this.Settings) then
+        // Null only when a caller ignored the annotation; such a caller gets the defaults.
+        if not (obj.ReferenceEquals(this.Settings, null)) then
             for KeyValue(k, v) in this.Settings do
                 put k v
 
@@ -136,7 +138,7 @@ type WeChatFsOptions() =
         span "Webhooks:PollInterval" this.WebhookPollInterval
         span "Webhooks:DeliveredRetention" this.WebhookDeliveredRetention
 
-        if not (isNull this.WebhookTenantUrls) then
+        if not (obj.ReferenceEquals(this.WebhookTenantUrls, null)) then
             for KeyValue(tenant, url) in this.WebhookTenantUrls do
                 put $"Webhooks:Tenants:{tenant}:Url" url
 

@@ -13,12 +13,6 @@ open WeChatFs.Simulator.SimState
 open WeChatFs.Simulator.SimApi
 open WeChatFs.Simulator.SimMiniPrograms
 
-/// Template-library calls take the component token as access_token= (facts §9).
-let private component (codes: CodeState) (serve: HttpContext -> Task) (ctx: HttpContext) =
-    match codes.Sim.CheckComponentToken(componentTokenOf ctx) with
-    | Error code -> writeError ctx code
-    | Ok() -> serve ctx
-
 let private asAccount (codes: CodeState) (name: string) (serve: HttpContext -> Program -> string -> Task) =
     withAuthorizerToken codes.Sim (fun ctx a ->
         let appid = a.Account.AppId
@@ -43,16 +37,9 @@ let private asAccount (codes: CodeState) (name: string) (serve: HttpContext -> P
             }
             :> Task)
 
-let private withBody (ctx: HttpContext) (serve: JsonElement -> Task) =
-    task {
-        match! readJson ctx with
-        | None -> do! fail ctx 44002
-        | Some b -> do! serve b
-    }
-
 let private commit (codes: CodeState) =
     asAccount codes "commit" (fun ctx p _ ->
-        withBody ctx (fun body ->
+        SimTemplateApi.withBody ctx (fun body ->
             let ext =
                 match body.TryGetProperty "ext_json" with
                 | true, v when v.ValueKind = JsonValueKind.String -> Some(v.GetString())
@@ -93,7 +80,7 @@ let private commit (codes: CodeState) =
 
 let private submitAudit (codes: CodeState) =
     asAccount codes "submit_audit" (fun ctx p appid ->
-        withBody ctx (fun body ->
+        SimTemplateApi.withBody ctx (fun body ->
             let items =
                 match body.TryGetProperty "item_list" with
                 | true, v when v.ValueKind = JsonValueKind.Array -> Some(v.GetArrayLength())
@@ -137,7 +124,7 @@ let private submitAudit (codes: CodeState) =
 
 let private auditStatus (codes: CodeState) =
     asAccount codes "get_auditstatus" (fun ctx p _ ->
-        withBody ctx (fun body ->
+        SimTemplateApi.withBody ctx (fun body ->
             let found =
                 codes.Lock(fun () ->
                     p.Audits
@@ -272,7 +259,7 @@ let private domainKeys =
 /// modify_domain: add / delete / set / get; the answer echoes the lists (facts §9.8).
 let private modifyDomain (codes: CodeState) =
     asAccount codes "modify_domain" (fun ctx p _ ->
-        withBody ctx (fun body ->
+        SimTemplateApi.withBody ctx (fun body ->
             let listOf (name: string) =
                 match body.TryGetProperty name with
                 | true, v when v.ValueKind = JsonValueKind.Array -> [ for e in v.EnumerateArray() -> e.GetString() ]
@@ -309,75 +296,6 @@ let private modifyDomain (codes: CodeState) =
 
                 writeJson ctx 200 answer))
 
-let private templateList (codes: CodeState) =
-    component codes (fun ctx ->
-        let kind = string ctx.Request.Query["template_type"]
-
-        let list =
-            codes.Lock(fun () ->
-                codes.Templates
-                |> Seq.filter (fun kv ->
-                    let _, t, _, _, _ = kv.Value
-                    kind = "" || kind = string t)
-                |> Seq.map (fun kv ->
-                    let draft, t, version, desc, at = kv.Value
-
-                    {|
-                        create_time = at
-                        user_version = version
-                        user_desc = desc
-                        template_id = kv.Key
-                        template_type = t
-                        draft_id = draft
-                    |})
-                |> Array.ofSeq)
-
-        writeJson
-            ctx
-            200
-            {|
-                errcode = 0
-                errmsg = "ok"
-                template_list = list
-            |})
-
-let private draftList (codes: CodeState) =
-    component codes (fun ctx ->
-        writeJson
-            ctx
-            200
-            {|
-                errcode = 0
-                errmsg = "ok"
-                draft_list =
-                    codes.Drafts
-                    |> List.map (fun d ->
-                        {|
-                            create_time = 1_700_000_000L + d
-                            user_version = $"1.0.{d}"
-                            user_desc = $"draft {d}"
-                            draft_id = d
-                        |})
-            |})
-
-let private addToTemplate (codes: CodeState) =
-    component codes (fun ctx ->
-        withBody ctx (fun body ->
-            match tryInt64Prop "draft_id" body with
-            | Some d when List.contains d codes.Drafts ->
-                codes.AddTemplate(d, intProp "template_type" 0 body, codes.Sim.Now().ToUnixTimeSeconds())
-                |> ignore
-
-                writeOk ctx
-            | _ -> fail ctx 85064))
-
-let private deleteTemplate (codes: CodeState) =
-    component codes (fun ctx ->
-        withBody ctx (fun body ->
-            match tryInt64Prop "template_id" body with
-            | Some t when codes.Lock(fun () -> codes.Templates.Remove t) -> writeOk ctx
-            | _ -> fail ctx 85064))
-
 /// The code-management API; answers the state, for the controls (SimCodeControl).
 let map (app: IEndpointRouteBuilder) (state: SimState) =
     let codes = CodeState(state)
@@ -390,10 +308,10 @@ let map (app: IEndpointRouteBuilder) (state: SimState) =
         else
             app.MapPost("/wxa/" + name, d) |> ignore
 
-    wxa "GET" "gettemplatedraftlist" (draftList codes)
-    wxa "GET" "gettemplatelist" (templateList codes)
-    wxa "POST" "addtotemplate" (addToTemplate codes)
-    wxa "POST" "deletetemplate" (deleteTemplate codes)
+    wxa "GET" "gettemplatedraftlist" (SimTemplateApi.draftList codes)
+    wxa "GET" "gettemplatelist" (SimTemplateApi.templateList codes)
+    wxa "POST" "addtotemplate" (SimTemplateApi.addToTemplate codes)
+    wxa "POST" "deletetemplate" (SimTemplateApi.deleteTemplate codes)
     wxa "POST" "commit" (commit codes)
     wxa "POST" "submit_audit" (submitAudit codes)
     wxa "POST" "get_auditstatus" (auditStatus codes)

@@ -118,9 +118,9 @@ let tests =
             <| fun (provider: string) ->
                 task {
                     // Two stores over one database stand for two instances.
-                    let! first, connectionString, _ = SqlStoreTests.openFresh provider
+                    let! first, connectionString, _ = StoreFixture.openFresh provider
                     use first = first
-                    use second = SqlStore.openStore provider connectionString (SqlStoreTests.sealer ())
+                    use second = SqlStore.openStore provider connectionString (StoreFixture.sealer ())
                     let now = DateTimeOffset.UtcNow
                     let lifetime = TimeSpan.FromHours 1.
 
@@ -155,7 +155,7 @@ let tests =
                 [ "sqlite"; "postgres" ]
             <| fun (provider: string) ->
                 task {
-                    let! store, _, _ = SqlStoreTests.openFresh provider
+                    let! store, _, _ = StoreFixture.openFresh provider
                     use store = store
                     let now = DateTimeOffset.UtcNow
                     let until = now.AddHours 2.

@@ -3,13 +3,11 @@
 module WeChatFs.Tests.AuthorizerApiRecoveryTests
 
 open System
-open System.Collections.Generic
 open System.IO
 open System.Net
 open System.Net.Http
 open System.Text
 open System.Threading.Tasks
-open Microsoft.AspNetCore.WebUtilities
 open Expecto
 open WeChatFs.Tests.Helpers
 open Microsoft.Extensions.DependencyInjection

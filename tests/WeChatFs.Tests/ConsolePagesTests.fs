@@ -3,14 +3,9 @@
 module WeChatFs.Tests.ConsolePagesTests
 
 open System
-open System.Collections.Generic
 open System.Net
 open System.Net.Http
-open System.Text.RegularExpressions
 open System.Threading.Tasks
-open FsCheck
-open FsCheck.FSharp
-open Microsoft.Extensions.Configuration
 open Expecto
 open WeChatFs.Tests.Helpers
 open WeChatFs
@@ -123,10 +118,10 @@ let tests =
                     Expect.equal empty.StatusCode HttpStatusCode.OK "empty.StatusCode"
                     let! emptyHtml = empty.Content.ReadAsStringAsync()
                     Expect.stringContains emptyHtml "<h1>Deployments</h1>" "emptyHtml"
-                    let! appids, templateId = DeploymentsTests.prepare pair 2
+                    let! appids, templateId = DeploymentsFixture.prepare pair 2
 
                     let! id =
-                        DeploymentsTests.deploy
+                        DeploymentsFixture.deploy
                             pair
                             {|
                                 template_id = templateId

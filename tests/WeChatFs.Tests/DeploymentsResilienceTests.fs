@@ -9,9 +9,8 @@ open System.Text.Json
 open System.Threading.Tasks
 open Expecto
 open WeChatFs.Tests.Helpers
-open WeChatFs.Tests.Helpers
 open WeChatFs.Tests.Harness
-open WeChatFs.Tests.DeploymentsTests
+open WeChatFs.Tests.DeploymentsFixture
 
 let tests =
     testSequencedGroup "Deployments"

@@ -43,7 +43,7 @@ let private entry (n: int) (id: string) =
 
 let private openStore () =
     task {
-        let! store, _, file = SqlStoreTests.openFresh "sqlite"
+        let! store, _, file = StoreFixture.openFresh "sqlite"
         return store, Path.GetDirectoryName(Option.get file)
     }
 

@@ -11,7 +11,7 @@ open System.Threading.Tasks
 open Expecto
 open WeChatFs.Tests.Helpers
 open WeChatFs.Tests.Harness
-open WeChatFs.Tests.DeploymentsTests
+open WeChatFs.Tests.DeploymentsFixture
 
 let private fast =
     [

@@ -3,13 +3,10 @@
 module WeChatFs.Tests.OAuthApiRoutesTests
 
 open System
-open System.Collections.Generic
 open System.Net
 open System.Net.Http
 open System.Text
-open System.Text.Json
 open System.Threading.Tasks
-open Microsoft.AspNetCore.WebUtilities
 open Expecto
 open WeChatFs.Tests.Helpers
 open WeChatFs.Tests.Harness

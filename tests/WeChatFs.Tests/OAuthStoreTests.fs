@@ -43,7 +43,7 @@ let tests =
             testTheoryTask "routes are created, replaced, listed and deleted" [ "sqlite"; "postgres" ]
             <| fun (provider: string) ->
                 task {
-                    let! store, _, _ = SqlStoreTests.openFresh provider
+                    let! store, _, _ = StoreFixture.openFresh provider
                     use store = store
                     let oauth = OAuthStore.over store
 
@@ -101,7 +101,7 @@ let tests =
                 [ "sqlite"; "postgres" ]
             <| fun (provider: string) ->
                 task {
-                    let! store, _, file = SqlStoreTests.openFresh provider
+                    let! store, _, file = StoreFixture.openFresh provider
                     use store = store
                     let oauth = OAuthStore.over store
 
@@ -148,7 +148,7 @@ let tests =
                 [ "sqlite"; "postgres" ]
             <| fun (provider: string) ->
                 task {
-                    let! store, _, _ = SqlStoreTests.openFresh provider
+                    let! store, _, _ = StoreFixture.openFresh provider
                     use store = store
                     let oauth = OAuthStore.over store
                     let token = trackingToken (Array.init 32 byte)
@@ -188,7 +188,7 @@ let tests =
             testTheoryTask "jsapi_tickets are kept sealed and verification files by name" [ "sqlite"; "postgres" ]
             <| fun (provider: string) ->
                 task {
-                    let! store, _, file = SqlStoreTests.openFresh provider
+                    let! store, _, file = StoreFixture.openFresh provider
                     use store = store
                     let oauth = OAuthStore.over store
 

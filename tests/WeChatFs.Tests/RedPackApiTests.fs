@@ -146,6 +146,65 @@ let selfSigned (notBefore: DateTimeOffset) (notAfter: DateTimeOffset) =
     cert.ExportCertificatePem(), key.ExportPkcs8PrivateKeyPem()
 
 
+/// A fault injected at sendredpack and how the gateway must settle the packet.
+type SendFault =
+    {
+        Name: string
+        /// What the simulated WeChat Pay does with a paid packet (/sim/pay/outcome).
+        Outcome: obj
+        Fault: string
+        /// Whether the simulator pays before failing.
+        PayFirst: bool
+        Key: string
+        /// The first answer says "undecided" (the send's outcome is not known yet).
+        UndecidedFirst: bool
+        Settles: string
+        Sends: int
+        Why: string
+    }
+
+let sendFaults =
+    [
+        {
+            Name = "SYSTEMERROR after paying is resolved by gethbinfo without a second send"
+            Outcome = box {| outcome = "none" |}
+            Fault = "SYSTEMERROR"
+            PayFirst = true
+            Key = "sys-1"
+            UndecidedFirst = true
+            Settles = "sent"
+            Sends = 1
+            Why = "gethbinfo should settle the packet as sent"
+        }
+        {
+            Name = "SYSTEMERROR before paying is sent again under the same mch_billno, paid once"
+            Outcome = box {| outcome = "none" |}
+            Fault = "PROCESSING"
+            PayFirst = false
+            Key = "sys-2"
+            UndecidedFirst = false
+            Settles = "sent"
+            Sends = 2
+            Why = "the packet should be sent again and settle as sent"
+        }
+        {
+            Name = "a connection dropped after the simulator paid gives one packet and a known state"
+            Outcome =
+                box
+                    {|
+                        outcome = "refund"
+                        after_seconds = 0
+                    |}
+            Fault = "drop"
+            PayFirst = true
+            Key = "drop-1"
+            UndecidedFirst = true
+            Settles = "refunded"
+            Sends = 1
+            Why = "gethbinfo should find the packet and follow it to its refund"
+        }
+    ]
+
 let tests =
     testSequencedGroup "RedPackApi"
     <| testList
@@ -217,107 +276,44 @@ let tests =
                     Expect.equal reusedStatus (enum<HttpStatusCode> 422) "reusedStatus"
                 }
 
-            testCaseTask "SYSTEMERROR after paying is resolved by gethbinfo without a second send"
-            <| fun () ->
-                task {
-                    let! pair = startPayPair "sqlite" []
-                    use _ = pair
-                    let! _ = registerMerchant pair
-                    do! simPay pair "/sim/pay/outcome" {| outcome = "none" |}
+            // A fault at sendredpack, and what the packet must come to: each case one packet paid.
+            for f in sendFaults do
+                testCaseTask f.Name
+                <| fun () ->
+                    task {
+                        let! pair = startPayPair "sqlite" []
+                        use _ = pair
+                        let! _ = registerMerchant pair
+                        do! simPay pair "/sim/pay/outcome" f.Outcome
 
-                    do!
-                        simPay
-                            pair
-                            "/sim/pay/faults"
-                            {|
-                                api = "sendredpack"
-                                fault = "SYSTEMERROR"
-                                pay_first = true
-                            |}
+                        do!
+                            simPay
+                                pair
+                                "/sim/pay/faults"
+                                {|
+                                    api = "sendredpack"
+                                    fault = f.Fault
+                                    pay_first = f.PayFirst
+                                |}
 
-                    let! status, packet = sendPacket pair "sys-1" (packetBody 100)
-                    Expect.equal status HttpStatusCode.Accepted "status"
-                    Expect.equal (str packet "status") "undecided" "str packet 'status'"
+                        let! status, packet = sendPacket pair f.Key (packetBody 100)
+                        Expect.equal status HttpStatusCode.Accepted "status"
 
-                    let! sent = untilStatus pair (str packet "id") "sent"
-                    Expect.isTrue sent "gethbinfo should settle the packet as sent"
-                    let! sends = calls pair "sendredpack"
-                    Expect.equal sends 1 "sends"
-                    let! packets = simPackets pair
-                    Expect.equal packets.Length 1 "packets.Length"
-                }
+                        if f.UndecidedFirst then
+                            Expect.equal (str packet "status") "undecided" "str packet 'status'"
 
-            testCaseTask "SYSTEMERROR before paying is sent again under the same mch_billno, paid once"
-            <| fun () ->
-                task {
-                    let! pair = startPayPair "sqlite" []
-                    use _ = pair
-                    let! _ = registerMerchant pair
-                    do! simPay pair "/sim/pay/outcome" {| outcome = "none" |}
+                        let! settled = untilStatus pair (str packet "id") f.Settles
+                        Expect.isTrue settled f.Why
+                        let! sends = calls pair "sendredpack"
+                        Expect.equal sends f.Sends "sends"
+                        let! packets = simPackets pair
+                        Expect.equal packets.Length 1 "packets.Length"
 
-                    do!
-                        simPay
-                            pair
-                            "/sim/pay/faults"
-                            {|
-                                api = "sendredpack"
-                                fault = "PROCESSING"
-                                pay_first = false
-                            |}
-
-                    let! status, packet = sendPacket pair "sys-2" (packetBody 100)
-                    Expect.equal status HttpStatusCode.Accepted "status"
-
-                    let! sent = untilStatus pair (str packet "id") "sent"
-                    Expect.isTrue sent "the packet should be sent again and settle as sent"
-                    let! sends = calls pair "sendredpack"
-                    Expect.equal sends 2 "sends"
-                    let! packets = simPackets pair
-                    Expect.equal packets.Length 1 "packets.Length"
-
-                    Expect.equal
-                        (str packets.Head "mch_billno")
-                        (str packet "mch_billno")
-                        "str packets.Head 'mch_billno'"
-                }
-
-            testCaseTask "a connection dropped after the simulator paid gives one packet and a known state"
-            <| fun () ->
-                task {
-                    let! pair = startPayPair "sqlite" []
-                    use _ = pair
-                    let! _ = registerMerchant pair
-
-                    do!
-                        simPay
-                            pair
-                            "/sim/pay/outcome"
-                            {|
-                                outcome = "refund"
-                                after_seconds = 0
-                            |}
-
-                    do!
-                        simPay
-                            pair
-                            "/sim/pay/faults"
-                            {|
-                                api = "sendredpack"
-                                fault = "drop"
-                                pay_first = true
-                            |}
-
-                    let! status, packet = sendPacket pair "drop-1" (packetBody 100)
-                    Expect.equal status HttpStatusCode.Accepted "status"
-                    Expect.equal (str packet "status") "undecided" "str packet 'status'"
-
-                    let! refunded = untilStatus pair (str packet "id") "refunded"
-                    Expect.isTrue refunded "gethbinfo should find the packet and follow it to its refund"
-                    let! sends = calls pair "sendredpack"
-                    Expect.equal sends 1 "sends"
-                    let! packets = simPackets pair
-                    Expect.equal packets.Length 1 "packets.Length"
-                }
+                        Expect.equal
+                            (str packets.Head "mch_billno")
+                            (str packet "mch_billno")
+                            "str packets.Head 'mch_billno'"
+                    }
 
             testTheoryTask "50 concurrent requests with one Idempotency-Key give one packet" [ "sqlite"; "postgres" ]
             <| fun (provider: string) ->

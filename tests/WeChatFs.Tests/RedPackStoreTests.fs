@@ -12,7 +12,7 @@ open WeChatFs
 open WeChatFs.RedPacks
 open WeChatFs.RedPackState
 open WeChatFs.RedPackStore
-open WeChatFs.Tests.SqlStoreTests
+open WeChatFs.Tests.StoreFixture
 
 let private t0 = DateTimeOffset(2026, 11, 30, 12, 0, 0, TimeSpan.Zero)
 

@@ -12,7 +12,7 @@ open WeChatFs
 open WeChatFs.Domain
 open WeChatFs.Store
 open WeChatFs.Tests.Helpers
-open WeChatFs.Tests.SqlStoreTests
+open WeChatFs.Tests.StoreFixture
 
 let tests =
     testSequencedGroup "SqlStore"
