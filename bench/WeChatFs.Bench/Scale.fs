@@ -448,9 +448,11 @@ let messages
                 ClaimedUntil = None
             }
 
+        // Each measured run stores what it is sent too (tens of thousands of pushes): a size the
+        // inbox has already passed is measured at what it holds.
         for size in sizes do
             let! counted = store.ListDeliveries(None, 0, 1)
-            let missing = size - counted.Total
+            let missing = max 0 (size - counted.Total)
             let seeding = Stopwatch.StartNew()
             // The first rows of each step are delivered later, for the purge to have work.
             let firstIds = ResizeArray<string>()
@@ -467,9 +469,11 @@ let messages
 
             seeding.Stop()
 
+            let! held = store.ListDeliveries(None, 0, 1)
+
             let! grown =
                 Load.runPrepared
-                    $"callback, {provider}, {size} messages"
+                    $"callback, {provider}, {held.Total} messages"
                     connections
                     (TimeSpan.FromSeconds 2.)
                     duration
@@ -507,7 +511,7 @@ let messages
 
             printfn
                 "%-44s seeded %d in %.1f s; deliveries page (100) at start %.1f ms, middle %.1f ms, end %.1f ms; purge of 1000 delivered: %s ms"
-                $"{size} messages, {provider}"
+                $"{held.Total} messages, {provider}"
                 missing
                 seeding.Elapsed.TotalSeconds
                 firstPage
