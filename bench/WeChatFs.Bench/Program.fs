@@ -488,7 +488,7 @@ let main argv =
                             pg.NewDatabase()
 
                     do!
-                        Scale.messages
+                        ScaleMessages.messages
                             startGateway
                             (fun http s g a -> prepare http s g a :> Task)
                             adminKey

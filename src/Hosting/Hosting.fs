@@ -194,7 +194,7 @@ type WeChatFsExtensions =
             ))
         |> ignore
 
-        services.AddHostedService<Authorizers.AuthorizerRefresher>() |> ignore
+        services.AddHostedService<AuthorizerRefresher.AuthorizerRefresher>() |> ignore
         services.AddSingleton<Inbox.InboxService>() |> ignore
         services.AddHostedService<Inbox.DeliveryWorker>() |> ignore
         // Web pages on behalf of accounts: OAuth with funcKey routes, JS-SDK, verification files.

@@ -1,0 +1,189 @@
+/// `--only scale`, the messages: the inbox grown through the store's own API to each size in turn,
+/// the callback path's rate against its rate on the empty store, a deliveries page at the start,
+/// middle and end, and the retention purge's chunks.
+module WeChatFs.Bench.ScaleMessages
+
+open System
+open System.Diagnostics
+open System.Net.Http
+open System.Net.Http.Headers
+open System.Text
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
+open Microsoft.Extensions.DependencyInjection
+open WeChatFs
+open WeChatFs.Store
+open WeChatFs.Simulator
+open WeChatFs.Simulator.SimState
+
+/// The account the pushes go to, as WeChat names it in ToUserName.
+let private originalId = "gh_5a1c0ffee0001"
+
+/// Milliseconds `f` takes, the median of three.
+let private medianMs (f: unit -> Task) =
+    task {
+        let times = ResizeArray<float>()
+
+        for _ in 1..3 do
+            let clock = Stopwatch.StartNew()
+            do! f ()
+            times.Add clock.Elapsed.TotalMilliseconds
+
+        return Seq.sort times |> Seq.item 1
+    }
+
+/// The messages benchmark on one provider: the inbox grown to each size in turn through the store's
+/// own API (group-committed batches of a thousand, as the intake writes them).
+let messages
+    (startGateway: SimulatorHost.RunningSimulator -> string -> string -> string -> Task<WebApplication * string>)
+    (prepare: HttpClient -> SimulatorHost.RunningSimulator -> string -> string -> Task)
+    (adminKey: string)
+    (provider: string)
+    (connectionString: string)
+    (folder: string)
+    connections
+    warmup
+    duration
+    (sizes: int list)
+    =
+    task {
+        let! sim =
+            SimulatorHost.start
+                { SimulatorOptions.defaults with
+                    TicketInterval = TimeSpan.FromHours 1.
+                    AutoPushTickets = false
+                }
+                "http://127.0.0.1:0"
+
+        let! app, address = startGateway sim provider connectionString folder
+        use http = new HttpClient(Timeout = TimeSpan.FromMinutes 5.)
+        let appid = "wxsimoa00000000001"
+        do! prepare http sim address appid
+        let store = app.Services.GetRequiredService<IStore>()
+        let o = sim.State.Options
+
+        let key =
+            match Crypto.AesKey.create o.EncodingAesKey with
+            | Ok k -> k
+            | Error e -> failwith $"{e}"
+
+        let pushes = Pushes.Generator(3, originalId)
+
+        let push (_: int) =
+            Pushes.encrypt o.Token key o.ComponentAppId originalId (pushes.Next())
+
+        let target = $"{address}/wechat/authorizers/{appid}/callback"
+
+        let send (client: HttpClient) (query: string, body: string) =
+            task {
+                use content = new StringContent(body, Encoding.UTF8, "text/xml")
+                use! r = client.PostAsync(target + query, content)
+                let! answer = r.Content.ReadAsStringAsync()
+                return r.IsSuccessStatusCode && answer = "success"
+            }
+
+        let! empty =
+            Load.runPrepared $"callback, {provider}, empty inbox" connections warmup duration push send
+
+        Load.print empty "baseline"
+
+        use api = new HttpClient(Timeout = TimeSpan.FromMinutes 5.)
+        api.DefaultRequestHeaders.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
+        let seeder = Pushes.Generator(4, originalId)
+
+        let item () =
+            let id = Guid.CreateVersion7().ToString("N")
+            let plain = seeder.Next()
+            let m = Messages.parse plain |> Result.defaultWith (fun e -> failwith $"{e}")
+            let now = DateTimeOffset.UtcNow
+            let kind = Messages.kind m
+
+            {
+                Id = id
+                DedupeKey = Messages.dedupeKey m
+                AuthorizerAppId = appid
+                Tenant = Some "bench"
+                Kind = kind
+                ReceivedAt = now
+                Payload = Messages.webhookPayload id kind appid (Some "bench") now (Messages.messageJson m) plain
+                ClaimedBy = None
+                ClaimedUntil = None
+            }
+
+        // Each measured run stores what it is sent too (tens of thousands of pushes): a size the
+        // inbox has already passed is measured at what it holds.
+        for size in sizes do
+            let! counted = store.ListDeliveries(None, 0, 1)
+            let missing = max 0 (size - counted.Total)
+            let seeding = Stopwatch.StartNew()
+            // The first rows of each step are delivered later, for the purge to have work.
+            let firstIds = ResizeArray<string>()
+            let mutable left = missing
+
+            while left > 0 do
+                let batch = List.init (min 1000 left) (fun _ -> item ())
+
+                if firstIds.Count < 3000 then
+                    firstIds.AddRange(batch |> List.map _.Id)
+
+                let! _ = store.AppendInbox(GroupCommit.Feed.ofList batch)
+                left <- left - batch.Length
+
+            seeding.Stop()
+
+            let! held = store.ListDeliveries(None, 0, 1)
+
+            let! grown =
+                Load.runPrepared
+                    $"callback, {provider}, {held.Total} messages"
+                    connections
+                    (TimeSpan.FromSeconds 2.)
+                    duration
+                    push
+                    send
+
+            let! total = store.ListDeliveries(None, 0, 1)
+
+            let page (offset: int) () =
+                task {
+                    use! r = api.GetAsync $"{address}/api/deliveries?offset={offset}&limit=100"
+                    r.EnsureSuccessStatusCode() |> ignore
+                    let! _ = r.Content.ReadAsByteArrayAsync()
+                    ()
+                }
+                :> Task
+
+            let! firstPage = medianMs (page 0)
+            let! middlePage = medianMs (page (total.Total / 2))
+            let! lastPage = medianMs (page (max 0 (total.Total - 100)))
+
+            // Delivered now, purged as if their retention had passed: chunks of a thousand, as the
+            // purge runs them.
+            let now = DateTimeOffset.UtcNow
+
+            for id in firstIds do
+                do! store.MarkDelivered(id, now, "bench")
+
+            let chunks = ResizeArray<float>()
+
+            for _ in 1..3 do
+                let clock = Stopwatch.StartNew()
+                let! _ = store.PurgeDelivered(now.AddSeconds 1., 1000)
+                chunks.Add clock.Elapsed.TotalMilliseconds
+
+            printfn
+                "%-44s seeded %d in %.1f s; deliveries page (100) at start %.1f ms, middle %.1f ms, end %.1f ms; purge of 1000 delivered: %s ms"
+                $"{held.Total} messages, {provider}"
+                missing
+                seeding.Elapsed.TotalSeconds
+                firstPage
+                middlePage
+                lastPage
+                (chunks |> Seq.map (sprintf "%.1f") |> String.concat ", ")
+
+            Load.print grown $"{grown.PerSecond / empty.PerSecond * 100.:F0}%% of the empty inbox's rate"
+
+        do! app.StopAsync()
+        do! app.DisposeAsync()
+        do! sim.StopAsync()
+    }
