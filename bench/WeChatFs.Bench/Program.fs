@@ -280,16 +280,16 @@ let storeAppends (seconds: float) =
             {
                 Id = id
                 DedupeKey = Messages.dedupeKey m
-                AuthorizerAppId = "wxsimoa00000000001"
-                Tenant = Some "bench"
+                AuthorizerAppId = Domain.AuthorizerAppId "wxsimoa00000000001"
+                Tenant = Some(Domain.TenantId "bench")
                 Kind = kind
                 ReceivedAt = now
                 Payload =
                     Messages.webhookPayload
                         id
                         kind
-                        "wxsimoa00000000001"
-                        (Some "bench")
+                        (Domain.AuthorizerAppId "wxsimoa00000000001")
+                        (Some(Domain.TenantId "bench"))
                         now
                         (Messages.messageJson m)
                         plain

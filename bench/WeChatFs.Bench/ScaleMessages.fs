@@ -101,11 +101,19 @@ let messages
             {
                 Id = id
                 DedupeKey = Messages.dedupeKey m
-                AuthorizerAppId = appid
-                Tenant = Some "bench"
+                AuthorizerAppId = Domain.AuthorizerAppId appid
+                Tenant = Some(Domain.TenantId "bench")
                 Kind = kind
                 ReceivedAt = now
-                Payload = Messages.webhookPayload id kind appid (Some "bench") now (Messages.messageJson m) plain
+                Payload =
+                    Messages.webhookPayload
+                        id
+                        kind
+                        (Domain.AuthorizerAppId appid)
+                        (Some(Domain.TenantId "bench"))
+                        now
+                        (Messages.messageJson m)
+                        plain
                 ClaimedBy = None
                 ClaimedUntil = None
             }

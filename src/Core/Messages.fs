@@ -9,6 +9,7 @@ open System.Security.Cryptography
 open System.Text
 open System.Text.Json
 open System.Text.Json.Nodes
+open WeChatFs.Domain
 open WeChatFs.Wire
 
 type Header =
@@ -265,8 +266,8 @@ let private payloadWriting =
 let webhookPayload
     (id: string)
     (kind: string)
-    (authorizerAppId: string)
-    (tenant: string option)
+    (AuthorizerAppId authorizerAppId)
+    (tenant: TenantId option)
     (receivedAt: DateTimeOffset)
     (message: JsonNode)
     (rawXml: string)
@@ -282,7 +283,7 @@ let webhookPayload
     w.WriteString("authorizer_appid", authorizerAppId)
 
     match tenant with
-    | Some t -> w.WriteString("tenant", t)
+    | Some(TenantId t) -> w.WriteString("tenant", t)
     | None -> w.WriteNull "tenant"
 
     w.WriteString("received_at", receivedAt.ToString("O", CultureInfo.InvariantCulture))

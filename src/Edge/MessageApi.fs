@@ -119,9 +119,10 @@ let forwardAuthorizationEvent (s: Services) (inbox: InboxService) (push: Wire.Co
 
         match event with
         | None -> ()
-        | Some(infoType, AuthorizerAppId appid, created) ->
-            let! a = s.Store.GetAuthorizer(AuthorizerAppId appid)
-            let tenant = a |> Option.bind (fun a -> a.Tenant) |> Option.map Ids.tenant
+        | Some(infoType, account, created) ->
+            let appid = Ids.authorizerAppId account
+            let! a = s.Store.GetAuthorizer account
+            let tenant = a |> Option.bind (fun a -> a.Tenant)
             let now = s.Clock.GetUtcNow()
             let id = Guid.CreateVersion7().ToString("N")
             let message = JsonObject()
@@ -135,11 +136,11 @@ let forwardAuthorizationEvent (s: Services) (inbox: InboxService) (push: Wire.Co
                     {
                         Id = id
                         DedupeKey = $"auth:{infoType}:{created}"
-                        AuthorizerAppId = appid
+                        AuthorizerAppId = account
                         Tenant = tenant
                         Kind = kind
                         ReceivedAt = now
-                        Payload = Messages.webhookPayload id kind appid tenant now message ""
+                        Payload = Messages.webhookPayload id kind account tenant now message ""
                         ClaimedBy = None
                         ClaimedUntil = None
                     }
@@ -151,8 +152,8 @@ let private deliveryView (d: Delivery) =
     {|
         id = d.Id
         kind = d.Kind
-        authorizer_appid = d.AuthorizerAppId
-        tenant = d.Tenant |> Option.toObj
+        authorizer_appid = Ids.authorizerAppId d.AuthorizerAppId
+        tenant = d.Tenant |> Option.map Ids.tenant |> Option.toObj
         received_at = d.ReceivedAt
         status = DeliveryStatus.toText d.Status
         attempts = d.Attempts

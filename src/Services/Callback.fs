@@ -98,7 +98,14 @@ let private handle (d: CallbackDeps) (appid: string) (m: Messages.Message) (plai
                 // the request path.
                 let payload =
                     if inbox.PayloadNow tenant then
-                        Messages.webhookPayload id kind appid tenant now (Messages.messageJson m) plain
+                        Messages.webhookPayload
+                            id
+                            kind
+                            (AuthorizerAppId appid)
+                            boundTenant
+                            now
+                            (Messages.messageJson m)
+                            plain
                     else
                         ""
 
@@ -107,8 +114,8 @@ let private handle (d: CallbackDeps) (appid: string) (m: Messages.Message) (plai
                         {
                             Id = id
                             DedupeKey = Messages.dedupeKeyOf m plain
-                            AuthorizerAppId = appid
-                            Tenant = tenant
+                            AuthorizerAppId = AuthorizerAppId appid
+                            Tenant = boundTenant
                             Kind = kind
                             ReceivedAt = now
                             Payload = payload

@@ -297,7 +297,8 @@ type DeliveryWorker
 
                         let! _ =
                             due
-                            |> List.map (fun d -> inbox.Deliver(d.Id, d.Tenant, d.Payload, d.Attempts))
+                            |> List.map (fun d ->
+                                inbox.Deliver(d.Id, d.Tenant |> Option.map Ids.tenant, d.Payload, d.Attempts))
                             |> Task.WhenAll
 
                         ()

@@ -60,7 +60,8 @@ type IntakeService(store: IStore, folder: string, window: Window, clock: TimePro
             clock
         )
 
-    let keyOf (i: InboxItem) = i.AuthorizerAppId + "\n" + i.DedupeKey
+    let keyOf (i: InboxItem) =
+        Domain.Ids.authorizerAppId i.AuthorizerAppId + "\n" + i.DedupeKey
 
     let forgetOld () =
         let horizon = clock.GetUtcNow().Ticks - window.Age.Ticks

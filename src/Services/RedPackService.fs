@@ -100,19 +100,11 @@ type RedPackService
                         Id = id
                         // Whoever gets here first (sender, worker, another instance) notifies; the rest dedupe.
                         DedupeKey = $"redpack:{r.Id}:{kind}"
-                        AuthorizerAppId = Domain.Ids.authorizerAppId r.AuthorizerAppId
-                        Tenant = r.Tenant |> Option.map Domain.Ids.tenant
+                        AuthorizerAppId = r.AuthorizerAppId
+                        Tenant = r.Tenant
                         Kind = kind
                         ReceivedAt = now
-                        Payload =
-                            Messages.webhookPayload
-                                id
-                                kind
-                                (Domain.Ids.authorizerAppId r.AuthorizerAppId)
-                                (r.Tenant |> Option.map Domain.Ids.tenant)
-                                now
-                                (view r)
-                                ""
+                        Payload = Messages.webhookPayload id kind r.AuthorizerAppId r.Tenant now (view r) ""
                         ClaimedBy = None
                         ClaimedUntil = None
                     }

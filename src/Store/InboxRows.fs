@@ -17,8 +17,8 @@ let private deliveryColumns =
 let private readDelivery (r: DbDataReader) =
     {
         Id = r.GetString 0
-        AuthorizerAppId = r.GetString 1
-        Tenant = text r 2
+        AuthorizerAppId = AuthorizerAppId(r.GetString 1)
+        Tenant = text r 2 |> Option.map TenantId
         Kind = r.GetString 3
         ReceivedAt = ofMs (r.GetInt64 4)
         Payload = r.GetString 5
@@ -60,15 +60,16 @@ let appendBatch (feed: GroupCommit.Feed<InboxItem>) (conn: DbConnection) (tx: Db
 
         let append (item: InboxItem) =
             task {
-                let key = (item.AuthorizerAppId, item.DedupeKey)
+                let appid = Ids.authorizerAppId item.AuthorizerAppId
+                let key = (appid, item.DedupeKey)
 
                 match storedAs.TryGetValue key with
                 | true, id -> outcomes.Add(Duplicate id)
                 | _ ->
                     pId.Value <- item.Id
-                    pA.Value <- item.AuthorizerAppId
+                    pA.Value <- appid
                     pK.Value <- item.DedupeKey
-                    pT.Value <- dbValue (item.Tenant |> Option.map box |> Option.toObj)
+                    pT.Value <- dbValue (item.Tenant |> Option.map (Ids.tenant >> box) |> Option.toObj)
                     pKind.Value <- item.Kind
                     pAt.Value <- ms item.ReceivedAt
                     pP.Value <- item.Payload
@@ -86,7 +87,7 @@ let appendBatch (feed: GroupCommit.Feed<InboxItem>) (conn: DbConnection) (tx: Db
                                 conn
                                 tx
                                 "SELECT id FROM inbox WHERE authorizer_appid = @a AND dedupe_key = @k"
-                                [ "@a", box item.AuthorizerAppId; "@k", box item.DedupeKey ]
+                                [ "@a", box appid; "@k", box item.DedupeKey ]
 
                         storedAs[key] <- string existing
                         outcomes.Add(Duplicate(string existing))

@@ -54,8 +54,8 @@ let encode (out: MemoryStream) (e: Entry) =
     let i = e.Item
     w.Write i.Id
     w.Write i.DedupeKey
-    w.Write i.AuthorizerAppId
-    writeOptional w i.Tenant
+    w.Write(Domain.Ids.authorizerAppId i.AuthorizerAppId)
+    writeOptional w (i.Tenant |> Option.map Domain.Ids.tenant)
     w.Write i.Kind
     w.Write(i.ReceivedAt.ToUnixTimeMilliseconds())
     writeOptional w i.ClaimedBy
@@ -107,8 +107,8 @@ let private decodeBody (body: byte[]) =
             {
                 Id = id
                 DedupeKey = key
-                AuthorizerAppId = appid
-                Tenant = tenant
+                AuthorizerAppId = Domain.AuthorizerAppId appid
+                Tenant = tenant |> Option.map Domain.TenantId
                 Kind = kind
                 ReceivedAt = received
                 Payload = ""

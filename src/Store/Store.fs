@@ -134,8 +134,8 @@ type InboxItem =
         Id: string
         /// MsgId for messages, FromUserName + CreateTime for events: WeChat's retries carry the same key.
         DedupeKey: string
-        AuthorizerAppId: string
-        Tenant: string option
+        AuthorizerAppId: AuthorizerAppId
+        Tenant: TenantId option
         Kind: string
         ReceivedAt: DateTimeOffset
         /// The webhook body, ready to send (it carries the raw XML).
@@ -148,8 +148,8 @@ type InboxItem =
 type Delivery =
     {
         Id: string
-        AuthorizerAppId: string
-        Tenant: string option
+        AuthorizerAppId: AuthorizerAppId
+        Tenant: TenantId option
         Kind: string
         ReceivedAt: DateTimeOffset
         Payload: string

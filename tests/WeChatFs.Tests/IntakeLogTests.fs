@@ -15,8 +15,12 @@ let private entry (n: int) (text: string) =
             {
                 Id = $"id-{n}"
                 DedupeKey = $"msg:{n}"
-                AuthorizerAppId = "wxaccount"
-                Tenant = (if n % 2 = 0 then Some "shop" else None)
+                AuthorizerAppId = WeChatFs.Domain.AuthorizerAppId "wxaccount"
+                Tenant =
+                    (if n % 2 = 0 then
+                         Some(WeChatFs.Domain.TenantId "shop")
+                     else
+                         None)
                 Kind = "message.text"
                 ReceivedAt = t0.AddMilliseconds(float n)
                 Payload = ""

@@ -30,8 +30,8 @@ let private entry (n: int) (id: string) =
             {
                 Id = id
                 DedupeKey = $"msg:{n}"
-                AuthorizerAppId = "wxaccount"
-                Tenant = Some "shop"
+                AuthorizerAppId = Domain.AuthorizerAppId "wxaccount"
+                Tenant = Some(Domain.TenantId "shop")
                 Kind = "message.text"
                 ReceivedAt = DateTimeOffset.UtcNow
                 Payload = ""

@@ -108,7 +108,14 @@ let tests =
                 let at = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
 
                 let body =
-                    webhookPayload "d1" (kind m) "wxa" (Some "shop") at (messageJson m) "<xml/>"
+                    webhookPayload
+                        "d1"
+                        (kind m)
+                        (WeChatFs.Domain.AuthorizerAppId "wxa")
+                        (Some(WeChatFs.Domain.TenantId "shop"))
+                        at
+                        (messageJson m)
+                        "<xml/>"
 
                 let root = JsonDocument.Parse(body).RootElement
                 Expect.equal (root.GetProperty("id").GetString()) "d1" "root.GetProperty('id').GetString()"
@@ -149,7 +156,14 @@ let tests =
                     parsed (xml "text" "<Content><![CDATA[你好 <b> & 'x']]></Content><MsgId>9</MsgId>")
 
                 let body =
-                    webhookPayload "d1" (kind m) "wxa" None DateTimeOffset.UnixEpoch (messageJson m) raw
+                    webhookPayload
+                        "d1"
+                        (kind m)
+                        (WeChatFs.Domain.AuthorizerAppId "wxa")
+                        None
+                        DateTimeOffset.UnixEpoch
+                        (messageJson m)
+                        raw
 
                 Expect.stringContains body "你好 <b> & 'x'" "body"
                 let root = JsonDocument.Parse(body).RootElement

@@ -65,8 +65,8 @@ let item (appid: string) (key: string) (id: string) =
     {
         Id = id
         DedupeKey = key
-        AuthorizerAppId = appid
-        Tenant = Some "shop"
+        AuthorizerAppId = AuthorizerAppId appid
+        Tenant = Some(TenantId "shop")
         Kind = "text"
         ReceivedAt = t0
         Payload = "{}"

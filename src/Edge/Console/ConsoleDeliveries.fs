@@ -71,8 +71,8 @@ let private list (c: ConsoleContext) =
                              [
                                  a [ _href $"{nav.Path}/{Uri.EscapeDataString d.Id}" ] [ time' d.ReceivedAt ]
                                  str d.Kind
-                                 str d.AuthorizerAppId
-                                 str (d.Tenant |> Option.defaultValue "—")
+                                 str (Domain.Ids.authorizerAppId d.AuthorizerAppId)
+                                 str (d.Tenant |> Option.map Domain.Ids.tenant |> Option.defaultValue "—")
                                  str (string d.Attempts)
                                  str (d.LastError |> Option.defaultValue "—")
                                  (if d.Status = Delivered then
@@ -111,9 +111,12 @@ let private detail (c: ConsoleContext) =
                                 "Kind", str d.Kind
                                 "Account",
                                 a
-                                    [ _href $"/console/authorizers/{Uri.EscapeDataString d.AuthorizerAppId}" ]
-                                    [ str d.AuthorizerAppId ]
-                                "Tenant", str (d.Tenant |> Option.defaultValue "—")
+                                    [
+                                        _href
+                                            $"/console/authorizers/{Uri.EscapeDataString(Domain.Ids.authorizerAppId d.AuthorizerAppId)}"
+                                    ]
+                                    [ str (Domain.Ids.authorizerAppId d.AuthorizerAppId) ]
+                                "Tenant", str (d.Tenant |> Option.map Domain.Ids.tenant |> Option.defaultValue "—")
                                 "Received", time' d.ReceivedAt
                                 "Attempts", str (string d.Attempts)
                                 "Last error", str (d.LastError |> Option.defaultValue "—")
