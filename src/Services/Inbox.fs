@@ -36,6 +36,20 @@ let webhookUrl (hooks: WebhookOptions) (tenant: string option) =
     |> Option.bind (fun t -> hooks.TenantUrls |> Map.tryFind t)
     |> Option.orElse hooks.Url
 
+/// Why one POST to the webhook did not deliver; its description is what the delivery records.
+type WebhookError =
+    | NoWebhookUrl
+    | WebhookStatus of status: int
+    | WebhookUnreachable of reason: string
+    | WebhookTimedOut
+
+let describeWebhookError (e: WebhookError) =
+    match e with
+    | NoWebhookUrl -> "no webhook URL configured (WeChatFs:Webhooks:Url)"
+    | WebhookStatus status -> $"HTTP {status}"
+    | WebhookUnreachable reason -> reason
+    | WebhookTimedOut -> "timed out"
+
 type InboxService
     (
         options: GatewayOptions,
@@ -114,7 +128,7 @@ type InboxService
     member _.Post(id: string, tenant: string option, payload: string) =
         task {
             match webhookUrl hooks tenant with
-            | None -> return Error "no webhook URL configured (WeChatFs:Webhooks:Url)"
+            | None -> return Error NoWebhookUrl
             | Some url ->
                 use request = new HttpRequestMessage(HttpMethod.Post, url)
                 request.Content <- new StringContent(payload, Encoding.UTF8, "application/json")
@@ -131,10 +145,10 @@ type InboxService
                     if response.IsSuccessStatusCode then
                         return Ok body
                     else
-                        return Error $"HTTP {int response.StatusCode}"
+                        return Error(WebhookStatus(int response.StatusCode))
                 with
-                | :? HttpRequestException as ex -> return Error ex.Message
-                | :? TaskCanceledException -> return Error "timed out"
+                | :? HttpRequestException as ex -> return Error(WebhookUnreachable ex.Message)
+                | :? TaskCanceledException -> return Error WebhookTimedOut
         }
 
     /// Delivers and records the outcome; `attemptsSoFar` counts the attempts before this one.
@@ -156,7 +170,8 @@ type InboxService
             | Ok body ->
                 do! store.MarkDelivered(id, now, options.InstanceId)
                 return Some body
-            | Error reason ->
+            | Error e ->
+                let reason = describeWebhookError e
                 let next = retryAt hooks now (attemptsSoFar + 1)
                 do! store.MarkFailed(id, reason, next, options.InstanceId)
 
