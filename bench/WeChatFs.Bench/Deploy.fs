@@ -14,14 +14,8 @@ open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
 open WeChatFs.Simulator
 
-let private json (r: HttpResponseMessage) =
-    task {
-        let! text = r.Content.ReadAsStringAsync()
-        return JsonDocument.Parse(text).RootElement.Clone()
-    }
-
-let private post (client: HttpClient) (path: string) (body: obj) =
-    client.PostAsync(path, new StringContent(JsonSerializer.Serialize body, Encoding.UTF8, "application/json"))
+let private json = BenchHttp.json
+let private post = BenchHttp.post
 
 let private calls (http: HttpClient) (sim: SimulatorHost.RunningSimulator) =
     task {

@@ -105,11 +105,7 @@ let startGateway
         return app, address
     }
 
-let private json (r: HttpResponseMessage) =
-    task {
-        let! text = r.Content.ReadAsStringAsync()
-        return JsonDocument.Parse(text).RootElement.Clone()
-    }
+let private json = BenchHttp.json
 
 let totalCalls (http: HttpClient) (sim: SimulatorHost.RunningSimulator) =
     task {
@@ -125,9 +121,7 @@ let prepare (http: HttpClient) (sim: SimulatorHost.RunningSimulator) (gateway: s
         use api = new HttpClient(BaseAddress = Uri gateway)
         api.DefaultRequestHeaders.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
 
-        let post (client: HttpClient) (path: string) (body: obj) =
-            client.PostAsync(path, new StringContent(JsonSerializer.Serialize body, Encoding.UTF8, "application/json"))
-
+        let post = BenchHttp.post
         let! links = post api "/api/authorization-links" {| tenant = "bench" |}
         let! root = json links
 
@@ -187,9 +181,6 @@ let tokenReads
         return result, after - before
     }
 
-/// The account the benchmarks' pushes go to, as WeChat names it in ToUserName.
-let private originalId = "gh_5a1c0ffee0001"
-
 let callbacks (sim: SimulatorHost.RunningSimulator) (bare: string) connections warmup duration rounds =
     task {
         let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
@@ -200,24 +191,9 @@ let callbacks (sim: SimulatorHost.RunningSimulator) (bare: string) connections w
         do! prepare http sim address appid
         let o = sim.State.Options
 
-        let key =
-            match Crypto.AesKey.create o.EncodingAesKey with
-            | Ok k -> k
-            | Error e -> failwith $"{e}"
-
         // Built before each request's clock starts (see Load.runCounting), distinct MsgIds.
-        let pushes = Pushes.Generator(1, originalId)
-
-        let push (_: int) =
-            Pushes.encrypt o.Token key o.ComponentAppId originalId (pushes.Next())
-
-        let post (target: string) (client: HttpClient) (query: string, body: string) =
-            task {
-                use content = new StringContent(body, Encoding.UTF8, "text/xml")
-                use! r = client.PostAsync(target + query, content)
-                let! answer = r.Content.ReadAsStringAsync()
-                return r.IsSuccessStatusCode && answer = "success"
-            }
+        let push = BenchHttp.pushesFor o 1
+        let post = BenchHttp.sendPush
 
         let measure label wait target =
             Load.runPrepared label connections wait duration push (post target)
@@ -268,7 +244,7 @@ let storeAppends (seconds: float) =
             SqlStore.openStore "sqlite" ("Data Source=" + Path.Combine(folder, "wechatfs.db")) sealer
 
         do! store.Migrate()
-        let pushes = Pushes.Generator(2, originalId)
+        let pushes = Pushes.Generator(2, BenchHttp.originalId)
 
         let item () =
             let id = Guid.CreateVersion7().ToString("N")
@@ -348,13 +324,7 @@ let main argv =
 
         let! bareApp, bare = startBare ()
 
-        let! sim =
-            SimulatorHost.start
-                { SimulatorOptions.defaults with
-                    TicketInterval = TimeSpan.FromHours 1.
-                    AutoPushTickets = false
-                }
-                "http://127.0.0.1:0"
+        let! sim = BenchHttp.startSimulator ()
 
         let pg = PostgresCluster.shared.Force()
         Load.header ()
@@ -436,13 +406,7 @@ let main argv =
 
             for provider in providers do
                 // A simulator of its own: the deployment goes to every mini program it knows.
-                let! deploySim =
-                    SimulatorHost.start
-                        { SimulatorOptions.defaults with
-                            TicketInterval = TimeSpan.FromHours 1.
-                            AutoPushTickets = false
-                        }
-                        "http://127.0.0.1:0"
+                let! deploySim = BenchHttp.startSimulator ()
 
                 let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
 

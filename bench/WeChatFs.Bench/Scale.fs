@@ -21,14 +21,8 @@ open WeChatFs.Simulator
 open WeChatFs.Simulator.SimState
 open WeChatFs.Tests
 
-let private json (r: HttpResponseMessage) =
-    task {
-        let! text = r.Content.ReadAsStringAsync()
-        return JsonDocument.Parse(text).RootElement.Clone()
-    }
-
-let private post (client: HttpClient) (path: string) (body: obj) =
-    client.PostAsync(path, new StringContent(JsonSerializer.Serialize body, Encoding.UTF8, "application/json"))
+let private json = BenchHttp.json
+let private post = BenchHttp.post
 
 /// The repository's root: the benchmark runs from its build output.
 let private root =
@@ -148,13 +142,7 @@ let private accountsAt
     (n: int)
     =
     task {
-        let! sim =
-            SimulatorHost.start
-                { SimulatorOptions.defaults with
-                    TicketInterval = TimeSpan.FromHours 1.
-                    AutoPushTickets = false
-                }
-                "http://127.0.0.1:0"
+        let! sim = BenchHttp.startSimulator ()
 
         use http = new HttpClient(Timeout = TimeSpan.FromMinutes 30.)
         let! added = post http (sim.BaseUrl + "/sim/miniprograms") {| count = n |}

@@ -16,9 +16,6 @@ open WeChatFs.Store
 open WeChatFs.Simulator
 open WeChatFs.Simulator.SimState
 
-/// The account the pushes go to, as WeChat names it in ToUserName.
-let private originalId = "gh_5a1c0ffee0001"
-
 /// Milliseconds `f` takes, the median of three.
 let private medianMs (f: unit -> Task) =
     task {
@@ -47,13 +44,7 @@ let messages
     (sizes: int list)
     =
     task {
-        let! sim =
-            SimulatorHost.start
-                { SimulatorOptions.defaults with
-                    TicketInterval = TimeSpan.FromHours 1.
-                    AutoPushTickets = false
-                }
-                "http://127.0.0.1:0"
+        let! sim = BenchHttp.startSimulator ()
 
         let! app, address = startGateway sim provider connectionString folder
         use http = new HttpClient(Timeout = TimeSpan.FromMinutes 5.)
@@ -62,25 +53,9 @@ let messages
         let store = app.Services.GetRequiredService<IStore>()
         let o = sim.State.Options
 
-        let key =
-            match Crypto.AesKey.create o.EncodingAesKey with
-            | Ok k -> k
-            | Error e -> failwith $"{e}"
-
-        let pushes = Pushes.Generator(3, originalId)
-
-        let push (_: int) =
-            Pushes.encrypt o.Token key o.ComponentAppId originalId (pushes.Next())
-
+        let push = BenchHttp.pushesFor o 3
         let target = $"{address}/wechat/authorizers/{appid}/callback"
-
-        let send (client: HttpClient) (query: string, body: string) =
-            task {
-                use content = new StringContent(body, Encoding.UTF8, "text/xml")
-                use! r = client.PostAsync(target + query, content)
-                let! answer = r.Content.ReadAsStringAsync()
-                return r.IsSuccessStatusCode && answer = "success"
-            }
+        let send = BenchHttp.sendPush target
 
         let! empty =
             Load.runPrepared $"callback, {provider}, empty inbox" connections warmup duration push send
@@ -89,7 +64,7 @@ let messages
 
         use api = new HttpClient(Timeout = TimeSpan.FromMinutes 5.)
         api.DefaultRequestHeaders.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
-        let seeder = Pushes.Generator(4, originalId)
+        let seeder = Pushes.Generator(4, BenchHttp.originalId)
 
         let item () =
             let id = Guid.CreateVersion7().ToString("N")
