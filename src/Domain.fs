@@ -31,6 +31,9 @@ type PreAuthCode = PreAuthCode of string
 /// authorization_code (auth_code / AuthorizationCode): exchanged once with api_query_auth.
 type AuthorizationCode = AuthorizationCode of string
 
+/// A follower's openid: one person as one official account or mini program knows them (differs per account).
+type OpenId = OpenId of string
+
 /// The gateway's own id for one red packet (not WeChat's mch_billno): the key of /api/redpacks/{id}.
 type RedPackId = RedPackId of string
 
@@ -45,6 +48,7 @@ module Ids =
     let preAuthCode (PreAuthCode v) = v
     let authorizationCode (AuthorizationCode v) = v
     let redPackId (RedPackId v) = v
+    let openId (OpenId v) = v
 
 /// A token and the instant it stops working, computed once from expires_in when it was issued.
 type Expiring<'token> =

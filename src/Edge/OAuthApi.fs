@@ -244,7 +244,7 @@ let trackingToken (s: Services) (oauth: OAuthService) =
                         ctx
                         200
                         {|
-                            openid = v.OpenId
+                            openid = Ids.openId v.OpenId
                             unionid = v.UnionId |> Option.toObj
                             authorizer_appid = Ids.authorizerAppId v.AuthorizerAppId
                             tenant = v.Tenant |> Option.map Ids.tenant |> Option.toObj
@@ -260,7 +260,7 @@ let trackingToken (s: Services) (oauth: OAuthService) =
 let follower (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
-            match! oauth.Store.GetFollower(AuthorizerAppId(route ctx "appid"), route ctx "openid") with
+            match! oauth.Store.GetFollower(AuthorizerAppId(route ctx "appid"), OpenId(route ctx "openid")) with
             | None -> do! problem ctx (NotFound Missing.Follower)
             | Some f ->
                 let p (read: FollowerProfile -> 'a) =
@@ -272,7 +272,7 @@ let follower (s: Services) (oauth: OAuthService) =
                         200
                         {|
                             authorizer_appid = Ids.authorizerAppId f.AuthorizerAppId
-                            openid = f.OpenId
+                            openid = Ids.openId f.OpenId
                             unionid = f.UnionId |> Option.toObj
                             scope = OAuthScope.toText f.Scope
                             nickname = p (fun x -> x.NickName)

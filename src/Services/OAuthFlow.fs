@@ -201,7 +201,7 @@ type OAuthService
                                 oauthStore.SaveFollower
                                     {
                                         AuthorizerAppId = appid
-                                        OpenId = grant.OpenId
+                                        OpenId = OpenId grant.OpenId
                                         UnionId = unionId
                                         Scope = route.Scope
                                         Profile = profile |> Option.map fst
@@ -226,7 +226,7 @@ type OAuthService
                                     hashTrackingToken token,
                                     {
                                         AuthorizerAppId = appid
-                                        OpenId = grant.OpenId
+                                        OpenId = OpenId grant.OpenId
                                         UnionId = unionId
                                         Tenant = account.Tenant
                                         FuncKey = route.FuncKey

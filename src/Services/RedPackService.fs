@@ -42,7 +42,7 @@ type OAuthTrackingTokens(oauth: OAuthFlow.OAuthService) =
             task {
                 match! oauth.Resolve token with
                 | Some visit when Domain.Ids.authorizerAppId visit.AuthorizerAppId = authorizerAppId ->
-                    return Ok visit.OpenId
+                    return Ok(Domain.Ids.openId visit.OpenId)
                 | Some _ -> return Error(UnknownTrackingToken "the wx_tk_id belongs to another account")
                 | None -> return Error(UnknownTrackingToken "the wx_tk_id is unknown or has expired")
             }
