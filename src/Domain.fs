@@ -34,6 +34,9 @@ type AuthorizationCode = AuthorizationCode of string
 /// A follower's openid: one person as one official account or mini program knows them (differs per account).
 type OpenId = OpenId of string
 
+/// The name of a web-OAuth route (funcKey): the last segment of /wechat/oauth/{authorizerAppid}/{funcKey}.
+type FuncKey = FuncKey of string
+
 /// The gateway's own id for one red packet (not WeChat's mch_billno): the key of /api/redpacks/{id}.
 type RedPackId = RedPackId of string
 
@@ -49,6 +52,7 @@ module Ids =
     let authorizationCode (AuthorizationCode v) = v
     let redPackId (RedPackId v) = v
     let openId (OpenId v) = v
+    let funcKey (FuncKey v) = v
 
 /// A token and the instant it stops working, computed once from expires_in when it was issued.
 type Expiring<'token> =

@@ -88,7 +88,7 @@ let saveFuncKey (s: Services) (oauth: OAuthService) =
                 | Ok r ->
                     let now = s.Clock.GetUtcNow()
                     do! oauth.Store.SaveFuncKey(r, "api", now)
-                    let! saved = oauth.Store.GetFuncKey r.FuncKey
+                    let! saved = oauth.Store.GetFuncKey(FuncKey r.FuncKey)
 
                     match saved with
                     | Some saved -> do! writeJson ctx 200 (routeView saved)
@@ -112,7 +112,7 @@ let listFuncKeys (s: Services) (oauth: OAuthService) =
 let getFuncKey (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
-            match! oauth.Store.GetFuncKey(route ctx "funcKey") with
+            match! oauth.Store.GetFuncKey(FuncKey(route ctx "funcKey")) with
             | Some r -> do! writeJson ctx 200 (routeView r)
             | None -> do! problem ctx (NotFound Missing.FuncKey)
         })
@@ -120,7 +120,7 @@ let getFuncKey (s: Services) (oauth: OAuthService) =
 let deleteFuncKey (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
-            match! oauth.Store.DeleteFuncKey(route ctx "funcKey") with
+            match! oauth.Store.DeleteFuncKey(FuncKey(route ctx "funcKey")) with
             | true -> ctx.Response.StatusCode <- 204
             | false -> do! problem ctx (NotFound Missing.FuncKey)
         })
@@ -248,7 +248,7 @@ let trackingToken (s: Services) (oauth: OAuthService) =
                             unionid = v.UnionId |> Option.toObj
                             authorizer_appid = Ids.authorizerAppId v.AuthorizerAppId
                             tenant = v.Tenant |> Option.map Ids.tenant |> Option.toObj
-                            func_key = v.FuncKey
+                            func_key = Ids.funcKey v.FuncKey
                             scope = OAuthScope.toText v.Scope
                             nickname = v.NickName |> Option.toObj
                             headimgurl = v.HeadImgUrl |> Option.toObj

@@ -95,7 +95,7 @@ type OAuthService
         task {
             let! route =
                 if isFuncKey funcKey then
-                    oauthStore.GetFuncKey funcKey
+                    oauthStore.GetFuncKey(FuncKey funcKey)
                 else
                     Task.FromResult None
 
@@ -123,7 +123,7 @@ type OAuthService
         task {
             let! route =
                 if isFuncKey funcKey then
-                    oauthStore.GetFuncKey funcKey
+                    oauthStore.GetFuncKey(FuncKey funcKey)
                 else
                     Task.FromResult None
 
@@ -229,7 +229,7 @@ type OAuthService
                                         OpenId = OpenId grant.OpenId
                                         UnionId = unionId
                                         Tenant = account.Tenant
-                                        FuncKey = route.FuncKey
+                                        FuncKey = FuncKey route.FuncKey
                                         Scope = route.Scope
                                         NickName = profile |> Option.map (fun (p, _) -> p.NickName)
                                         HeadImgUrl = profile |> Option.map (fun (p, _) -> p.HeadImgUrl)

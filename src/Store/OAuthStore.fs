@@ -47,7 +47,7 @@ type TrackedVisit =
         OpenId: OpenId
         UnionId: string option
         Tenant: TenantId option
-        FuncKey: string
+        FuncKey: FuncKey
         Scope: OAuthScope
         NickName: string option
         HeadImgUrl: string option
@@ -71,9 +71,9 @@ type VerificationFile =
 
 type IOAuthStore =
     abstract SaveFuncKey: FuncKeyRoute * source: string * now: DateTimeOffset -> Task
-    abstract GetFuncKey: funcKey: string -> Task<StoredRoute option>
+    abstract GetFuncKey: funcKey: FuncKey -> Task<StoredRoute option>
     abstract ListFuncKeys: unit -> Task<StoredRoute list>
-    abstract DeleteFuncKey: funcKey: string -> Task<bool>
+    abstract DeleteFuncKey: funcKey: FuncKey -> Task<bool>
     /// Inserts or updates; a missing profile or unionid keeps the stored one.
     abstract SaveFollower: Follower -> Task
     abstract GetFollower: AuthorizerAppId * openId: OpenId -> Task<Follower option>
@@ -179,7 +179,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
                     ])
             :> Task
 
-        member _.GetFuncKey(funcKey) =
+        member _.GetFuncKey(FuncKey funcKey) =
             run (fun conn ->
                 tryOne
                     conn
@@ -192,7 +192,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
             run (fun conn ->
                 query conn null $"SELECT {routeColumns} FROM oauth_func_keys ORDER BY func_key" [] readRoute)
 
-        member _.DeleteFuncKey(funcKey) =
+        member _.DeleteFuncKey(FuncKey funcKey) =
             task {
                 let! n =
                     run (fun conn ->
@@ -252,7 +252,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
                         "@o", box (Ids.openId v.OpenId)
                         "@u", nullable v.UnionId
                         "@t", nullable (v.Tenant |> Option.map Ids.tenant)
-                        "@k", box v.FuncKey
+                        "@k", box (Ids.funcKey v.FuncKey)
                         "@s", box (OAuthScope.toText v.Scope)
                         "@n", nullable v.NickName
                         "@img", nullable v.HeadImgUrl
@@ -273,7 +273,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
                             OpenId = OpenId(r.GetString 1)
                             UnionId = text r 2
                             Tenant = text r 3 |> Option.map TenantId
-                            FuncKey = r.GetString 4
+                            FuncKey = FuncKey(r.GetString 4)
                             Scope = scopeOf (r.GetString 5)
                             NickName = text r 6
                             HeadImgUrl = text r 7

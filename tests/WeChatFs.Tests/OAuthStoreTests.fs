@@ -64,7 +64,7 @@ let tests =
                             t0.AddMinutes 1.
                         )
 
-                    let! got = oauth.GetFuncKey "card"
+                    let! got = oauth.GetFuncKey(FuncKey "card")
 
                     Expect.equal
                         (got |> Option.map (fun g -> g.Route.Scope))
@@ -88,11 +88,11 @@ let tests =
 
                     let! all = oauth.ListFuncKeys()
                     Expect.equal all.Length 1 "all.Length"
-                    let! deleted = oauth.DeleteFuncKey "card"
-                    let! again = oauth.DeleteFuncKey "card"
+                    let! deleted = oauth.DeleteFuncKey(FuncKey "card")
+                    let! again = oauth.DeleteFuncKey(FuncKey "card")
                     Expect.isTrue deleted "deleted"
                     Expect.isFalse again "again"
-                    let! gone = oauth.GetFuncKey "card"
+                    let! gone = oauth.GetFuncKey(FuncKey "card")
                     Expect.isTrue gone.IsNone "gone.IsNone"
                 }
 
@@ -159,7 +159,7 @@ let tests =
                             OpenId = OpenId "o1"
                             UnionId = None
                             Tenant = Some(TenantId "t1")
-                            FuncKey = "card"
+                            FuncKey = FuncKey "card"
                             Scope = SnsapiBase
                             NickName = None
                             HeadImgUrl = None
