@@ -31,6 +31,15 @@ type PreAuthCode = PreAuthCode of string
 /// authorization_code (auth_code / AuthorizationCode): exchanged once with api_query_auth.
 type AuthorizationCode = AuthorizationCode of string
 
+/// A follower's openid: one person as one official account or mini program knows them (differs per account).
+type OpenId = OpenId of string
+
+/// The name of a web-OAuth route (funcKey): the last segment of /wechat/oauth/{authorizerAppid}/{funcKey}.
+type FuncKey = FuncKey of string
+
+/// The gateway's own id for one red packet (not WeChat's mch_billno): the key of /api/redpacks/{id}.
+type RedPackId = RedPackId of string
+
 module Ids =
     let componentAppId (ComponentAppId v) = v
     let authorizerAppId (AuthorizerAppId v) = v
@@ -41,6 +50,9 @@ module Ids =
     let refreshToken (AuthorizerRefreshToken v) = v
     let preAuthCode (PreAuthCode v) = v
     let authorizationCode (AuthorizationCode v) = v
+    let redPackId (RedPackId v) = v
+    let openId (OpenId v) = v
+    let funcKey (FuncKey v) = v
 
 /// A token and the instant it stops working, computed once from expires_in when it was issued.
 type Expiring<'token> =

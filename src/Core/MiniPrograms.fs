@@ -122,7 +122,7 @@ type Plan =
 /// One target as stored.
 type Target =
     {
-        AppId: string
+        AppId: Domain.AuthorizerAppId
         State: TargetState
         /// Attempts at the current step; reset when a step succeeds.
         Attempts: int

@@ -139,7 +139,7 @@ let private targetJson (t: StoredTarget) =
     let last = code |> Option.orElse t.Target.LastErrcode
 
     {|
-        appid = t.Target.AppId
+        appid = Ids.authorizerAppId t.Target.AppId
         tenant = t.Tenant |> Option.map Ids.tenant |> Option.toObj
         state = TargetState.name t.Target.State
         step = Option.toObj step

@@ -88,7 +88,7 @@ let saveFuncKey (s: Services) (oauth: OAuthService) =
                 | Ok r ->
                     let now = s.Clock.GetUtcNow()
                     do! oauth.Store.SaveFuncKey(r, "api", now)
-                    let! saved = oauth.Store.GetFuncKey r.FuncKey
+                    let! saved = oauth.Store.GetFuncKey(FuncKey r.FuncKey)
 
                     match saved with
                     | Some saved -> do! writeJson ctx 200 (routeView saved)
@@ -112,7 +112,7 @@ let listFuncKeys (s: Services) (oauth: OAuthService) =
 let getFuncKey (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
-            match! oauth.Store.GetFuncKey(route ctx "funcKey") with
+            match! oauth.Store.GetFuncKey(FuncKey(route ctx "funcKey")) with
             | Some r -> do! writeJson ctx 200 (routeView r)
             | None -> do! problem ctx (NotFound Missing.FuncKey)
         })
@@ -120,7 +120,7 @@ let getFuncKey (s: Services) (oauth: OAuthService) =
 let deleteFuncKey (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
-            match! oauth.Store.DeleteFuncKey(route ctx "funcKey") with
+            match! oauth.Store.DeleteFuncKey(FuncKey(route ctx "funcKey")) with
             | true -> ctx.Response.StatusCode <- 204
             | false -> do! problem ctx (NotFound Missing.FuncKey)
         })
@@ -244,11 +244,11 @@ let trackingToken (s: Services) (oauth: OAuthService) =
                         ctx
                         200
                         {|
-                            openid = v.OpenId
+                            openid = Ids.openId v.OpenId
                             unionid = v.UnionId |> Option.toObj
                             authorizer_appid = Ids.authorizerAppId v.AuthorizerAppId
                             tenant = v.Tenant |> Option.map Ids.tenant |> Option.toObj
-                            func_key = v.FuncKey
+                            func_key = Ids.funcKey v.FuncKey
                             scope = OAuthScope.toText v.Scope
                             nickname = v.NickName |> Option.toObj
                             headimgurl = v.HeadImgUrl |> Option.toObj
@@ -260,7 +260,7 @@ let trackingToken (s: Services) (oauth: OAuthService) =
 let follower (s: Services) (oauth: OAuthService) =
     admin s (fun ctx ->
         task {
-            match! oauth.Store.GetFollower(AuthorizerAppId(route ctx "appid"), route ctx "openid") with
+            match! oauth.Store.GetFollower(AuthorizerAppId(route ctx "appid"), OpenId(route ctx "openid")) with
             | None -> do! problem ctx (NotFound Missing.Follower)
             | Some f ->
                 let p (read: FollowerProfile -> 'a) =
@@ -272,7 +272,7 @@ let follower (s: Services) (oauth: OAuthService) =
                         200
                         {|
                             authorizer_appid = Ids.authorizerAppId f.AuthorizerAppId
-                            openid = f.OpenId
+                            openid = Ids.openId f.OpenId
                             unionid = f.UnionId |> Option.toObj
                             scope = OAuthScope.toText f.Scope
                             nickname = p (fun x -> x.NickName)

@@ -58,7 +58,7 @@ type ApiError =
     /// 400: a red packet is only sent with an Idempotency-Key.
     | IdempotencyKeyRequired
     /// 422: the key already named another red packet (its id).
-    | IdempotencyKeyReused of redPacketId: string
+    | IdempotencyKeyReused of redPacketId: RedPackId
     /// 401 with `WWW-Authenticate` set by the caller.
     | Unauthorized of Guard
     | NotFound of Missing
@@ -199,8 +199,8 @@ let describe (e: ApiError) : ProblemAnswer =
         answer
             422
             "Idempotency-Key reused"
-            $"this Idempotency-Key belongs to red packet {id}, sent with a different request; use a new key for a new packet"
-            [ "field", box "Idempotency-Key"; "id", box id ]
+            $"this Idempotency-Key belongs to red packet {Ids.redPackId id}, sent with a different request; use a new key for a new packet"
+            [ "field", box "Idempotency-Key"; "id", box (Ids.redPackId id) ]
     | Unauthorized Guard.AdminApi ->
         answer
             401

@@ -246,7 +246,7 @@ let sendRedPack (s: Services) (service: RedPackService) =
 
                         match! service.Send(request, key, hash, callerIp ctx) with
                         | Ok r ->
-                            ctx.Response.Headers.Location <- $"/api/redpacks/{r.Id}"
+                            ctx.Response.Headers.Location <- $"/api/redpacks/{Domain.Ids.redPackId r.Id}"
                             do! writePack ctx (statusFor r) r
                         | Error e -> do! problem ctx (sendError e)
         })
@@ -255,7 +255,7 @@ let sendRedPack (s: Services) (service: RedPackService) =
 let getRedPack (s: Services) (service: RedPackService) =
     admin s (fun ctx ->
         task {
-            match! service.Store.GetRedPack(string ctx.Request.RouteValues["id"]) with
+            match! service.Store.GetRedPack(Domain.RedPackId(string ctx.Request.RouteValues["id"])) with
             | Some r -> do! writePack ctx 200 r
             | None -> do! problem ctx (ApiError.NotFound Missing.RedPacket)
         })

@@ -45,7 +45,11 @@ type DeploymentWorker(service: DeploymentService, options: GatewayOptions, logge
                                         try
                                             do! service.Process t
                                         with ex ->
-                                            logger.LogError(ex, "deployment step for {AppId} failed", t.Target.AppId)
+                                            logger.LogError(
+                                                ex,
+                                                "deployment step for {AppId} failed",
+                                                Domain.Ids.authorizerAppId t.Target.AppId
+                                            )
                                     finally
                                         Interlocked.Decrement &inFlight.contents |> ignore
                                         service.Wake()

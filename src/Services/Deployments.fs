@@ -50,7 +50,7 @@ type DeploymentService
             elif attempt >= 20 then
                 return None
             else
-                match! deployments.GetTarget(t.DeploymentId, AuthorizerAppId t.Target.AppId) with
+                match! deployments.GetTarget(t.DeploymentId, t.Target.AppId) with
                 | None -> return None
                 | Some fresh -> return! apply fresh input release (attempt + 1)
         }
@@ -75,7 +75,7 @@ type DeploymentService
                     AuthorizerAppId appid,
                     tenant |> Option.map TenantId,
                     {
-                        AppId = appid
+                        AppId = AuthorizerAppId appid
                         State = if usable then Pending else Skipped "unauthorized"
                         Attempts = 0
                         LastErrcode = None
@@ -219,7 +219,7 @@ type DeploymentService
             | Some d ->
                 let plan = Deployment.plan d
                 let now = clock.GetUtcNow()
-                let appid = AuthorizerAppId t.Target.AppId
+                let appid = t.Target.AppId
 
                 let failed step (e: CallError) =
                     if isUnauthorized e then
@@ -273,7 +273,7 @@ type DeploymentService
                                         let ext =
                                             renderExtJson
                                                 (JsonNode.Parse d.ExtJson)
-                                                t.Target.AppId
+                                                (Ids.authorizerAppId t.Target.AppId)
                                                 (t.Tenant |> Option.map Ids.tenant)
 
                                         let! r = code.Commit(appid, d.TemplateId, ext, d.UserVersion, d.UserDesc)

@@ -95,7 +95,7 @@ type OAuthService
         task {
             let! route =
                 if isFuncKey funcKey then
-                    oauthStore.GetFuncKey funcKey
+                    oauthStore.GetFuncKey(FuncKey funcKey)
                 else
                     Task.FromResult None
 
@@ -123,7 +123,7 @@ type OAuthService
         task {
             let! route =
                 if isFuncKey funcKey then
-                    oauthStore.GetFuncKey funcKey
+                    oauthStore.GetFuncKey(FuncKey funcKey)
                 else
                     Task.FromResult None
 
@@ -201,7 +201,7 @@ type OAuthService
                                 oauthStore.SaveFollower
                                     {
                                         AuthorizerAppId = appid
-                                        OpenId = grant.OpenId
+                                        OpenId = OpenId grant.OpenId
                                         UnionId = unionId
                                         Scope = route.Scope
                                         Profile = profile |> Option.map fst
@@ -226,10 +226,10 @@ type OAuthService
                                     hashTrackingToken token,
                                     {
                                         AuthorizerAppId = appid
-                                        OpenId = grant.OpenId
+                                        OpenId = OpenId grant.OpenId
                                         UnionId = unionId
                                         Tenant = account.Tenant
-                                        FuncKey = route.FuncKey
+                                        FuncKey = FuncKey route.FuncKey
                                         Scope = route.Scope
                                         NickName = profile |> Option.map (fun (p, _) -> p.NickName)
                                         HeadImgUrl = profile |> Option.map (fun (p, _) -> p.HeadImgUrl)

@@ -42,7 +42,7 @@ type OAuthTrackingTokens(oauth: OAuthFlow.OAuthService) =
             task {
                 match! oauth.Resolve token with
                 | Some visit when Domain.Ids.authorizerAppId visit.AuthorizerAppId = authorizerAppId ->
-                    return Ok visit.OpenId
+                    return Ok(Domain.Ids.openId visit.OpenId)
                 | Some _ -> return Error(UnknownTrackingToken "the wx_tk_id belongs to another account")
                 | None -> return Error(UnknownTrackingToken "the wx_tk_id is unknown or has expired")
             }
@@ -59,7 +59,7 @@ type SendError =
     | NotBound of mchId: string * appid: string
     | Tracking of TrackingError
     /// The Idempotency-Key was used before for a different request.
-    | KeyReused of existingId: string
+    | KeyReused of existingId: Domain.RedPackId
 
 let policyOf (o: RedPackOptions) =
     {
@@ -99,7 +99,7 @@ type RedPackService
                     {
                         Id = id
                         // Whoever gets here first (sender, worker, another instance) notifies; the rest dedupe.
-                        DedupeKey = $"redpack:{r.Id}:{kind}"
+                        DedupeKey = $"redpack:{Domain.Ids.redPackId r.Id}:{kind}"
                         AuthorizerAppId = r.AuthorizerAppId
                         Tenant = r.Tenant
                         Kind = kind
@@ -172,8 +172,14 @@ type RedPackService
                 let! outcome = pay.SendRedPack(merchant, sendFields (content r) (nonce ()))
 
                 match outcome with
-                | Unknown reason -> logger.LogWarning("red packet {Id}: sendredpack undecided ({Reason})", r.Id, reason)
-                | Refused(code, _) -> logger.LogWarning("red packet {Id}: refused with {Code}", r.Id, code)
+                | Unknown reason ->
+                    logger.LogWarning(
+                        "red packet {Id}: sendredpack undecided ({Reason})",
+                        Domain.Ids.redPackId r.Id,
+                        reason
+                    )
+                | Refused(code, _) ->
+                    logger.LogWarning("red packet {Id}: refused with {Code}", Domain.Ids.redPackId r.Id, code)
                 | Accepted _ -> ()
 
                 let! r, _ = apply r (SendAnswered outcome) 5
@@ -225,7 +231,7 @@ type RedPackService
 
                             let record () =
                                 {
-                                    Id = Guid.CreateVersion7().ToString("N")
+                                    Id = Domain.RedPackId(Guid.CreateVersion7().ToString("N"))
                                     IdempotencyKey = key
                                     RequestHash = requestHash
                                     MchId = merchant.MchId
@@ -289,7 +295,7 @@ type RedPackService
             | None ->
                 logger.LogError(
                     "red packet {Id}: merchant {Mch} is gone; it cannot be checked",
-                    r.Id,
+                    Domain.Ids.redPackId r.Id,
                     PayIds.mchId r.MchId
                 )
 
@@ -308,7 +314,7 @@ type RedPackService
                     if List.contains CallSend effects then
                         logger.LogInformation(
                             "red packet {Id}: WeChat Pay never saw it; sending it again under the same mch_billno",
-                            r.Id
+                            Domain.Ids.redPackId r.Id
                         )
 
                         return! send merchant r
@@ -352,15 +358,21 @@ type RedPackWorker
                         let until = now + service.Policy.StaleAfter
 
                         let! _ =
-                            Store.Leases.run store ("redpack:" + r.Id) options.InstanceId now until (fun () ->
-                                task {
-                                    // Read again under the lease: another instance may have moved it on.
-                                    match! service.Store.GetRedPack r.Id with
-                                    | Some fresh when isDue service.Policy now fresh ->
-                                        let! _ = service.Check fresh
-                                        ()
-                                    | _ -> ()
-                                })
+                            Store.Leases.run
+                                store
+                                ("redpack:" + Domain.Ids.redPackId r.Id)
+                                options.InstanceId
+                                now
+                                until
+                                (fun () ->
+                                    task {
+                                        // Read again under the lease: another instance may have moved it on.
+                                        match! service.Store.GetRedPack r.Id with
+                                        | Some fresh when isDue service.Policy now fresh ->
+                                            let! _ = service.Check fresh
+                                            ()
+                                        | _ -> ()
+                                    })
 
                         ()
                 with ex ->

@@ -14,7 +14,7 @@ let view (r: RedPackRecord) =
     let str (v: string) = JsonValue.Create v :> JsonNode
     let opt (v: string option) = v |> Option.map str |> Option.toObj
     let status = r.Packet.Status
-    set "id" (str r.Id)
+    set "id" (str (Domain.Ids.redPackId r.Id))
     set "mch_id" (str (PayIds.mchId r.MchId))
     set "mch_billno" (str (PayIds.billNo r.BillNo))
     set "authorizer_appid" (str (Domain.Ids.authorizerAppId r.AuthorizerAppId))

@@ -51,7 +51,7 @@ let private readTarget (r: DbDataReader) =
         Tenant = text r 2 |> Option.map Domain.TenantId
         Target =
             {
-                AppId = r.GetString 1
+                AppId = Domain.AuthorizerAppId(r.GetString 1)
                 State = stateOf (r.GetString 3) (text r 4) code (text r 6) (text r 7)
                 Attempts = Convert.ToInt32(r.GetValue 8)
                 LastErrcode = optInt r 14
@@ -89,12 +89,12 @@ let private readDeployment (r: DbDataReader) =
 
 let private opt (v: 'a option) = v |> Option.map box |> Option.toObj
 
-let private targetParams (id: DeploymentId) (appid: string) (tenant: string option) (t: Target) =
+let private targetParams (id: DeploymentId) (appid: Domain.AuthorizerAppId) (tenant: string option) (t: Target) =
     let step, code, reason, shots = stateColumns t.State
 
     [
         "@d", box (DeploymentId.value id)
-        "@a", box appid
+        "@a", box (Domain.Ids.authorizerAppId appid)
         "@tenant", opt tenant
         "@state", box (TargetState.name t.State)
         "@step", opt step
@@ -152,11 +152,7 @@ type internal SqlDeploymentStore(access: ISqlAccess) =
                                 conn
                                 tx
                                 "INSERT INTO deployment_targets (deployment_id, appid, tenant, state, step, errcode, reason, screenshots, attempts, audit_id, next_at, claimed_by, claimed_until, version, created_at, updated_at, last_errcode) VALUES (@d, @a, @tenant, @state, @step, @code, @reason, @shots, @attempts, @audit, @next, NULL, NULL, 0, @updated, @updated, @last)"
-                                (targetParams
-                                    d.Id
-                                    (Domain.Ids.authorizerAppId appid)
-                                    (tenant |> Option.map Domain.Ids.tenant)
-                                    t)
+                                (targetParams d.Id appid (tenant |> Option.map Domain.Ids.tenant) t)
 
                         ()
                 })
@@ -340,7 +336,7 @@ type internal SqlDeploymentStore(access: ISqlAccess) =
                                                     "@h", box holder
                                                     "@until", box (ms until)
                                                     "@d", box id
-                                                    "@a", box t.Target.AppId
+                                                    "@a", box (Domain.Ids.authorizerAppId t.Target.AppId)
                                                 ]
 
                                         claimed.Add t

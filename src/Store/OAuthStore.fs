@@ -27,7 +27,7 @@ type FollowerProfile =
 type Follower =
     {
         AuthorizerAppId: AuthorizerAppId
-        OpenId: string
+        OpenId: OpenId
         UnionId: string option
         /// The scope of the latest consent.
         Scope: OAuthScope
@@ -44,10 +44,10 @@ type Follower =
 type TrackedVisit =
     {
         AuthorizerAppId: AuthorizerAppId
-        OpenId: string
+        OpenId: OpenId
         UnionId: string option
         Tenant: TenantId option
-        FuncKey: string
+        FuncKey: FuncKey
         Scope: OAuthScope
         NickName: string option
         HeadImgUrl: string option
@@ -71,12 +71,12 @@ type VerificationFile =
 
 type IOAuthStore =
     abstract SaveFuncKey: FuncKeyRoute * source: string * now: DateTimeOffset -> Task
-    abstract GetFuncKey: funcKey: string -> Task<StoredRoute option>
+    abstract GetFuncKey: funcKey: FuncKey -> Task<StoredRoute option>
     abstract ListFuncKeys: unit -> Task<StoredRoute list>
-    abstract DeleteFuncKey: funcKey: string -> Task<bool>
+    abstract DeleteFuncKey: funcKey: FuncKey -> Task<bool>
     /// Inserts or updates; a missing profile or unionid keeps the stored one.
     abstract SaveFollower: Follower -> Task
-    abstract GetFollower: AuthorizerAppId * openId: string -> Task<Follower option>
+    abstract GetFollower: AuthorizerAppId * openId: OpenId -> Task<Follower option>
     abstract SaveTrackingToken: tokenHash: string * TrackedVisit -> Task
     /// The visit while it has not expired at `now`.
     abstract GetTrackingToken: tokenHash: string * now: DateTimeOffset -> Task<TrackedVisit option>
@@ -179,7 +179,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
                     ])
             :> Task
 
-        member _.GetFuncKey(funcKey) =
+        member _.GetFuncKey(FuncKey funcKey) =
             run (fun conn ->
                 tryOne
                     conn
@@ -192,7 +192,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
             run (fun conn ->
                 query conn null $"SELECT {routeColumns} FROM oauth_func_keys ORDER BY func_key" [] readRoute)
 
-        member _.DeleteFuncKey(funcKey) =
+        member _.DeleteFuncKey(FuncKey funcKey) =
             task {
                 let! n =
                     run (fun conn ->
@@ -209,7 +209,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
                     "INSERT INTO oauth_followers (authorizer_appid, openid, unionid, scope, profile, refresh_token, refresh_expires_at, first_seen_at, updated_at) VALUES (@a, @o, @u, @s, @p, @r, @re, @first, @at) ON CONFLICT (authorizer_appid, openid) DO UPDATE SET unionid = COALESCE(excluded.unionid, oauth_followers.unionid), scope = excluded.scope, profile = COALESCE(excluded.profile, oauth_followers.profile), refresh_token = COALESCE(excluded.refresh_token, oauth_followers.refresh_token), refresh_expires_at = COALESCE(excluded.refresh_expires_at, oauth_followers.refresh_expires_at), updated_at = excluded.updated_at"
                     [
                         "@a", box (Ids.authorizerAppId f.AuthorizerAppId)
-                        "@o", box f.OpenId
+                        "@o", box (Ids.openId f.OpenId)
                         "@u", nullable f.UnionId
                         "@s", box (OAuthScope.toText f.Scope)
                         "@p", nullable (f.Profile |> Option.map profileJson)
@@ -220,7 +220,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
                     ])
             :> Task
 
-        member _.GetFollower(AuthorizerAppId appid, openId) =
+        member _.GetFollower(AuthorizerAppId appid, OpenId openId) =
             run (fun conn ->
                 tryOne
                     conn
@@ -230,7 +230,7 @@ type private SqlOAuthStore(access: ISqlAccess) =
                     (fun r ->
                         {
                             AuthorizerAppId = AuthorizerAppId(r.GetString 0)
-                            OpenId = r.GetString 1
+                            OpenId = OpenId(r.GetString 1)
                             UnionId = text r 2
                             Scope = scopeOf (r.GetString 3)
                             Profile = text r 4 |> Option.map readProfile
@@ -249,10 +249,10 @@ type private SqlOAuthStore(access: ISqlAccess) =
                     [
                         "@h", box hash
                         "@a", box (Ids.authorizerAppId v.AuthorizerAppId)
-                        "@o", box v.OpenId
+                        "@o", box (Ids.openId v.OpenId)
                         "@u", nullable v.UnionId
                         "@t", nullable (v.Tenant |> Option.map Ids.tenant)
-                        "@k", box v.FuncKey
+                        "@k", box (Ids.funcKey v.FuncKey)
                         "@s", box (OAuthScope.toText v.Scope)
                         "@n", nullable v.NickName
                         "@img", nullable v.HeadImgUrl
@@ -270,10 +270,10 @@ type private SqlOAuthStore(access: ISqlAccess) =
                     (fun r ->
                         {
                             AuthorizerAppId = AuthorizerAppId(r.GetString 0)
-                            OpenId = r.GetString 1
+                            OpenId = OpenId(r.GetString 1)
                             UnionId = text r 2
                             Tenant = text r 3 |> Option.map TenantId
-                            FuncKey = r.GetString 4
+                            FuncKey = FuncKey(r.GetString 4)
                             Scope = scopeOf (r.GetString 5)
                             NickName = text r 6
                             HeadImgUrl = text r 7

@@ -43,7 +43,7 @@ type StoredRequest =
 
 type RedPackRecord =
     {
-        Id: string
+        Id: RedPackId
         IdempotencyKey: string
         /// SHA-256 of the request, to tell a retry from a different request under the same key.
         RequestHash: string
@@ -121,7 +121,7 @@ let private packColumns =
 
 let private readPack (r: DbDataReader) =
     {
-        Id = r.GetString 0
+        Id = RedPackId(r.GetString 0)
         IdempotencyKey = r.GetString 1
         RequestHash = r.GetString 2
         MchId = MchId(r.GetString 3)
@@ -223,7 +223,7 @@ type RedPackStore(backend: ISqlAccess) =
                         null
                         $"INSERT INTO redpacks ({packColumns}) VALUES (@id, @key, @hash, @mch, @bill, @appid, @tenant, @openid, @amount, @req, @status, @list, @code, @des, @hb, @attempts, @version, @next, @created, @updated) ON CONFLICT DO NOTHING"
                         [
-                            "@id", box p.Id
+                            "@id", box (Ids.redPackId p.Id)
                             "@key", box p.IdempotencyKey
                             "@hash", box p.RequestHash
                             "@mch", box (PayIds.mchId p.MchId)
@@ -248,9 +248,14 @@ type RedPackStore(backend: ISqlAccess) =
                 return n = 1
             })
 
-    member _.GetRedPack(id: string) =
+    member _.GetRedPack(id: RedPackId) =
         backend.Run(fun conn ->
-            tryOne conn null $"SELECT {packColumns} FROM redpacks WHERE id = @id" [ "@id", box id ] readPack)
+            tryOne
+                conn
+                null
+                $"SELECT {packColumns} FROM redpacks WHERE id = @id"
+                [ "@id", box (Ids.redPackId id) ]
+                readPack)
 
     member _.GetRedPackByKey(key: string) =
         backend.Run(fun conn ->
@@ -262,7 +267,7 @@ type RedPackStore(backend: ISqlAccess) =
                 readPack)
 
     /// Writes the packet's new state only if nobody changed it since `expectedVersion` was read.
-    member _.SavePacket(id: string, expectedVersion: int, p: Packet, now: DateTimeOffset) =
+    member _.SavePacket(id: RedPackId, expectedVersion: int, p: Packet, now: DateTimeOffset) =
         let status, listId, code, des = statusColumns p.Status
 
         backend.Run(fun conn ->
@@ -281,7 +286,7 @@ type RedPackStore(backend: ISqlAccess) =
                             "@attempts", box p.Attempts
                             "@next", optionalMs p.NextCheckAt
                             "@updated", box (ms now)
-                            "@id", box id
+                            "@id", box (Ids.redPackId id)
                             "@version", box expectedVersion
                         ]
 

@@ -16,9 +16,9 @@ let private t0 = DateTimeOffset(2026, 11, 30, 8, 0, 0, TimeSpan.Zero)
 
 let private policy = Policy.defaults
 
-let private start =
+let private start: Target =
     {
-        AppId = "wxtarget"
+        AppId = WeChatFs.Domain.AuthorizerAppId "wxtarget"
         State = Pending
         Attempts = 0
         LastErrcode = None

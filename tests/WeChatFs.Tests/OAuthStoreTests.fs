@@ -24,7 +24,7 @@ let private rawBytes (file: string) =
 let private follower openid profile refresh =
     {
         AuthorizerAppId = AuthorizerAppId "wxshop"
-        OpenId = openid
+        OpenId = OpenId openid
         UnionId = None
         Scope = (if Option.isSome profile then SnsapiUserinfo else SnsapiBase)
         Profile = profile
@@ -64,7 +64,7 @@ let tests =
                             t0.AddMinutes 1.
                         )
 
-                    let! got = oauth.GetFuncKey "card"
+                    let! got = oauth.GetFuncKey(FuncKey "card")
 
                     Expect.equal
                         (got |> Option.map (fun g -> g.Route.Scope))
@@ -88,11 +88,11 @@ let tests =
 
                     let! all = oauth.ListFuncKeys()
                     Expect.equal all.Length 1 "all.Length"
-                    let! deleted = oauth.DeleteFuncKey "card"
-                    let! again = oauth.DeleteFuncKey "card"
+                    let! deleted = oauth.DeleteFuncKey(FuncKey "card")
+                    let! again = oauth.DeleteFuncKey(FuncKey "card")
                     Expect.isTrue deleted "deleted"
                     Expect.isFalse again "again"
-                    let! gone = oauth.GetFuncKey "card"
+                    let! gone = oauth.GetFuncKey(FuncKey "card")
                     Expect.isTrue gone.IsNone "gone.IsNone"
                 }
 
@@ -123,7 +123,7 @@ let tests =
                             }
 
                     do! oauth.SaveFollower(follower "o1" None (Some "oauth-refresh-secret-2"))
-                    let! got = oauth.GetFollower(AuthorizerAppId "wxshop", "o1")
+                    let! got = oauth.GetFollower(AuthorizerAppId "wxshop", OpenId "o1")
 
                     Expect.isTrue got.IsSome "the follower was not stored"
                     let f = got.Value
@@ -139,7 +139,7 @@ let tests =
                             "rawBytes path has no 'oauth-refresh-secret'"
                     | None -> ()
 
-                    let! other = oauth.GetFollower(AuthorizerAppId "wxother", "o1")
+                    let! other = oauth.GetFollower(AuthorizerAppId "wxother", OpenId "o1")
                     Expect.isTrue other.IsNone "other.IsNone"
                 }
 
@@ -156,10 +156,10 @@ let tests =
                     let visit =
                         {
                             AuthorizerAppId = AuthorizerAppId "wxshop"
-                            OpenId = "o1"
+                            OpenId = OpenId "o1"
                             UnionId = None
                             Tenant = Some(TenantId "t1")
-                            FuncKey = "card"
+                            FuncKey = FuncKey "card"
                             Scope = SnsapiBase
                             NickName = None
                             HeadImgUrl = None

@@ -48,7 +48,7 @@ let tests =
                 Expect.equal (statusOf (InvalidRequest "x")) 400 "invalid request"
                 Expect.equal (statusOf (InvalidDeployment [ "a" ])) 400 "invalid deployment"
                 Expect.equal (statusOf IdempotencyKeyRequired) 400 "no key"
-                Expect.equal (statusOf (IdempotencyKeyReused "rp1")) 422 "key reused"
+                Expect.equal (statusOf (IdempotencyKeyReused(RedPackId "rp1"))) 422 "key reused"
                 Expect.equal (statusOf (Unauthorized Guard.AdminApi)) 401 "admin key"
                 Expect.equal (statusOf (Unauthorized Guard.Metrics)) 401 "metrics key"
                 Expect.equal (statusOf (ApiError.NotFound Missing.Deployment)) 404 "missing"
@@ -59,6 +59,12 @@ let tests =
                 Expect.equal (statusOf (Token NoTicket)) 503 "no ticket"
                 Expect.equal (statusOf (AuthorizerToken(Unusable(Revoked, "")))) 409 "unusable account"
                 Expect.equal (statusOf (JsApi JsApiTickets.TicketBusy)) 503 "ticket busy"
+
+            testCase "a reused key names the red packet it belongs to as plain text"
+            <| fun () ->
+                let _, _, root = written (IdempotencyKeyReused(RedPackId "rp1"))
+                Expect.equal (text root "id") "rp1" "id"
+                Expect.stringContains (text root "detail") "red packet rp1," "detail"
 
             testCase "an account that cannot be used names its status"
             <| fun () ->

@@ -26,7 +26,7 @@ let private policy =
 
 let private packet (id: string) (key: string) (bill: string) =
     {
-        Id = id
+        Id = Domain.RedPackId id
         IdempotencyKey = key
         RequestHash = "hash-" + key
         MchId = MchId "1900000109"
@@ -79,14 +79,18 @@ let tests =
 
                     Expect.isFalse sameBill "sameBill"
                     let! byKey = packs.GetRedPackByKey "key-1"
-                    Expect.equal (byKey |> Option.map (fun r -> r.Id)) (Some "p1") "byKey |> Option.map (fun r -> r.Id)"
+
+                    Expect.equal
+                        (byKey |> Option.map (fun r -> r.Id))
+                        (Some(Domain.RedPackId "p1"))
+                        "byKey |> Option.map (fun r -> r.Id)"
 
                     let sending, _ = step policy t0 (created policy t0) SendStarted
-                    let! saved = packs.SavePacket("p1", 0, sending, t0)
+                    let! saved = packs.SavePacket(Domain.RedPackId "p1", 0, sending, t0)
                     Expect.isTrue saved "saved"
-                    let! stale = packs.SavePacket("p1", 0, sending, t0)
+                    let! stale = packs.SavePacket(Domain.RedPackId "p1", 0, sending, t0)
                     Expect.isFalse stale "a write based on an old version must not land"
-                    let! read = packs.GetRedPack "p1"
+                    let! read = packs.GetRedPack(Domain.RedPackId "p1")
                     Expect.equal read.Value.Packet.Status Sending "read.Value.Packet.Status"
                     Expect.equal read.Value.Version 1 "read.Value.Version"
 
@@ -94,23 +98,27 @@ let tests =
                     let! notYet = packs.DueRedPacks(t0.AddSeconds 1., t0.AddSeconds -30., 10)
                     Expect.isEmpty notYet "notYet"
                     let! due = packs.DueRedPacks(t0.AddMinutes 1., t0.AddSeconds 1., 10)
-                    Expect.equal (due |> List.map (fun r -> r.Id)) ([ "p1" ]) "due |> List.map (fun r -> r.Id)"
+
+                    Expect.equal
+                        (due |> List.map (fun r -> r.Id))
+                        ([ Domain.RedPackId "p1" ])
+                        "due |> List.map (fun r -> r.Id)"
 
                     let undecided, _ =
                         step policy t0 read.Value.Packet (SendAnswered(Unknown "SYSTEMERROR"))
 
-                    let! _ = packs.SavePacket("p1", 1, undecided, t0)
+                    let! _ = packs.SavePacket(Domain.RedPackId "p1", 1, undecided, t0)
                     let! dueUndecided = packs.DueRedPacks(t0.AddSeconds 2., t0.AddSeconds -30., 10)
 
                     Expect.equal
                         (dueUndecided |> List.map (fun r -> r.Id))
-                        ([ "p1" ])
+                        ([ Domain.RedPackId "p1" ])
                         "dueUndecided |> List.map (fun r -> r.Id)"
 
                     let received, _ =
                         step policy t0 undecided (QueryAnswered(Found("RECEIVED", "D1", "")))
 
-                    let! _ = packs.SavePacket("p1", 2, received, t0)
+                    let! _ = packs.SavePacket(Domain.RedPackId "p1", 2, received, t0)
                     let! dueFinal = packs.DueRedPacks(t0.AddDays 1., t0.AddDays 1., 10)
                     Expect.isEmpty dueFinal "dueFinal"
 

@@ -168,8 +168,11 @@ let private detail (c: ConsoleContext) =
 
                                  [
                                      a
-                                         [ _href $"/console/authorizers/{Uri.EscapeDataString target.AppId}" ]
-                                         [ str target.AppId ]
+                                         [
+                                             _href
+                                                 $"/console/authorizers/{Uri.EscapeDataString(Domain.Ids.authorizerAppId target.AppId)}"
+                                         ]
+                                         [ str (Domain.Ids.authorizerAppId target.AppId) ]
                                      stateBadge (TargetState.name target.State)
                                      str step
                                      str (string target.Attempts)

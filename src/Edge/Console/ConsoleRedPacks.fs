@@ -142,7 +142,7 @@ let private list (c: ConsoleContext) =
                              let (MchId m) = r.MchId
 
                              [
-                                 code [] [ str r.Id ]
+                                 code [] [ str (Domain.Ids.redPackId r.Id) ]
                                  str m
                                  a
                                      [
