@@ -7,20 +7,14 @@ open System.IO
 open System.Net.Http
 open System.Net.Http.Headers
 open System.Text
-open System.Text.Json
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
-open Microsoft.AspNetCore.Hosting
-open Microsoft.AspNetCore.Http
-open Microsoft.Extensions.Configuration
 open Microsoft.Extensions.DependencyInjection
-open Microsoft.Extensions.Logging
 open WeChatFs
 open WeChatFs.Store
 open WeChatFs.Simulator
 open WeChatFs.Simulator.SimState
 open WeChatFs.Tests
-
 open WeChatFs.Bench.Gateways
 
 let tokenReads

@@ -136,32 +136,29 @@ let latestCodeKey (AuthorizerAppId appid) = "lastcode:" + appid
 let private rejectedTicketKey = "component:rejected_ticket_at"
 let private lastErrorKey = "component:last_error"
 
+/// A stored value read back as its type.
+let private getAs access key wrap =
+    task {
+        let! v = getValue access key
+        return v |> Option.map wrap
+    }
+
 let rememberPreAuthTenant access code (TenantId tenant) =
     putValue access (preAuthKey code) tenant false
 
-let preAuthTenant access code =
-    task {
-        let! v = getValue access (preAuthKey code)
-        return v |> Option.map TenantId
-    }
+let preAuthTenant access code = getAs access (preAuthKey code) TenantId
 
 let recordExchangedCode access code (AuthorizerAppId appid) =
     putValue access (exchangedCodeKey code) appid false
 
 let exchangedCode access code =
-    task {
-        let! v = getValue access (exchangedCodeKey code)
-        return v |> Option.map AuthorizerAppId
-    }
+    getAs access (exchangedCodeKey code) AuthorizerAppId
 
 let saveLatestCode access appid (AuthorizationCode code) =
     putValue access (latestCodeKey appid) code true
 
 let latestCode access appid =
-    task {
-        let! v = getValue access (latestCodeKey appid)
-        return v |> Option.map AuthorizationCode
-    }
+    getAs access (latestCodeKey appid) AuthorizationCode
 
 let saveRejectedTicket access (marker: int64) =
     putValue access rejectedTicketKey (string marker) false
