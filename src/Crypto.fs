@@ -104,21 +104,24 @@ let plainSignature (token: string) (timestamp: string) (nonce: string) =
     sortedSha1Hex [| token; timestamp; nonce |]
 
 /// Compares in constant time so the check leaks nothing about how much of a forgery was right.
-/// Hex digits compare case-insensitively.
+/// Hex digits compare case-insensitively. No allocation: this runs for every push.
 let private sameHex (a: string) (b: string) =
     if isNull a || isNull b || a.Length <> b.Length then
         false
     else
         // Anything outside ASCII becomes 0, which no hex digit equals.
         let lower (c: char) =
-            if c > '\u007F' then 0uy
-            elif c >= 'A' && c <= 'Z' then byte c ||| 0x20uy
-            else byte c
+            if c > '\u007F' then 0
+            elif c >= 'A' && c <= 'Z' then int c ||| 0x20
+            else int c
 
-        CryptographicOperations.FixedTimeEquals(
-            ReadOnlySpan(Array.init a.Length (fun i -> lower a[i])),
-            ReadOnlySpan(Array.init b.Length (fun i -> lower b[i]))
-        )
+        // Every position is looked at whatever the earlier ones held.
+        let mutable differences = 0
+
+        for i in 0 .. a.Length - 1 do
+            differences <- differences ||| (lower a[i] ^^^ lower b[i])
+
+        differences = 0
 
 let verifySignature token timestamp nonce encrypted (signature: string) =
     if sameHex (msgSignature token timestamp nonce encrypted) signature then
@@ -144,12 +147,33 @@ let private unpad (data: byte[]) =
         else
             Ok(data, data.Length - n)
 
-let private aes (AesKey key) =
-    let a = Aes.Create()
-    a.Key <- key
-    a
+/// One Aes object per thread for the key in use: making one for every push (an OpenSSL context,
+/// the key schedule) costs more than decrypting the push. The one-shot CBC calls keep no state
+/// between calls, so a thread can reuse its object; a different key (a rotation) replaces it.
+type private ThreadAes =
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private key: byte[]
 
-let private iv (AesKey key) = key[..15]
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private aes: Aes
+
+    static member For(AesKey key) =
+        if
+            isNull ThreadAes.aes
+            || not (ReadOnlySpan(ThreadAes.key).SequenceEqual(ReadOnlySpan key))
+        then
+            if not (isNull ThreadAes.aes) then
+                ThreadAes.aes.Dispose()
+
+            let a = Aes.Create()
+            a.Key <- key
+            ThreadAes.aes <- a
+            ThreadAes.key <- Array.copy key
+
+        ThreadAes.aes
+
+/// The IV is the key's first 16 bytes (WXBizMsgCrypt).
+let private iv (AesKey key) = ReadOnlySpan(key, 0, 16)
 
 /// Encrypts `message` for `appId` with the given 16 random bytes; returns the base64 Encrypt value.
 let encrypt (key: AesKey) (appId: string) (random16: byte[]) (message: string) =
@@ -164,9 +188,8 @@ let encrypt (key: AesKey) (appId: string) (random16: byte[]) (message: string) =
         Array.init 16 (fun i -> if i < random16.Length then random16[i] else 0uy)
 
     let plain = Array.concat [ prefix; len; msg; id ] |> pad
-    use a = aes key
 
-    a.EncryptCbc(ReadOnlySpan plain, ReadOnlySpan(iv key), PaddingMode.None)
+    (ThreadAes.For key).EncryptCbc(ReadOnlySpan plain, iv key, PaddingMode.None)
     |> Convert.ToBase64String
 
 let private fromBase64 (s: string) =
@@ -185,14 +208,9 @@ let private decryptBlocks (key: AesKey) (cipher: ArraySegment<byte>) =
     if cipher.Count = 0 || cipher.Count % 16 <> 0 then
         Error AesDecryptFailed
     else
-        use a = aes key
-
         Ok(
-            a.DecryptCbc(
-                ReadOnlySpan(cipher.Array, cipher.Offset, cipher.Count),
-                ReadOnlySpan(iv key),
-                PaddingMode.None
-            )
+            (ThreadAes.For key)
+                .DecryptCbc(ReadOnlySpan(cipher.Array, cipher.Offset, cipher.Count), iv key, PaddingMode.None)
         )
 
 let private strictUtf8 = UTF8Encoding(false, true)

@@ -289,6 +289,16 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
 
         and! provider, connectionString = storage cfg
         and! intakeLog = flag cfg "Storage:IntakeLog" true
+
+        and! intakeGather =
+            timeSpanBetween
+                cfg
+                "Storage:IntakeSyncGather"
+                (TimeSpan.FromMilliseconds 1.)
+                TimeSpan.Zero
+                (TimeSpan.FromMilliseconds 100.)
+                "write it as hh:mm:ss.fff, e.g. 00:00:00.001"
+
         and! master = masterKey cfg
         and! returnUrl = optionalUrl cfg "Authorization:ReturnUrl"
 
@@ -327,6 +337,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                     text cfg "Storage:DataFolder"
                     |> Option.defaultValue (dataFolderOf provider connectionString)
                 IntakeLog = intakeLog && provider = Sqlite
+                IntakeSyncGather = intakeGather
                 MasterKey = master
                 AdminApiKey = text cfg "Admin:ApiKey"
                 TokenPolicy =

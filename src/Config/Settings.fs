@@ -128,6 +128,9 @@ type GatewayOptions =
         /// SQLite only: pushes are acknowledged once in the intake log, and written to the inbox
         /// table from there (Storage:IntakeLog, default true).
         IntakeLog: bool
+        /// Under load, how long the intake log lets appends gather before its next sync, so that
+        /// one sync covers many pushes (Storage:IntakeSyncGather, default 1 ms; zero: sync at once).
+        IntakeSyncGather: TimeSpan
         MasterKey: string option
         AdminApiKey: string option
         TokenPolicy: TokenPolicy

@@ -299,6 +299,16 @@ let webhookPayload
     w.Flush()
     Encoding.UTF8.GetString buffer.WrittenSpan
 
+/// The webhook body of a stored message from its decrypted XML (the embedded store keeps the XML and
+/// makes the body when the row is read); `message` is null when the XML cannot be typed.
+let webhookPayloadOfXml id kind authorizerAppId tenant receivedAt (plainXml: string) =
+    let message =
+        match parse plainXml with
+        | Ok m -> messageJson m
+        | Error _ -> null
+
+    webhookPayload id kind authorizerAppId tenant receivedAt message plainXml
+
 /// `X-WeChatFs-Signature`: `sha256=` + hex HMAC-SHA256 of the exact body under the webhook secret.
 let signBody (secret: string) (body: string) =
     "sha256="

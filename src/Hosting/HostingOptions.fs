@@ -48,6 +48,10 @@ type WeChatFsOptions() =
     /// WeChatFs:Storage:IntakeLog (SQLite only, default true): pushes acknowledged once in the
     /// intake log, and written to the inbox table from there.
     member val IntakeLog = Nullable<bool>() with get, set
+
+    /// WeChatFs:Storage:IntakeSyncGather (default 1 ms, at most 100 ms): under load, how long the
+    /// intake log lets pushes gather before its next sync; zero syncs at once.
+    member val IntakeSyncGather = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Storage:RefreshLease (default 30 seconds).
     member val RefreshLease = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Secrets:MasterKey, base64 of 32 bytes.
@@ -149,6 +153,8 @@ type WeChatFsOptions() =
 
         if this.IntakeLog.HasValue then
             put "Storage:IntakeLog" (if this.IntakeLog.Value then "true" else "false")
+
+        span "Storage:IntakeSyncGather" this.IntakeSyncGather
 
         values
 

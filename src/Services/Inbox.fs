@@ -78,6 +78,7 @@ type InboxService
                         Age = TimeSpan.FromMinutes 5.
                         Count = 200_000
                     },
+                    options.IntakeSyncGather,
                     clock,
                     logger
                 )
@@ -157,35 +158,33 @@ type InboxService
             let! result = this.Post(id, tenant, payload)
             let now = clock.GetUtcNow()
 
-            // Through the intake log, the row may not be in the inbox yet: its outcome waits for it.
-            let! indexed =
-                match intake with
-                | Some i -> i.WhenIndexed id
-                | None -> Task.FromResult(Stored id)
+            let outcome, answer =
+                match result with
+                | Ok body -> DeliveredAt(id, now, options.InstanceId), Some body
+                | Error e ->
+                    let reason = describeWebhookError e
+                    let next = retryAt hooks now (attemptsSoFar + 1)
 
-            match result with
-            | _ when indexed <> Stored id ->
-                // Memory had forgotten a retry; the inbox holds the message under its first id.
-                return None
-            | Ok body ->
-                do! store.MarkDelivered(id, now, options.InstanceId)
-                return Some body
-            | Error e ->
-                let reason = describeWebhookError e
-                let next = retryAt hooks now (attemptsSoFar + 1)
-                do! store.MarkFailed(id, reason, next, options.InstanceId)
+                    match next with
+                    | Some at -> logger.LogWarning("delivery {Id} failed ({Reason}); retry at {At}", id, reason, at)
+                    | None ->
+                        logger.LogError(
+                            "delivery {Id} failed ({Reason}); dead-lettered after {Attempts} attempts",
+                            id,
+                            reason,
+                            attemptsSoFar + 1
+                        )
 
-                match next with
-                | Some at -> logger.LogWarning("delivery {Id} failed ({Reason}); retry at {At}", id, reason, at)
-                | None ->
-                    logger.LogError(
-                        "delivery {Id} failed ({Reason}); dead-lettered after {Attempts} attempts",
-                        id,
-                        reason,
-                        attemptsSoFar + 1
-                    )
+                    FailedAt(id, reason, next, options.InstanceId), None
 
-                return None
+            match intake with
+            // A first attempt through the intake log: the row may not be in the inbox yet. The
+            // intake records the outcome once it is, with other pushes' in one transaction, and the
+            // answer goes back to WeChat now. Later attempts work on rows in the inbox.
+            | Some i when attemptsSoFar = 0 -> i.Record outcome
+            | _ -> do! store.RecordAttempts [ outcome ]
+
+            return answer
         }
 
     /// The first attempt, while WeChat waits: the webhook's answer if it came within ReplyTimeout.
@@ -195,12 +194,11 @@ type InboxService
             if (webhookUrl hooks tenant).IsNone then
                 return None
             else
-                let work = this.Deliver(id, tenant, payload, 0)
-                let! first = Task.WhenAny(work :> Task, Task.Delay hooks.ReplyTimeout)
-
-                if Object.ReferenceEquals(first, work) then
-                    return work.Result
-                else
+                // WaitAsync's timer goes with the wait; a Task.Delay per push would stay queued
+                // for the whole timeout after the webhook answered.
+                try
+                    return! this.Deliver(id, tenant, payload, 0).WaitAsync hooks.ReplyTimeout
+                with :? TimeoutException ->
                     return None
         }
 

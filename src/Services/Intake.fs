@@ -13,19 +13,13 @@ open Microsoft.Extensions.Logging
 open WeChatFs.Store
 open WeChatFs.IntakeLog
 
-/// The webhook body of a record: a message's is made from its XML here, off the request path.
-let render (e: Entry) =
+/// What a record's row stores as its payload: the webhook body, or a message's decrypted XML, which
+/// the inbox turns into the webhook body when the row is read (InboxRows): the JSON, which repeats
+/// the message's text, is made only for rows that are read, and the row is half the size.
+let payloadOf (e: Entry) =
     match e.Body with
     | Payload json -> json
-    | Xml plain ->
-        let i = e.Item
-
-        let message =
-            match Messages.parse plain with
-            | Ok m -> Messages.messageJson m
-            | Error _ -> null
-
-        Messages.webhookPayload i.Id i.Kind i.AuthorizerAppId i.Tenant i.ReceivedAt message plain
+    | Xml plain -> plain
 
 /// How long and how many pushes memory keeps for answering retries at once. WeChat retries within
 /// seconds; past the window (or the count, under a flood) the inbox's unique key still holds.
@@ -33,14 +27,18 @@ type Window = { Age: TimeSpan; Count: int }
 
 type private Seen = { Id: string; Durable: Task }
 
-type IntakeService(store: IStore, folder: string, window: Window, clock: TimeProvider, logger: ILogger) =
+type IntakeService
+    (store: IStore, folder: string, window: Window, syncGather: TimeSpan, clock: TimeProvider, logger: ILogger) =
     let gather = TimeSpan.FromMilliseconds 50.
     let seen = ConcurrentDictionary<string, Seen>()
     let order = ConcurrentQueue<struct (string * int64)>()
     let toIndex = ConcurrentQueue<Entry>()
 
-    let indexedSignals =
-        ConcurrentDictionary<string, TaskCompletionSource<AppendOutcome>>()
+    // Tracked records (those a webhook may deliver) not yet in the inbox.
+    let notIndexed = ConcurrentDictionary<string, unit>()
+
+    // Delivery outcomes, applied once their records are in the inbox, many per transaction.
+    let attempts = ConcurrentQueue<AttemptRecord>()
 
     let work = new SemaphoreSlim(0)
     let stop = new CancellationTokenSource()
@@ -57,7 +55,8 @@ type IntakeService(store: IStore, folder: string, window: Window, clock: TimePro
                 work.Release() |> ignore),
             16L * 1024L * 1024L,
             TimeSpan.FromMinutes 1.,
-            clock
+            clock,
+            syncGather
         )
 
     let keyOf (i: InboxItem) =
@@ -97,62 +96,97 @@ type IntakeService(store: IStore, folder: string, window: Window, clock: TimePro
 
     let indexBatch (batch: ResizeArray<Entry>) =
         task {
-            let items = [ for e in batch -> { e.Item with Payload = render e } ]
+            let items = [ for e in batch -> { e.Item with Payload = payloadOf e } ]
 
-            let! outcomes = store.AppendInbox(GroupCommit.Feed.ofList items)
+            let! _ = store.AppendInbox(GroupCommit.Feed.ofList items)
 
-            for (e, o) in List.zip (List.ofSeq batch) outcomes do
-                match indexedSignals.TryRemove e.Item.Id with
-                | true, signal -> signal.TrySetResult o |> ignore
-                | _ -> ()
+            for e in batch do
+                notIndexed.TryRemove e.Item.Id |> ignore
 
             log.Indexed batch.Count
         }
 
+    // The outcomes whose rows are in the inbox (a tracked record leaves notIndexed when it is);
+    // the others wait for the next round. A store error keeps them all for the next round.
+    let applyAttempts () =
+        task {
+            if not attempts.IsEmpty then
+                let ready = ResizeArray<AttemptRecord>()
+                let waiting = ResizeArray<AttemptRecord>()
+                let mutable a = Unchecked.defaultof<AttemptRecord>
+
+                while attempts.TryDequeue(&a) do
+                    if notIndexed.ContainsKey a.Id then
+                        waiting.Add a
+                    else
+                        ready.Add a
+
+                try
+                    if ready.Count > 0 then
+                        do! store.RecordAttempts(List.ofSeq ready)
+                with ex ->
+                    logger.LogError(ex, "recording {Count} delivery outcomes failed; retrying", ready.Count)
+                    waiting.InsertRange(0, ready)
+
+                for a in waiting do
+                    attempts.Enqueue a
+        }
+
+    let indexerDone = TaskCompletionSource()
+
     // One loop writes the inbox: it waits for records, lets a few milliseconds' worth gather (one
-    // transaction for many), and keeps a failed batch until the store takes it.
-    let indexer =
-        Task.Run(fun () ->
-            task {
-                let batch = ResizeArray<Entry>()
-                let mutable go = true
+    // transaction for many), and keeps a failed batch until the store takes it. It has a thread of
+    // its own: SQLite works synchronously under its async calls, and a batch of hundreds of rows
+    // holds its thread for milliseconds, which on the thread pool (or the timer thread, where a
+    // delay's continuation runs) the requests would wait behind.
+    let indexLoop () =
+        let batch = ResizeArray<Entry>()
+        let mutable go = true
 
-                while go do
-                    if batch.Count = 0 then
-                        try
-                            do! work.WaitAsync(TimeSpan.FromMilliseconds 200., stop.Token) :> Task
-                            // Under load, a transaction of many records costs far less per record
-                            // (each page of the table and its indexes is written once per commit).
-                            do! Task.Delay(gather, stop.Token)
-                        with :? OperationCanceledException ->
-                            ()
+        while go do
+            try
+                if batch.Count = 0 then
+                    if work.Wait(TimeSpan.FromMilliseconds 200.) && not stop.IsCancellationRequested then
+                        // Under load, a transaction of many records costs far less per record
+                        // (each page of the table and its indexes is written once per commit).
+                        stop.Token.WaitHandle.WaitOne gather |> ignore
 
-                    let mutable e = Unchecked.defaultof<Entry>
+                    // One round takes everything that arrived: the wake-ups of the batches it
+                    // takes are spent too, so the count never grows with the uptime.
+                    while work.Wait 0 do
+                        ()
 
-                    while batch.Count < 4096 && toIndex.TryDequeue(&e) do
-                        batch.Add e
+                let mutable e = Unchecked.defaultof<Entry>
 
-                    if batch.Count > 0 then
-                        try
-                            do! indexBatch batch
-                            batch.Clear()
-                        with ex ->
-                            logger.LogError(
-                                ex,
-                                "intake log: writing {Count} records to the inbox failed; retrying",
-                                batch.Count
-                            )
+                while batch.Count < 4096 && toIndex.TryDequeue(&e) do
+                    batch.Add e
 
-                            do! Task.Delay(1000)
-                    elif stop.IsCancellationRequested then
-                        go <- false
+                if batch.Count > 0 then
+                    try
+                        (indexBatch batch).GetAwaiter().GetResult()
+                        batch.Clear()
+                    with ex ->
+                        logger.LogError(
+                            ex,
+                            "intake log: writing {Count} records to the inbox failed; retrying",
+                            batch.Count
+                        )
 
-                    forgetOld ()
-            }
-            :> Task)
+                        stop.Token.WaitHandle.WaitOne(TimeSpan.FromSeconds 1.) |> ignore
+                elif stop.IsCancellationRequested then
+                    go <- false
+
+                (applyAttempts ()).GetAwaiter().GetResult()
+                forgetOld ()
+            with ex ->
+                logger.LogError(ex, "intake log: the inbox writer's round failed")
+
+        indexerDone.TrySetResult() |> ignore
+
+    do Thread(indexLoop, IsBackground = true, Name = "wechatfs-indexer").Start()
 
     /// Stored (durable in the log, the inbox follows) or a retry of a push seen before. With `track`,
-    /// `WhenIndexed` later tells when the row is in the inbox.
+    /// the outcomes given to `Record` for it wait until its row is in the inbox.
     member _.Append(entry: Entry, track: bool) : Task<AppendOutcome> =
         task {
             let key = keyOf entry.Item
@@ -182,8 +216,7 @@ type IntakeService(store: IStore, folder: string, window: Window, clock: TimePro
                         order.Enqueue(struct (key, clock.GetUtcNow().Ticks))
 
                         if track then
-                            indexedSignals[entry.Item.Id] <-
-                                TaskCompletionSource<AppendOutcome>(TaskCreationOptions.RunContinuationsAsynchronously)
+                            notIndexed[entry.Item.Id] <- ()
 
                         try
                             do! log.Append entry
@@ -192,18 +225,17 @@ type IntakeService(store: IStore, folder: string, window: Window, clock: TimePro
                         with ex ->
                             mine.SetException ex
                             seen.TryRemove key |> ignore
-                            indexedSignals.TryRemove entry.Item.Id |> ignore
+                            notIndexed.TryRemove entry.Item.Id |> ignore
                             raise ex
 
             return outcome.Value
         }
 
-    /// Resolves once a tracked record is in the inbox, with what the inbox made of it (a retry that
-    /// memory had forgotten comes back Duplicate); at once for records not tracked.
-    member _.WhenIndexed(id: string) : Task<AppendOutcome> =
-        match indexedSignals.TryGetValue id with
-        | true, signal -> signal.Task
-        | _ -> Task.FromResult(Stored id)
+    /// Records a delivery attempt's outcome once the delivery's row is in the inbox (within the
+    /// indexer's next round), with the outcomes of other pushes in one transaction. WeChat hears the
+    /// webhook's answer without waiting for it: a crash before it is recorded means one more delivery
+    /// (deliveries are at least once).
+    member _.Record(attempt: AttemptRecord) = attempts.Enqueue attempt
 
     /// Records durable in the log and not yet in the inbox.
     member _.Backlog = toIndex.Count
@@ -216,7 +248,7 @@ type IntakeService(store: IStore, folder: string, window: Window, clock: TimePro
                     (log :> IDisposable).Dispose()
                     stop.Cancel()
                     work.Release() |> ignore
-                    do! indexer
+                    do! indexerDone.Task
                 }
                 :> Task
             )

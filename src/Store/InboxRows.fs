@@ -15,13 +15,26 @@ let private deliveryColumns =
     "id, authorizer_appid, tenant, kind, received_at, payload, status, attempts, next_attempt_at, last_error, delivered_at"
 
 let private readDelivery (r: DbDataReader) =
+    let id = r.GetString 0
+    let appid = AuthorizerAppId(r.GetString 1)
+    let tenant = text r 2 |> Option.map TenantId
+    let kind = r.GetString 3
+    let received = ofMs (r.GetInt64 4)
+    let stored = r.GetString 5
+
     {
-        Id = r.GetString 0
-        AuthorizerAppId = AuthorizerAppId(r.GetString 1)
-        Tenant = text r 2 |> Option.map TenantId
-        Kind = r.GetString 3
-        ReceivedAt = ofMs (r.GetInt64 4)
-        Payload = r.GetString 5
+        Id = id
+        AuthorizerAppId = appid
+        Tenant = tenant
+        Kind = kind
+        ReceivedAt = received
+        // The intake log stores a message without a webhook waiting as its XML; a webhook body is a
+        // JSON object, '{' first. The body is made here, for the rows that are read.
+        Payload =
+            if stored.StartsWith '{' then
+                stored
+            else
+                Messages.webhookPayloadOfXml id kind appid tenant received stored
         Status = DeliveryStatus.ofText (r.GetString 6) |> Option.defaultValue Pending
         Attempts = Convert.ToInt32(r.GetValue 7)
         NextAttemptAt = int64Of r 8 |> Option.map ofMs
@@ -124,25 +137,24 @@ let claim (access: ISqlAccess) (holder: string) (now: DateTimeOffset) (until: Da
             return rows |> List.sortBy (fun d -> d.ReceivedAt, d.Id)
         }
 
-let markDelivered (access: ISqlAccess) (id: string) (at: DateTimeOffset) (holder: string) =
-    access.Run(fun conn ->
+/// One attempt's outcome, as a statement within `tx`.
+let private recordAttempt (conn: DbConnection) (tx: DbTransaction) (attempt: AttemptRecord) =
+    match attempt with
+    | DeliveredAt(id, at, holder) ->
         exec
             conn
-            null
+            tx
             "UPDATE inbox SET status = 'delivered', delivered_at = @at, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = @id AND (claimed_by IS NULL OR claimed_by = @holder)"
-            [ "@at", box (ms at); "@id", box id; "@holder", box holder ])
-    :> Task
+            [ "@at", box (ms at); "@id", box id; "@holder", box holder ]
+    | FailedAt(id, error, retryAt, holder) ->
+        let status =
+            match retryAt with
+            | Some _ -> "pending"
+            | None -> "dead"
 
-let markFailed (access: ISqlAccess) (id: string) (error: string) (retryAt: DateTimeOffset option) (holder: string) =
-    let status =
-        match retryAt with
-        | Some _ -> "pending"
-        | None -> "dead"
-
-    access.Run(fun conn ->
         exec
             conn
-            null
+            tx
             // Only a pending delivery: if this attempt's claim ran out and another instance
             // delivered meanwhile, a late failure must not put it back in line.
             "UPDATE inbox SET status = @s, attempts = attempts + 1, last_error = @e, next_attempt_at = @next, claimed_by = NULL, claimed_until = NULL WHERE id = @id AND status = 'pending' AND (claimed_by IS NULL OR claimed_by = @holder)"
@@ -152,8 +164,21 @@ let markFailed (access: ISqlAccess) (id: string) (error: string) (retryAt: DateT
                 "@next", optionalMs retryAt
                 "@id", box id
                 "@holder", box holder
-            ])
-    :> Task
+            ]
+
+let markDelivered (access: ISqlAccess) (id: string) (at: DateTimeOffset) (holder: string) =
+    access.Run(fun conn -> recordAttempt conn null (DeliveredAt(id, at, holder))) :> Task
+
+let markFailed (access: ISqlAccess) (id: string) (error: string) (retryAt: DateTimeOffset option) (holder: string) =
+    access.Run(fun conn -> recordAttempt conn null (FailedAt(id, error, retryAt, holder))) :> Task
+
+/// Many attempts' outcomes in one transaction, in order; the caller commits and syncs.
+let recordAttempts (attempts: AttemptRecord list) (conn: DbConnection) (tx: DbTransaction) =
+    task {
+        for a in attempts do
+            let! _ = recordAttempt conn tx a
+            ()
+    }
 
 let get (access: ISqlAccess) (id: string) =
     access.Run(fun conn ->

@@ -246,6 +246,9 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         member _.MarkFailed(id, error, retryAt, holder) =
             InboxRows.markFailed access id error retryAt holder
 
+        member _.RecordAttempts(attempts) =
+            connections.RunThenSync(transaction (InboxRows.recordAttempts attempts)) :> Task
+
         member _.GetDelivery(id) = InboxRows.get access id
 
         member _.ListDeliveries(status, offset, limit) =

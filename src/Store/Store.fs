@@ -166,6 +166,17 @@ type AppendOutcome =
     /// A retry of something already stored under this id.
     | Duplicate of id: string
 
+/// The outcome of one delivery attempt, as MarkDelivered and MarkFailed record it; the intake log
+/// hands them to the store in batches (RecordAttempts).
+type AttemptRecord =
+    | DeliveredAt of id: string * at: DateTimeOffset * holder: string
+    | FailedAt of id: string * error: string * retryAt: DateTimeOffset option * holder: string
+
+    member a.Id =
+        match a with
+        | DeliveredAt(id, _, _)
+        | FailedAt(id, _, _, _) -> id
+
 type IInboxStore =
     /// Stores the feed's items in one transaction (group commit), taking more while the feed gives
     /// them; resolves once they are durable, with one outcome per item in the order they were taken.
@@ -183,6 +194,8 @@ type IInboxStore =
     /// pending (delivered meanwhile, or already dead), or whose claim another holder took over,
     /// stays as it is.
     abstract MarkFailed: id: string * error: string * retryAt: DateTimeOffset option * holder: string -> Task
+    /// MarkDelivered and MarkFailed for many attempts, in one transaction, in order.
+    abstract RecordAttempts: attempts: AttemptRecord list -> Task
     /// At start: lets go of the claims `holder` held before a crash, so an instance restarted under
     /// the same `WeChatFs:InstanceId` delivers them at once instead of after the claims run out.
     abstract ReleaseClaims: holder: string -> Task<int>

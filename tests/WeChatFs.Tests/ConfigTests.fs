@@ -63,6 +63,25 @@ let tests =
                 | Error [ e ] -> Expect.equal e.Key "WeChatFs:Storage:IntakeLog" "names the key"
                 | other -> failwith $"{other}"
 
+            testCase "the intake log gathers 1 ms before a sync under load unless told otherwise, from 0 to 100 ms"
+            <| fun () ->
+                let gather extra =
+                    load (valid @ extra) |> Result.map (fun o -> o.IntakeSyncGather)
+
+                Expect.equal (gather []) (Ok(TimeSpan.FromMilliseconds 1.)) "default"
+
+                Expect.equal
+                    (gather [ "WeChatFs:Storage:IntakeSyncGather", "00:00:00.005" ])
+                    (Ok(TimeSpan.FromMilliseconds 5.))
+                    "five milliseconds"
+
+                Expect.equal (gather [ "WeChatFs:Storage:IntakeSyncGather", "00:00:00" ]) (Ok TimeSpan.Zero) "off"
+
+                for wrong in [ "00:00:01"; "-00:00:00.001"; "soon" ] do
+                    match gather [ "WeChatFs:Storage:IntakeSyncGather", wrong ] with
+                    | Error [ e ] -> Expect.equal e.Key "WeChatFs:Storage:IntakeSyncGather" $"{wrong}: names the key"
+                    | other -> failwith $"{wrong}: {other}"
+
             testCase "refreshes are paced from 1,000 accounts unless told otherwise, a whole number of at least 1"
             <| fun () ->
                 let pacedFrom extra =

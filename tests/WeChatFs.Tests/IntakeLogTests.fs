@@ -104,6 +104,50 @@ let tests =
                 (third :> IDisposable).Dispose()
             }
 
+            testCaseAsync "under load one sync covers the appends of the gather window; a lone append is synced at once"
+            <| async {
+                let path = Path.Combine(tempFolder (), "intake.log")
+                let batches = Collections.Concurrent.ConcurrentQueue<int>()
+                let gather = TimeSpan.FromMilliseconds 500.
+
+                let w =
+                    new Writer(
+                        path,
+                        (fun es -> batches.Enqueue es.Length),
+                        Int64.MaxValue,
+                        TimeSpan.MaxValue,
+                        TimeProvider.System,
+                        gather
+                    )
+
+                let appendAll (es: Entry list) =
+                    es |> List.map w.Append |> Threading.Tasks.Task.WhenAll |> Async.AwaitTask
+
+                // Many at once, until the last sync held more than one: the writer now expects
+                // more, and gathers before its next sync.
+                let mutable round = 0
+
+                while round = 0 || Seq.last batches < 2 do
+                    round <- round + 1
+                    do! appendAll [ for n in 1..20 -> entry (1000 * round + n) "一" ]
+
+                batches.Clear()
+                // One now, ten more a moment later: all eleven in one sync.
+                let first = w.Append(entry 3 "三")
+                do! Async.Sleep 20
+                do! appendAll [ for n in 4..13 -> entry n $"{n}" ]
+                do! first |> Async.AwaitTask
+                Expect.sequenceEqual batches [ 11 ] "one sync for the eleven"
+                // Quiet again: a lone push does not wait for company.
+                do! Async.Sleep(int gather.TotalMilliseconds * 2)
+                batches.Clear()
+                let clock = Diagnostics.Stopwatch.StartNew()
+                do! w.Append(entry 14 "十四") |> Async.AwaitTask
+                Expect.isLessThan clock.Elapsed (gather * 0.8) "synced without gathering"
+                Expect.sequenceEqual batches [ 1 ] "alone in its sync"
+                (w :> IDisposable).Dispose()
+            }
+
             testCaseAsync "a torn tail is cut at start and new records follow the whole ones"
             <| async {
                 let path = Path.Combine(tempFolder (), "intake.log")

@@ -63,7 +63,14 @@ let tests =
                 let! store, folder = openStore () |> Async.AwaitTask
 
                 let intake =
-                    new IntakeService(store, folder, window, TimeProvider.System, NullLogger.Instance)
+                    new IntakeService(
+                        store,
+                        folder,
+                        window,
+                        TimeSpan.FromMilliseconds 1.,
+                        TimeProvider.System,
+                        NullLogger.Instance
+                    )
 
                 let! outcomes =
                     [ for i in 1..20 -> intake.Append(entry 42 $"id-{i}", false) ]
@@ -93,7 +100,14 @@ let tests =
                 let! store, folder = openStore () |> Async.AwaitTask
 
                 let intake =
-                    new IntakeService(store, folder, window, TimeProvider.System, NullLogger.Instance)
+                    new IntakeService(
+                        store,
+                        folder,
+                        window,
+                        TimeSpan.FromMilliseconds 1.,
+                        TimeProvider.System,
+                        NullLogger.Instance
+                    )
 
                 let! _ =
                     [ for n in 1..300 -> intake.Append(entry n $"id-{n}", false) ]
@@ -135,7 +149,14 @@ let tests =
                 (w :> IDisposable).Dispose()
 
                 let intake =
-                    new IntakeService(store, folder, window, TimeProvider.System, NullLogger.Instance)
+                    new IntakeService(
+                        store,
+                        folder,
+                        window,
+                        TimeSpan.FromMilliseconds 1.,
+                        TimeProvider.System,
+                        NullLogger.Instance
+                    )
 
                 let! all =
                     eventually (TimeSpan.FromSeconds 10.) (fun () ->

@@ -17,6 +17,7 @@ let all =
             ErrorGuideTests.tests
             CryptoTests.tests
             PushesTests.tests
+            CallbackTests.tests
             SecretsTests.tests
             WireTests.tests
             MessagesTests.tests
