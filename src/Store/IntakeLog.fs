@@ -220,6 +220,10 @@ type Writer
     let mutable stopping = false
     let wake = new AutoResetEvent(false)
     let mutable sleeping = 0
+    // While the writer gathers: the number of pending records that ends the gathering early, and
+    // the event the append that reaches it sets.
+    let gathered = new AutoResetEvent(false)
+    let mutable gatherTarget = Int32.MaxValue
     // Records in the file, and how many of them the inbox has; written by the writer and `Indexed`.
     let mutable inFile = int64 recovered.Length
     let mutable indexed = 0L
@@ -251,9 +255,18 @@ type Writer
             // A sync costs the disk and the processor about the same for one record as for fifty.
             // Under load (the last batch held several), the writer lets the appends of the next
             // `syncGather` join the batch before it writes, so one sync covers them all; a lone push
-            // is written at once. WeChat waits 5 s; this adds at most `syncGather` to an answer.
+            // is written at once. It stops gathering once the pending records number as many as the
+            // last batch held: under a steady load the pushes of the last batch have come back by
+            // then, and waiting longer would leave the processor idle. WeChat waits 5 s; this adds at
+            // most `syncGather` to an answer.
             if lastBatch > 1 && syncGather > TimeSpan.Zero then
-                Thread.Sleep syncGather
+                Volatile.Write(&gatherTarget, lastBatch)
+                gathered.Reset() |> ignore
+
+                if lock gate (fun () -> pendingEntries.Count < lastBatch) then
+                    gathered.WaitOne syncGather |> ignore
+
+                Volatile.Write(&gatherTarget, Int32.MaxValue)
 
             let batch, entries, finished =
                 lock gate (fun () ->
@@ -321,6 +334,10 @@ type Writer
                 else
                     encode pending entry
                     pendingEntries.Add entry
+
+                    if pendingEntries.Count = Volatile.Read &gatherTarget then
+                        gathered.Set() |> ignore
+
                     batchDone.Task :> Task)
 
         rouse ()
@@ -338,3 +355,4 @@ type Writer
             compactIfDone ()
             file.Dispose()
             wake.Dispose()
+            gathered.Dispose()

@@ -104,11 +104,12 @@ let tests =
                 (third :> IDisposable).Dispose()
             }
 
-            testCaseAsync "under load one sync covers the appends of the gather window; a lone append is synced at once"
+            testCaseAsync
+                "under load one sync covers the appends of the gather window, or as many as the last sync held; a lone append is synced at once"
             <| async {
                 let path = Path.Combine(tempFolder (), "intake.log")
                 let batches = Collections.Concurrent.ConcurrentQueue<int>()
-                let gather = TimeSpan.FromMilliseconds 500.
+                let gather = TimeSpan.FromMilliseconds 800.
 
                 let w =
                     new Writer(
@@ -123,27 +124,40 @@ let tests =
                 let appendAll (es: Entry list) =
                     es |> List.map w.Append |> Threading.Tasks.Task.WhenAll |> Async.AwaitTask
 
-                // Many at once, until the last sync held more than one: the writer now expects
-                // more, and gathers before its next sync.
-                let mutable round = 0
+                let mutable n = 0
 
-                while round = 0 || Seq.last batches < 2 do
-                    round <- round + 1
-                    do! appendAll [ for n in 1..20 -> entry (1000 * round + n) "一" ]
+                let next count =
+                    [
+                        for _ in 1..count do
+                            n <- n + 1
+                            entry n $"{n}"
+                    ]
+
+                // Many at once, until the last sync held at least twelve: the writer now expects
+                // that many, and gathers before its next sync.
+                while batches.IsEmpty || Seq.last batches < 12 do
+                    do! appendAll (next 40)
 
                 batches.Clear()
-                // One now, ten more a moment later: all eleven in one sync.
-                let first = w.Append(entry 3 "三")
+                // One now, ten more a moment later: fewer than expected, so all eleven wait for the
+                // end of the window and share one sync.
+                let first = w.Append(List.head (next 1))
                 do! Async.Sleep 20
-                do! appendAll [ for n in 4..13 -> entry n $"{n}" ]
+                do! appendAll (next 10)
                 do! first |> Async.AwaitTask
                 Expect.sequenceEqual batches [ 11 ] "one sync for the eleven"
+                // As many as the last sync held: written without waiting for the window's end.
+                batches.Clear()
+                let clock = Diagnostics.Stopwatch.StartNew()
+                do! appendAll (next 11)
+                Expect.isLessThan clock.Elapsed (gather * 0.6) "the gathering ends when they are all there"
+                Expect.sequenceEqual batches [ 11 ] "one sync for them"
                 // Quiet again: a lone push does not wait for company.
                 do! Async.Sleep(int gather.TotalMilliseconds * 2)
                 batches.Clear()
-                let clock = Diagnostics.Stopwatch.StartNew()
-                do! w.Append(entry 14 "十四") |> Async.AwaitTask
-                Expect.isLessThan clock.Elapsed (gather * 0.8) "synced without gathering"
+                clock.Restart()
+                do! w.Append(List.head (next 1)) |> Async.AwaitTask
+                Expect.isLessThan clock.Elapsed (gather * 0.6) "synced without gathering"
                 Expect.sequenceEqual batches [ 1 ] "alone in its sync"
                 (w :> IDisposable).Dispose()
             }
