@@ -65,9 +65,11 @@ if [ "$PROVIDER" = postgres ]; then
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   PG_PORT=$(free_port)
   mkdir -p "$WORK/pg"
-  RUNPG=(); if [ "$(id -u)" = 0 ]; then chown -R postgres "$WORK/pg"; RUNPG=(runuser -u postgres --); fi
-  "${RUNPG[@]}" "$PG_BIN/initdb" -D "$WORK/pg/data" -A trust -U postgres > "$WORK/pg.log" 2>&1
-  "${RUNPG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1" -l "$WORK/pg/server.log" start >> "$WORK/pg.log" 2>&1
+  # As root, the cluster runs as postgres, which must be able to reach its folder in ours.
+  RUNPG=(); if [ "$(id -u)" = 0 ]; then chmod 755 "$WORK"; chown -R postgres "$WORK/pg"; RUNPG=(runuser -u postgres --); fi
+  { "${RUNPG[@]}" "$PG_BIN/initdb" -D "$WORK/pg/data" -A trust -U postgres \
+    && "${RUNPG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1" -l "$WORK/pg/server.log" start
+  } > "$WORK/pg.log" 2>&1 || { echo "kit: PostgreSQL did not start" >&2; cat "$WORK/pg.log" >&2; exit 1; }
   trap '"${RUNPG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true; cleanup' EXIT
 fi
 

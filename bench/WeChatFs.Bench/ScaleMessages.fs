@@ -80,15 +80,8 @@ let messages
                 Tenant = Some(Domain.TenantId "bench")
                 Kind = kind
                 ReceivedAt = now
-                Payload =
-                    Messages.webhookPayload
-                        id
-                        kind
-                        (Domain.AuthorizerAppId appid)
-                        (Some(Domain.TenantId "bench"))
-                        now
-                        (Messages.messageJson m)
-                        plain
+                // As the intake stores a message: its decrypted XML, the webhook body made when read.
+                Payload = plain
                 ClaimedBy = None
                 ClaimedUntil = None
             }

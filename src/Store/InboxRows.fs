@@ -42,77 +42,166 @@ let private readDelivery (r: DbDataReader) =
         DeliveredAt = int64Of r 10 |> Option.map ofMs
     }
 
-/// One batch in one transaction: the feed's items, taking more while it gives them; one outcome per
-/// item, in order. The caller commits and syncs.
-let appendBatch (feed: GroupCommit.Feed<InboxItem>) (conn: DbConnection) (tx: DbTransaction) =
+let private keyOf (item: InboxItem) =
+    Ids.authorizerAppId item.AuthorizerAppId, item.DedupeKey
+
+/// PostgreSQL: a chunk's rows, each under a key new to the batch, in one statement (the columns as
+/// arrays), and the ids stored earlier under the keys that were not new in one more: a statement per
+/// row cost a round trip to the server each, and at thousands of pushes a second the round trips,
+/// not the rows, were the cost. What each key is stored under, for every key of the chunk.
+let private insertChunk (conn: DbConnection) (tx: DbTransaction) (items: InboxItem list) =
     task {
-        // One prepared statement, bound again for each item: binding stays cheap
-        // however large the batch, and the whole batch is one commit.
-        use insert = conn.CreateCommand()
-        insert.Transaction <- tx
+        let column f = items |> List.map f |> Array.ofList
 
-        insert.CommandText <-
-            "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, status, attempts, next_attempt_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, 'pending', 0, @at, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
+        let appids = column (keyOf >> fst)
+        let keys = column (keyOf >> snd)
 
-        let parameter name =
+        let! stored =
+            query
+                conn
+                tx
+                "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, status, attempts, next_attempt_at, claimed_by, claimed_until) SELECT r.id, r.a, r.k, r.t, r.kind, r.at, r.p, 'pending', 0, r.at, r.by, r.until FROM unnest(@id, @a, @k, @t, @kind, @at, @p, @by, @until) AS r(id, a, k, t, kind, at, p, by, until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING RETURNING id"
+                [
+                    "@id", box (column _.Id)
+                    "@a", box appids
+                    "@k", box keys
+                    "@t", box (column (fun i -> i.Tenant |> Option.map Ids.tenant |> Option.toObj))
+                    "@kind", box (column _.Kind)
+                    "@at", box (column (fun i -> ms i.ReceivedAt))
+                    "@p", box (column _.Payload)
+                    "@by", box (column (fun i -> Option.toObj i.ClaimedBy))
+                    "@until", box (column (fun i -> i.ClaimedUntil |> Option.map ms |> Option.toNullable))
+                ]
+                (fun r -> r.GetString 0)
+
+        let storedIds = HashSet<string>(stored)
+        let resolved = Dictionary<string * string, string>()
+
+        for item in items do
+            if storedIds.Contains item.Id then
+                resolved[keyOf item] <- item.Id
+
+        // Retries of pushes stored by an earlier batch (or by another instance meanwhile).
+        if resolved.Count < items.Length then
+            let! earlier =
+                query
+                    conn
+                    tx
+                    "SELECT i.authorizer_appid, i.dedupe_key, i.id FROM inbox i JOIN unnest(@a, @k) AS r(a, k) ON i.authorizer_appid = r.a AND i.dedupe_key = r.k"
+                    [ "@a", box appids; "@k", box keys ]
+                    (fun r -> (r.GetString 0, r.GetString 1), r.GetString 2)
+
+            for key, id in earlier do
+                resolved.TryAdd(key, id) |> ignore
+
+        return resolved
+    }
+
+/// SQLite runs in the process, where a statement costs no round trip: one prepared statement, bound
+/// again for each row, keeps binding cheap however large the batch. Whether the row was stored.
+let private rowInserter (conn: DbConnection) (tx: DbTransaction) =
+    let insert = conn.CreateCommand()
+    insert.Transaction <- tx
+
+    insert.CommandText <-
+        "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, status, attempts, next_attempt_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, 'pending', 0, @at, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
+
+    let ps =
+        [| "@id"; "@a"; "@k"; "@t"; "@kind"; "@at"; "@p"; "@by"; "@until" |]
+        |> Array.map (fun name ->
             let p = insert.CreateParameter()
             p.ParameterName <- name
             insert.Parameters.Add p |> ignore
-            p
+            p)
 
-        let pId, pA, pK, pT, pKind =
-            parameter "@id", parameter "@a", parameter "@k", parameter "@t", parameter "@kind"
+    let insertRow (item: InboxItem) =
+        task {
+            let appid, key = keyOf item
+            ps[0].Value <- item.Id
+            ps[1].Value <- appid
+            ps[2].Value <- key
+            ps[3].Value <- dbValue (item.Tenant |> Option.map (Ids.tenant >> box) |> Option.toObj)
+            ps[4].Value <- item.Kind
+            ps[5].Value <- ms item.ReceivedAt
+            ps[6].Value <- item.Payload
+            ps[7].Value <- dbValue (item.ClaimedBy |> Option.map box |> Option.toObj)
+            ps[8].Value <- dbValue (optionalMs item.ClaimedUntil)
+            let! n = insert.ExecuteNonQueryAsync()
+            return n > 0
+        }
 
-        let pAt, pP, pBy, pUntil =
-            parameter "@at", parameter "@p", parameter "@by", parameter "@until"
+    insert, insertRow
 
+/// One batch in one transaction: the feed's items, taking more while it gives them; one outcome per
+/// item, in order. The caller commits and syncs.
+let appendBatch
+    (dialect: SqlSchema.Dialect)
+    (feed: GroupCommit.Feed<InboxItem>)
+    (conn: DbConnection)
+    (tx: DbTransaction)
+    =
+    task {
         // What each key is stored under, as far as this batch knows: a retry within
         // the batch points at the first of them.
         let storedAs = Dictionary<string * string, string>()
         let outcomes = ResizeArray<AppendOutcome>()
 
-        let append (item: InboxItem) =
-            task {
-                let appid = Ids.authorizerAppId item.AuthorizerAppId
-                let key = (appid, item.DedupeKey)
+        let settle (item: InboxItem) (id: string) =
+            storedAs[keyOf item] <- id
+            outcomes.Add(if id = item.Id then Stored id else Duplicate id)
 
-                match storedAs.TryGetValue key with
-                | true, id -> outcomes.Add(Duplicate id)
-                | _ ->
-                    pId.Value <- item.Id
-                    pA.Value <- appid
-                    pK.Value <- item.DedupeKey
-                    pT.Value <- dbValue (item.Tenant |> Option.map (Ids.tenant >> box) |> Option.toObj)
-                    pKind.Value <- item.Kind
-                    pAt.Value <- ms item.ReceivedAt
-                    pP.Value <- item.Payload
-                    pBy.Value <- dbValue (item.ClaimedBy |> Option.map box |> Option.toObj)
-                    pUntil.Value <- dbValue (optionalMs item.ClaimedUntil)
-                    let! n = insert.ExecuteNonQueryAsync()
-
-                    if n > 0 then
-                        storedAs[key] <- item.Id
-                        outcomes.Add(Stored item.Id)
-                    else
-                        // A retry of something stored earlier: find what it was stored under.
-                        let! existing =
-                            scalar
-                                conn
-                                tx
-                                "SELECT id FROM inbox WHERE authorizer_appid = @a AND dedupe_key = @k"
-                                [ "@a", box appid; "@k", box item.DedupeKey ]
-
-                        storedAs[key] <- string existing
-                        outcomes.Add(Duplicate(string existing))
-            }
+        let known (item: InboxItem) =
+            match storedAs.TryGetValue(keyOf item) with
+            | true, id ->
+                outcomes.Add(Duplicate id)
+                true
+            | _ -> false
 
         let mutable next = feed.First
 
-        while not next.IsEmpty do
-            for item in next do
-                do! append item
+        if dialect.Name = "postgres" then
+            while not next.IsEmpty do
+                let fresh =
+                    next
+                    |> List.filter (fun i -> not (storedAs.ContainsKey(keyOf i)))
+                    |> List.distinctBy keyOf
 
-            next <- feed.More()
+                let! resolved =
+                    if fresh.IsEmpty then
+                        Task.FromResult(Dictionary())
+                    else
+                        insertChunk conn tx fresh
+
+                for item in next do
+                    if not (known item) then
+                        settle item resolved[keyOf item]
+
+                next <- feed.More()
+        else
+            let insert, insertRow = rowInserter conn tx
+            use _ = insert
+
+            while not next.IsEmpty do
+                for item in next do
+                    if not (known item) then
+                        let! stored = insertRow item
+
+                        if stored then
+                            settle item item.Id
+                        else
+                            // A retry of something stored earlier: find what it was stored under.
+                            let appid, key = keyOf item
+
+                            let! existing =
+                                scalar
+                                    conn
+                                    tx
+                                    "SELECT id FROM inbox WHERE authorizer_appid = @a AND dedupe_key = @k"
+                                    [ "@a", box appid; "@k", box key ]
+
+                            settle item (string existing)
+
+                next <- feed.More()
 
         return List.ofSeq outcomes
     }
@@ -193,20 +282,28 @@ let list (access: ISqlAccess) (status: DeliveryStatus option) (offset: int) (lim
     access.Run(fun conn ->
         task {
             let! total = scalar conn null $"SELECT COUNT(*) FROM inbox{where}" ps
+            let total = Convert.ToInt32 total
+            // A deep page skips its offset in the list's index, reading ids only, and fetches the
+            // rows of the page alone; a page in the older half is counted from the oldest end, so
+            // the last page costs what the first does (at a million messages, a page from the
+            // newest end skipped a million rows and took a tenth of a second).
+            let direction, skip, take =
+                let fromOldest = max 0 (total - offset - limit)
+
+                if fromOldest < offset then
+                    "ASC", fromOldest, max 0 (total - offset - fromOldest)
+                else
+                    "DESC", offset, limit
 
             let! items =
                 query
                     conn
                     null
-                    $"SELECT {deliveryColumns} FROM inbox{where} ORDER BY received_at DESC, id DESC LIMIT @limit OFFSET @offset"
-                    (ps @ [ "@limit", box (int64 limit); "@offset", box (int64 offset) ])
+                    $"SELECT {deliveryColumns} FROM inbox WHERE id IN (SELECT id FROM inbox{where} ORDER BY received_at {direction}, id {direction} LIMIT @limit OFFSET @offset) ORDER BY received_at DESC, id DESC"
+                    (ps @ [ "@limit", box (int64 take); "@offset", box (int64 skip) ])
                     readDelivery
 
-            return
-                {
-                    Items = items
-                    Total = Convert.ToInt32 total
-                }
+            return { Items = items; Total = total }
         })
 
 let releaseClaims (access: ISqlAccess) (holder: string) =

@@ -235,7 +235,7 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         // The inbox's batches sync outside the connection (RunThenSync): the next batch writes
         // while this one waits for the disk, and still nobody is answered before it is durable.
         member _.AppendInbox(feed) =
-            connections.RunThenSync(transaction (InboxRows.appendBatch feed))
+            connections.RunThenSync(transaction (InboxRows.appendBatch dialect feed))
 
         member _.ClaimDeliveries(holder, now, until, max) =
             InboxRows.claim access holder now until max

@@ -318,4 +318,50 @@ let tests =
                     let! page = store.ListDeliveries(Some Pending, 0, 10)
                     Expect.equal page.Total 3 "page.Total"
                 }
+
+            testTheoryTask
+                "every page of the deliveries, from either end of the list, is that slice of the newest-first order"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+                    // 23 messages, some sharing a second (ordered by id then), one in three delivered.
+                    let items =
+                        [
+                            for n in 0..22 ->
+                                { item "wxa" $"m{n}" $"id{n:D2}" with
+                                    ReceivedAt = t0.AddSeconds(float (n / 2))
+                                }
+                        ]
+
+                    let! _ = append store items
+
+                    for n in 0..3..22 do
+                        do! store.MarkDelivered($"id{n:D2}", t0, "test")
+
+                    let newestFirst (keep: int -> bool) =
+                        [
+                            for n in 22..-1..0 do
+                                if keep n then
+                                    $"id{n:D2}"
+                        ]
+
+                    for status, expected in
+                        [
+                            None, newestFirst (fun _ -> true)
+                            Some Pending, newestFirst (fun n -> n % 3 <> 0)
+                            Some Delivered, newestFirst (fun n -> n % 3 = 0)
+                        ] do
+                        for offset in 0..25 do
+                            for limit in [ 1; 4; 10; 30 ] do
+                                let! page = store.ListDeliveries(status, offset, limit)
+                                let label = $"{status} offset {offset} limit {limit}"
+                                Expect.equal page.Total expected.Length $"total, {label}"
+
+                                Expect.equal
+                                    (page.Items |> List.map _.Id)
+                                    (expected |> List.skip (min offset expected.Length) |> List.truncate limit)
+                                    label
+                }
         ]
