@@ -115,7 +115,12 @@ module AuthState =
 
             match unb64url sigText, unb64url t, Int64.TryParse exp with
             | Some given, Some tenant, (true, expiry) ->
-                if not (CryptographicOperations.FixedTimeEquals(ReadOnlySpan given, ReadOnlySpan(mac key payload))) then
+                // The signature's last character carries bits that decoding drops: only the one
+                // spelling sign writes is accepted, so no change to a state goes unnoticed.
+                if
+                    b64url given <> sigText
+                    || not (CryptographicOperations.FixedTimeEquals(ReadOnlySpan given, ReadOnlySpan(mac key payload)))
+                then
                     Error BadSignature
                 elif now.ToUnixTimeSeconds() > expiry then
                     Error Expired

@@ -103,4 +103,19 @@ let tests =
 
                 Expect.equal (AuthState.verify k now null) (Error AuthState.Malformed) "AuthState.verify k now null"
 
+            testCase "a state whose signature is spelled another way with the same bytes is refused"
+            <| fun () ->
+                let k = deriveKey (key 1) "state"
+                let state = AuthState.sign k (now.AddHours 1.) (Array.zeroCreate 9) "shop-a"
+                // 32 bytes take 43 characters: the last one's two low bits are dropped when decoding.
+                let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                let last = alphabet.IndexOf state[state.Length - 1]
+                let respelled = state.Substring(0, state.Length - 1) + string alphabet[last ^^^ 1]
+                Expect.equal (AuthState.verify k now state) (Ok "shop-a") "as signed"
+
+                Expect.equal
+                    (AuthState.verify k now respelled)
+                    (Error AuthState.BadSignature)
+                    "the same signature bytes, spelled otherwise"
+
         ]
