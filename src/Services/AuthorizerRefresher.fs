@@ -75,6 +75,7 @@ type AuthorizerRefresher
     override _.ExecuteAsync(stopping: CancellationToken) =
         task {
             let mutable recovered = false
+            let mutable preloaded = false
 
             while not stopping.IsCancellationRequested do
                 try
@@ -94,6 +95,18 @@ type AuthorizerRefresher
                                         report.Imported
                                     )
                             | Error _ -> ()
+
+                    // Once, before the first refreshes: they then skip what is fresh in memory.
+                    if recovered && not preloaded then
+                        preloaded <- true
+                        let clock = Diagnostics.Stopwatch.StartNew()
+                        let! loaded = service.PreloadTokens stopping
+
+                        logger.LogInformation(
+                            "{Count} fresh authorizer tokens loaded into memory in {Milliseconds} ms",
+                            loaded,
+                            clock.ElapsedMilliseconds
+                        )
 
                     // A full page worked on means more may be due (after an import, or with many
                     // accounts): the next page at once rather than a check interval later, so

@@ -347,6 +347,8 @@ type AuthorizerService
     /// One scheduler pass: refresh every token that is due, a few at a time.
     member _.RefreshDue(concurrency: int) = tokens.RefreshDue concurrency
 
+    member _.PreloadTokens(stopping: CancellationToken) = tokens.Preload(1000, stopping)
+
     /// Pacing: the `count` earliest-expiring tokens refreshed now.
     member _.RefreshEarliest(count: int, concurrency: int) =
         tokens.RefreshEarliest(count, concurrency)

@@ -193,6 +193,16 @@ let due (access: ISqlAccess) (before: DateTimeOffset) (limit: int) =
         [ "@before", box (ms before); "@limit", box (int64 limit) ]
         (fun r -> AuthorizerAppId(r.GetString 0))
 
+let after (access: ISqlAccess) (after: AuthorizerAppId option) (count: int) =
+    queryAll
+        access
+        $"SELECT {columns} FROM authorizers WHERE appid > @after ORDER BY appid LIMIT @count"
+        [
+            "@after", box (after |> Option.map Ids.authorizerAppId |> Option.defaultValue "")
+            "@count", box (int64 count)
+        ]
+        (read access.Sealer)
+
 let count (access: ISqlAccess) =
     task {
         let! n =

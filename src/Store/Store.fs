@@ -43,6 +43,11 @@ type IAuthorizerStore =
     abstract AddAuthorizerIfAbsent: Authorizer -> Task<bool>
     abstract ListAuthorizers: AuthorizerQuery -> Task<Page<Authorizer>>
 
+    /// Up to `count` authorizers after `after` in appid order, for going through all of them a page
+    /// at a time: no count of the whole table and no offset to skip, so the last page costs what the
+    /// first does.
+    abstract AuthorizersAfter: after: AuthorizerAppId option * count: int -> Task<Authorizer list>
+
     /// After api_authorizer_token: the access token and the (possibly rotated) refresh token, in one write.
     abstract SaveAuthorizerTokens:
         AuthorizerAppId * Expiring<AuthorizerAccessToken> * AuthorizerRefreshToken * now: DateTimeOffset -> Task

@@ -1,12 +1,15 @@
 /// Refreshes on demand are coalesced, and a token WeChat refused is invalidated only while it is
-/// current: 200 concurrent calls cost one api_authorizer_token; over HTTP against the simulator.
+/// current: 200 concurrent calls cost one api_authorizer_token; after a restart the fresh tokens are
+/// in memory before they are asked for; over HTTP against the simulator.
 module WeChatFs.Tests.AuthorizerTokenApiTests
 
 open System
 open System.Net
 open System.Net.Http
 open System.Threading.Tasks
+open Microsoft.Extensions.DependencyInjection
 open Expecto
+open WeChatFs.Domain
 open WeChatFs.Tests.Helpers
 open WeChatFs.Tests.Harness
 open WeChatFs.Tests.Probe
@@ -130,6 +133,46 @@ let tests =
                         postJson pair.Gateway.Api $"/api/authorizers/{shop}/access-token/invalidate" {| nothing = 1 |}
 
                     Expect.equal bad.StatusCode HttpStatusCode.BadRequest "bad.StatusCode"
+                }
+
+            testCaseTask "after a restart the stored fresh tokens are loaded into memory before anyone asks"
+            <| fun () ->
+                task {
+                    use! pair = authorized ()
+                    let! before = tokenOf pair
+                    let! refreshes = calls pair "api_authorizer_token"
+                    let! g = pair.RestartGateway()
+
+                    let! loaded =
+                        eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                            task {
+                                return
+                                    g.Logs.All
+                                    |> Seq.exists (fun l -> l.Contains "1 fresh authorizer tokens loaded into memory")
+                            })
+
+                    Expect.isTrue loaded "the refresher loaded the one fresh token at start"
+                    // Another token put in the store behind this instance's back: a read that went
+                    // to the store would answer it; the one loaded at start answers the first.
+                    let store = g.App.Services.GetRequiredService<WeChatFs.Store.IStore>()
+                    let! stored = store.GetAuthorizer(AuthorizerAppId shop)
+                    let account = stored.Value
+
+                    do!
+                        store.SaveAuthorizerTokens(
+                            AuthorizerAppId shop,
+                            {
+                                Token = AuthorizerAccessToken "put-in-the-store-behind-its-back"
+                                ExpiresAt = account.AccessToken.Value.ExpiresAt
+                            },
+                            account.RefreshToken.Value,
+                            g.Clock.GetUtcNow()
+                        )
+
+                    let! after = tokenOf pair
+                    Expect.equal after before "served from memory"
+                    let! calls' = calls pair "api_authorizer_token"
+                    Expect.equal calls' refreshes "no refresh after the restart"
                 }
 
         ]

@@ -320,6 +320,33 @@ let tests =
                 }
 
             testTheoryTask
+                "the authorizers come a page at a time after a given appid, in appid order"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+
+                    for n in [ 3; 1; 5; 2; 4 ] do
+                        do! store.SaveAuthorizer(authorizer $"wx{n}" None)
+
+                    let pageAfter after =
+                        task {
+                            let! page = store.AuthorizersAfter(after |> Option.map AuthorizerAppId, 2)
+                            return page |> List.map (fun a -> Ids.authorizerAppId a.AppId)
+                        }
+
+                    let! first = pageAfter None
+                    Expect.equal first [ "wx1"; "wx2" ] "the first page"
+                    let! second = pageAfter (Some "wx2")
+                    Expect.equal second [ "wx3"; "wx4" ] "after wx2"
+                    let! last = pageAfter (Some "wx4")
+                    Expect.equal last [ "wx5" ] "after wx4"
+                    let! none = pageAfter (Some "wx5")
+                    Expect.isEmpty none "after the last"
+                }
+
+            testTheoryTask
                 "every page of the deliveries, from either end of the list, is that slice of the newest-first order"
                 [ "sqlite"; "postgres" ]
             <| fun (provider: string) ->
