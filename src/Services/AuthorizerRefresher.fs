@@ -99,13 +99,13 @@ type AuthorizerRefresher
                     // Once, before the first refreshes: they then skip what is fresh in memory.
                     if recovered && not preloaded then
                         preloaded <- true
-                        let clock = Diagnostics.Stopwatch.StartNew()
+                        let timer = Diagnostics.Stopwatch.StartNew()
                         let! loaded = service.PreloadTokens stopping
 
                         logger.LogInformation(
                             "{Count} fresh authorizer tokens loaded into memory in {Milliseconds} ms",
                             loaded,
-                            clock.ElapsedMilliseconds
+                            timer.ElapsedMilliseconds
                         )
 
                     // A full page worked on means more may be due (after an import, or with many
