@@ -42,10 +42,12 @@ type AuthorizerTokens
     let mutable preloading = false
     let dropped = ConcurrentDictionary<AuthorizerAppId, unit>()
 
-    let drop (appid: AuthorizerAppId) =
+    let markDropped (appid: AuthorizerAppId) =
         if Volatile.Read &preloading then
             dropped[appid] <- ()
 
+    let drop (appid: AuthorizerAppId) =
+        markDropped appid
         cache.TryRemove appid |> ignore
 
     let retryOf appid =
@@ -257,8 +259,12 @@ type AuthorizerTokens
     /// WeChat rejected `failed`: forget it here, and in the store only while it is still current there.
     member _.Invalidate(appid: AuthorizerAppId, failed: AuthorizerAccessToken) =
         task {
+            // Marked even when memory does not hold it (yet): a preload that read the failed token
+            // before this must not bring it in.
+            markDropped appid
+
             match cache.TryGetValue appid with
-            | true, t when t.Token = failed -> drop appid
+            | true, t when t.Token = failed -> cache.TryRemove appid |> ignore
             | _ -> ()
 
             return! store.InvalidateAuthorizerToken(appid, failed)
