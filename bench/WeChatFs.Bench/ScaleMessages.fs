@@ -133,6 +133,32 @@ let messages
             let! middlePage = medianMs (page (total.Total / 2))
             let! lastPage = medianMs (page (max 0 (total.Total - 100)))
 
+            // The same places reached by cursor, as a client paging through the list gets there:
+            // the cursor is the `next_before` of the item just before the page (not timed).
+            let cursorAt (offset: int) =
+                task {
+                    use! r = api.GetAsync $"{address}/api/deliveries?offset={max 0 (offset - 1)}&limit=1"
+                    let! body = r.Content.ReadAsStringAsync()
+                    use doc = Text.Json.JsonDocument.Parse body
+                    return doc.RootElement.GetProperty("next_before").GetString()
+                }
+
+            let pageBefore (cursor: string) () =
+                task {
+                    use! r =
+                        api.GetAsync $"{address}/api/deliveries?before={Uri.EscapeDataString cursor}&limit=100"
+
+                    r.EnsureSuccessStatusCode() |> ignore
+                    let! _ = r.Content.ReadAsByteArrayAsync()
+                    ()
+                }
+                :> Task
+
+            let! middleCursor = cursorAt (total.Total / 2)
+            let! lastCursor = cursorAt (max 1 (total.Total - 100))
+            let! middleByCursor = medianMs (pageBefore middleCursor)
+            let! lastByCursor = medianMs (pageBefore lastCursor)
+
             // Delivered now, purged as if their retention had passed: chunks of a thousand, as the
             // purge runs them.
             let now = DateTimeOffset.UtcNow
@@ -148,13 +174,15 @@ let messages
                 chunks.Add clock.Elapsed.TotalMilliseconds
 
             printfn
-                "%-44s seeded %d in %.1f s; deliveries page (100) at start %.1f ms, middle %.1f ms, end %.1f ms; purge of 1000 delivered: %s ms"
+                "%-44s seeded %d in %.1f s; deliveries page (100) at start %.1f ms, middle %.1f ms, end %.1f ms; by cursor: middle %.1f ms, end %.1f ms; purge of 1000 delivered: %s ms"
                 $"{held.Total} messages, {provider}"
                 missing
                 seeding.Elapsed.TotalSeconds
                 firstPage
                 middlePage
                 lastPage
+                middleByCursor
+                lastByCursor
                 (chunks |> Seq.map (sprintf "%.1f") |> String.concat ", ")
 
             Load.print grown $"{grown.PerSecond / empty.PerSecond * 100.:F0}%% of the empty inbox's rate"

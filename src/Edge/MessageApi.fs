@@ -162,41 +162,72 @@ let private deliveryView (d: Delivery) =
         delivered_at = d.DeliveredAt |> Option.toNullable
     |}
 
-/// GET /api/deliveries?status=pending|delivered|dead&offset=&limit=
+/// The cursor of a page's last item, when more follow it.
+let private nextBefore (items: Delivery list) (more: bool) =
+    match List.tryLast items with
+    | Some last when more ->
+        Paging.Cursor.toText
+            {
+                At = last.ReceivedAt.ToUnixTimeMilliseconds()
+                Id = last.Id
+            }
+    | _ -> null
+
+/// GET /api/deliveries?status=pending|delivered|dead&offset=&limit=, or `before=` (the `next_before`
+/// of the page before) instead of an offset: a page by cursor costs the same at any depth.
 let listDeliveries (s: Services) =
     admin s (fun ctx ->
         task {
             let q = ctx.Request.Query
             let statusText = string q["status"]
+            let beforeText = string q["before"]
 
             let intParam name fallback maxValue =
-                match Int32.TryParse(string q[name]) with
-                | true, n when n >= 0 -> min n maxValue
-                | _ -> fallback
+                Paging.boundedInt fallback maxValue (string q[name])
 
-            match
-                (if statusText = "" then
-                     Some None
-                 else
-                     DeliveryStatus.ofText statusText |> Option.map Some)
-            with
+            let status =
+                if statusText = "" then
+                    Some None
+                else
+                    DeliveryStatus.ofText statusText |> Option.map Some
+
+            let limit = max 1 (intParam "limit" 100 500)
+
+            match status with
             | None -> do! problem ctx (BadRequest "status must be pending, delivered or dead")
+            | Some _ when beforeText <> "" && string q["offset"] <> "" ->
+                do! problem ctx (BadRequest "give offset or before, not both")
             | Some status ->
-                let! page =
-                    s.Store.ListDeliveries(
-                        status,
-                        intParam "offset" 0 Int32.MaxValue,
-                        max 1 (intParam "limit" 100 500)
-                    )
+                match beforeText, Paging.Cursor.ofText beforeText with
+                | "", _ ->
+                    let offset = intParam "offset" 0 Int32.MaxValue
+                    let! page = s.Store.ListDeliveries(status, offset, limit)
 
-                do!
-                    writeJson
-                        ctx
-                        200
-                        {|
-                            total = page.Total
-                            items = page.Items |> List.map deliveryView
-                        |}
+                    do!
+                        writeJson
+                            ctx
+                            200
+                            {|
+                                total = page.Total
+                                items = page.Items |> List.map deliveryView
+                                next_before =
+                                    nextBefore page.Items (int64 offset + int64 page.Items.Length < int64 page.Total)
+                            |}
+                | _, None -> do! problem ctx (BadRequest "before must be the next_before of an earlier page")
+                | _, Some cursor ->
+                    // One more than the page, to know whether another follows.
+                    let! page = s.Store.ListDeliveriesBefore(status, cursor, limit + 1)
+                    let items = page.Items |> List.truncate limit
+
+                    do!
+                        writeJson
+                            ctx
+                            200
+                            {|
+                                total = page.Total
+                                items = items |> List.map deliveryView
+                                next_before = nextBefore items (page.Items.Length > limit)
+                            |}
         })
 
 let getDelivery (s: Services) =

@@ -134,13 +134,15 @@ let known: Map<string * string, RouteDoc> =
             ("GET", "/api/deliveries"),
             { doc
                   "deliveries"
-                  "Webhook deliveries by status, paged"
+                  "Webhook deliveries by status, newest first, paged by offset or by cursor"
                   200
-                  (Some("""{"total":1,"items":[""" + deliveryExample + "]}")) with
+                  (Some("""{"total":1,"items":[""" + deliveryExample + """],"next_before":"1764496800000.0193a0c0f00d7000a000000000000001"}""")) with
                 Query =
                     [
                         "status", "pending, delivered or dead"
                         "offset", "skip this many (default 0)"
+                        "before",
+                        "instead of offset: the next_before of the page before (a page by cursor costs the same at any depth)"
                         "limit", "at most this many (default 100, at most 500)"
                     ]
             }

@@ -259,6 +259,11 @@ type DeliveryWorker
     let purgePause = TimeSpan.FromMilliseconds 100.
     let mutable lastPurge = DateTimeOffset.MinValue
 
+    // PostgreSQL records each change to the deliveries' counts as a row of its own (two per
+    // delivered push); folded every few seconds, the rows a count sums stay a few thousand.
+    let foldEvery = TimeSpan.FromSeconds 10.
+    let mutable lastFold = DateTimeOffset.MinValue
+
     let purgeAll
         (stopping: CancellationToken)
         (what: string)
@@ -297,6 +302,15 @@ type DeliveryWorker
                         do! purge stopping now
                 with ex ->
                     logger.LogError(ex, "purging delivered messages and old events failed")
+
+                try
+                    let now = clock.GetUtcNow()
+
+                    if now - lastFold >= foldEvery then
+                        lastFold <- now
+                        do! store.FoldDeliveryCounts()
+                with ex ->
+                    logger.LogError(ex, "folding the deliveries' counts failed")
 
                 try
                     if

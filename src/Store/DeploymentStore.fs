@@ -121,7 +121,11 @@ type internal SqlDeploymentStore(access: ISqlAccess) =
                 return result
             })
 
-    let lockRow = if dialect.Name = "postgres" then " FOR UPDATE" else ""
+    let lockRow =
+        if dialect.Engine = Settings.Postgres then
+            " FOR UPDATE"
+        else
+            ""
 
     interface IDeploymentStore with
         member _.Create(d, targets) =

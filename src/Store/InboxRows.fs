@@ -159,7 +159,7 @@ let appendBatch
 
         let mutable next = feed.First
 
-        if dialect.Name = "postgres" then
+        if dialect.Engine = Settings.Postgres then
             while not next.IsEmpty do
                 let fresh =
                     next
@@ -273,16 +273,33 @@ let get (access: ISqlAccess) (id: string) =
     access.Run(fun conn ->
         tryOne conn null $"SELECT {deliveryColumns} FROM inbox WHERE id = @id" [ "@id", box id ] readDelivery)
 
+let private statusFilter (status: DeliveryStatus option) =
+    match status with
+    | Some s -> "status = @s", [ "@s", box (DeliveryStatus.toText s) ]
+    | None -> "", []
+
+/// How many deliveries the list holds: PostgreSQL sums its recorded count changes (migration 10),
+/// SQLite counts the list's index.
+let private count (access: ISqlAccess) (conn: DbConnection) (status: DeliveryStatus option) =
+    task {
+        let condition, ps = statusFilter status
+        let where = if condition = "" then "" else $" WHERE {condition}"
+
+        let! n =
+            match access.Dialect.Engine with
+            | Settings.Postgres -> scalar conn null $"SELECT COALESCE(SUM(n), 0) FROM inbox_counts{where}" ps
+            | Settings.Sqlite -> scalar conn null $"SELECT COUNT(*) FROM inbox{where}" ps
+
+        return Convert.ToInt32 n
+    }
+
 let list (access: ISqlAccess) (status: DeliveryStatus option) (offset: int) (limit: int) =
-    let where, ps =
-        match status with
-        | Some s -> " WHERE status = @s", [ "@s", box (DeliveryStatus.toText s) ]
-        | None -> "", []
+    let condition, ps = statusFilter status
+    let where = if condition = "" then "" else $" WHERE {condition}"
 
     access.Run(fun conn ->
         task {
-            let! total = scalar conn null $"SELECT COUNT(*) FROM inbox{where}" ps
-            let total = Convert.ToInt32 total
+            let! total = count access conn status
             // A deep page skips its offset in the list's index, reading ids only, and fetches the
             // rows of the page alone; a page in the older half is counted from the oldest end, so
             // the last page costs what the first does (at a million messages, a page from the
@@ -305,6 +322,53 @@ let list (access: ISqlAccess) (status: DeliveryStatus option) (offset: int) (lim
 
             return { Items = items; Total = total }
         })
+
+/// The list's order is (received_at, id) descending, and both indexes of the list end in those two
+/// columns: the page after a cursor starts at the cursor's place in the index.
+let listBefore (access: ISqlAccess) (status: DeliveryStatus option) (before: Paging.Cursor) (limit: int) =
+    let condition, ps = statusFilter status
+    let also = if condition = "" then "" else $" AND {condition}"
+
+    access.Run(fun conn ->
+        task {
+            let! total = count access conn status
+
+            let! items =
+                query
+                    conn
+                    null
+                    $"SELECT {deliveryColumns} FROM inbox WHERE (received_at, id) < (@at, @id){also} ORDER BY received_at DESC, id DESC LIMIT @limit"
+                    (ps @ [ "@at", box before.At; "@id", box before.Id; "@limit", box (int64 limit) ])
+                    readDelivery
+
+            return { Items = items; Total = total }
+        })
+
+/// PostgreSQL: the count changes recorded so far become one row per status. Under a lock taken
+/// only if free, so instances folding at the same moment do not wait for one another; rows added
+/// meanwhile are left for the next fold (the delete sees only what was committed when it began).
+let foldCounts (access: ISqlAccess) =
+    match access.Dialect.Engine with
+    | Settings.Sqlite -> Task.CompletedTask
+    | Settings.Postgres ->
+        access.Run(fun conn ->
+            task {
+                use! tx = conn.BeginTransactionAsync()
+                let! free = scalar conn tx "SELECT pg_try_advisory_xact_lock(7031146)" []
+
+                if free :?> bool then
+                    let! _ =
+                        exec
+                            conn
+                            tx
+                            "WITH folded AS (DELETE FROM inbox_counts RETURNING status, n) INSERT INTO inbox_counts (status, n) SELECT status, SUM(n) FROM folded GROUP BY status HAVING SUM(n) <> 0"
+                            []
+
+                    ()
+
+                do! tx.CommitAsync()
+            })
+        :> Task
 
 let releaseClaims (access: ISqlAccess) (holder: string) =
     access.Run(fun conn ->

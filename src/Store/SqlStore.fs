@@ -78,7 +78,7 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         member _.Migrate() =
             run (fun conn ->
                 task {
-                    if dialect.Name = "postgres" then
+                    if dialect.Engine = Settings.Postgres then
                         // Instances starting together migrate one after the other.
                         let! _ = exec conn null "SELECT pg_advisory_lock(7031145)" []
                         let! failure = Task.run migrateWith conn
@@ -254,6 +254,11 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
 
         member _.ListDeliveries(status, offset, limit) =
             InboxRows.list access status offset limit
+
+        member _.ListDeliveriesBefore(status, before, limit) =
+            InboxRows.listBefore access status before limit
+
+        member _.FoldDeliveryCounts() = InboxRows.foldCounts access
 
         member _.ReleaseClaims(holder) = InboxRows.releaseClaims access holder
 

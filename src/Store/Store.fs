@@ -206,6 +206,16 @@ type IInboxStore =
     abstract ReleaseClaims: holder: string -> Task<int>
     abstract GetDelivery: id: string -> Task<Delivery option>
     abstract ListDeliveries: status: DeliveryStatus option * offset: int * limit: int -> Task<Page<Delivery>>
+
+    /// The deliveries that come after `before` in the list's order (newest first, so older ones),
+    /// found in the list's index: a page deep in the list costs what the first does, where an
+    /// offset is counted entry by entry. The total is ListDeliveries'.
+    abstract ListDeliveriesBefore:
+        status: DeliveryStatus option * before: Paging.Cursor * limit: int -> Task<Page<Delivery>>
+
+    /// Folds the count changes recorded since the last fold into one figure per status (PostgreSQL:
+    /// migration 10); the counts are exact either way, and reading them costs less after a fold.
+    abstract FoldDeliveryCounts: unit -> Task
     /// Puts a dead (or pending) delivery back in line at `now`; false when unknown or already delivered.
     abstract RetryDelivery: id: string * now: DateTimeOffset -> Task<bool>
     /// Deletes up to `max` deliveries delivered before `before`, those that fell due first going

@@ -254,4 +254,65 @@ let tests =
 
                     Expect.isTrue once "retries are not delivered again"
                 }
+
+            testCaseTask "the deliveries list pages by cursor through every delivery, newest first, as by offset"
+            <| fun () ->
+                task {
+                    let! pair, hook = startWithWebhook []
+                    use _ = pair
+                    use _ = hook
+                    let! _ = authorizeVia pair "shop-1" shop
+
+                    for n in 1..7 do
+                        let! _ = sendMessage pair shop "text" [ "Content", $"page {n}"; "MsgId", $"81{n}" ]
+                        ()
+
+                    let getRoot (query: string) =
+                        task {
+                            let! r = pair.Gateway.Api.GetAsync $"/api/deliveries?{query}"
+                            Expect.equal r.StatusCode HttpStatusCode.OK query
+                            return! json r
+                        }
+
+                    let ids (root: JsonElement) =
+                        [ for item in root.GetProperty("items").EnumerateArray() -> str item "id" ]
+
+                    let! all =
+                        eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                            task {
+                                let! root = getRoot "status=delivered&limit=100"
+                                return root.GetProperty("total").GetInt32() = 8
+                            })
+
+                    Expect.isTrue all "the event and 7 messages delivered"
+
+                    for status in [ ""; "status=delivered&" ] do
+                        let! whole = getRoot $"{status}limit=100"
+                        let expected = ids whole
+                        Expect.equal expected.Length 8 "the whole list"
+                        Expect.equal (whole.GetProperty("next_before").ValueKind) JsonValueKind.Null "nothing follows"
+
+                        let! first = getRoot $"{status}limit=3"
+                        let mutable page = first
+                        let mutable paged = ids first
+
+                        while page.GetProperty("next_before").ValueKind <> JsonValueKind.Null do
+                            Expect.equal (page.GetProperty("total").GetInt32()) 8 "the total on every page"
+                            let cursor = Uri.EscapeDataString(page.GetProperty("next_before").GetString())
+                            let! next = getRoot $"{status}before={cursor}&limit=3"
+                            page <- next
+                            paged <- paged @ ids next
+
+                        Expect.equal paged expected $"every item once, in order ({status})"
+
+                        // An offset page hands on its cursor too.
+                        let! byOffset = getRoot $"{status}offset=2&limit=3"
+                        let cursor = Uri.EscapeDataString(byOffset.GetProperty("next_before").GetString())
+                        let! after = getRoot $"{status}before={cursor}&limit=100"
+                        Expect.equal (ids after) (List.skip 5 expected) "after an offset page"
+
+                    for bad in [ "before=nonsense"; "before=12.ab%20cd"; "before=1.abc&offset=0" ] do
+                        let! r = pair.Gateway.Api.GetAsync $"/api/deliveries?{bad}"
+                        Expect.equal r.StatusCode HttpStatusCode.BadRequest bad
+                }
         ]

@@ -28,4 +28,47 @@ let tests =
                 Expect.equal (Paging.offset "ten") 0 "not a number"
                 Expect.equal (Paging.boundedInt 50 100 "500") 100 "capped"
             }
+
+            testProp "a cursor reads back as it was written" (fun (at: int64, id: Guid) ->
+                let cursor: Paging.Cursor =
+                    {
+                        At = abs (at % 100000000000000L)
+                        Id = id.ToString("N")
+                    }
+
+                Paging.Cursor.ofText (Paging.Cursor.toText cursor) = Some cursor)
+
+            testProp "a cursor read from any text writes back as that text" (fun (text: string) ->
+                let text = defaultArg (Option.ofObj text) ""
+
+                match Paging.Cursor.ofText text with
+                | Some cursor -> Paging.Cursor.toText cursor = text
+                | None -> true)
+
+            test "text no cursor was written as is no cursor" {
+                for text in
+                    [
+                        ""
+                        "."
+                        "12"
+                        "12."
+                        ".abc"
+                        "-1.abc"
+                        "+1.abc"
+                        "1.a b"
+                        "1.a.b"
+                        "01.abc"
+                        "99999999999999999999.a"
+                    ] do
+                    Expect.isNone (Paging.Cursor.ofText text) text
+
+                Expect.equal
+                    (Paging.Cursor.ofText "1700000000000.0193a0c0f00d")
+                    (Some
+                        {
+                            At = 1700000000000L
+                            Id = "0193a0c0f00d"
+                        })
+                    "a cursor"
+            }
         ]

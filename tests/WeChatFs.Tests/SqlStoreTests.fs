@@ -390,5 +390,144 @@ let tests =
                                     (page.Items |> List.map _.Id)
                                     (expected |> List.skip (min offset expected.Length) |> List.truncate limit)
                                     label
+
+                        // By cursor: after each item, the items that follow it, whatever the depth.
+                        let! all = store.ListDeliveries(status, 0, 100)
+
+                        for position, d in List.indexed all.Items do
+                            for limit in [ 1; 4; 30 ] do
+                                let cursor: Paging.Cursor =
+                                    {
+                                        At = d.ReceivedAt.ToUnixTimeMilliseconds()
+                                        Id = d.Id
+                                    }
+
+                                let! page = store.ListDeliveriesBefore(status, cursor, limit)
+                                let label = $"{status} after {d.Id} limit {limit}"
+                                Expect.equal page.Total expected.Length $"total, {label}"
+
+                                Expect.equal
+                                    (page.Items |> List.map _.Id)
+                                    (expected |> List.skip (position + 1) |> List.truncate limit)
+                                    label
                 }
+
+            testTheoryTask
+                "the deliveries' counts follow every insert, retry, status change and purge, folded or not"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+
+                    let expectCounts (pending: int) (delivered: int) (dead: int) (step: string) =
+                        task {
+                            for status, n in [ Some Pending, pending; Some Delivered, delivered; Some Dead, dead ] do
+                                let! page = store.ListDeliveries(status, 0, 1)
+                                Expect.equal page.Total n $"{status} after {step}"
+
+                            let! all = store.ListDeliveries(None, 0, 1)
+                            Expect.equal all.Total (pending + delivered + dead) $"all after {step}"
+                        }
+
+                    let! _ =
+                        append
+                            store
+                            [
+                                for n in 1..6 ->
+                                    { item "wxa" $"m{n}" $"id{n}" with
+                                        ReceivedAt = t0.AddSeconds(float n)
+                                    }
+                            ]
+
+                    // Retries (in the batch and of an earlier one) are not rows, and not counted.
+                    let! _ =
+                        append store [ item "wxa" "m7" "id7"; item "wxa" "m7" "id8"; item "wxa" "m1" "id9" ]
+
+                    do! expectCounts 7 0 0 "two batches"
+                    let! claimed = store.ClaimDeliveries("a", t0.AddHours 1., t0.AddHours 2., 10)
+                    Expect.equal claimed.Length 7 "claimed"
+                    do! expectCounts 7 0 0 "a claim"
+                    do! store.MarkDelivered("id1", t0.AddHours 1., "a")
+                    do! store.MarkDelivered("id1", t0.AddHours 1., "a")
+                    do! store.MarkFailed("id2", "down", Some(t0.AddHours 3.), "a")
+                    do! store.MarkFailed("id3", "gone", None, "a")
+                    do! expectCounts 5 1 1 "delivered, failed and dead-lettered"
+                    do! store.FoldDeliveryCounts()
+                    do! expectCounts 5 1 1 "a fold"
+
+                    do!
+                        store.RecordAttempts
+                            [
+                                DeliveredAt("id4", t0.AddHours 1., "a")
+                                FailedAt("id5", "gone", None, "a")
+                                DeliveredAt("id5", t0.AddHours 1., "a")
+                            ]
+
+                    do! expectCounts 3 3 1 "attempts in one transaction"
+                    let! retried = store.RetryDelivery("id3", t0.AddHours 2.)
+                    Expect.isTrue retried "retried"
+                    do! expectCounts 4 3 0 "a retry"
+                    let! purged = store.PurgeDelivered(t0.AddHours 2., 1)
+                    Expect.equal purged 1 "purged one"
+                    do! expectCounts 4 2 0 "a purge chunk"
+                    do! store.FoldDeliveryCounts()
+                    do! store.FoldDeliveryCounts()
+                    do! expectCounts 4 2 0 "two folds"
+
+                    // Batches from many writers at once, and folds meanwhile.
+                    let! _ =
+                        Task.WhenAll(
+                            [
+                                for w in 0..7 ->
+                                    task {
+                                        for b in 0..4 do
+                                            let! _ =
+                                                append
+                                                    store
+                                                    [ for n in 0..9 -> item "wxb" $"w{w}b{b}n{n}" $"w{w}b{b}n{n}" ]
+
+                                            do! store.FoldDeliveryCounts()
+                                    }
+                                    :> Task
+                            ]
+                        )
+
+                    do! expectCounts 404 2 0 "concurrent batches and folds"
+                }
+
+            testCaseTask "an inbox that was there before its counts were kept is counted in full" (fun () ->
+                task {
+                    let! store, connectionString, _ = openFresh "postgres"
+                    use store = store
+
+                    let! _ =
+                        append store [ item "wxa" "m1" "id1"; item "wxa" "m2" "id2"; item "wxa" "m3" "id3" ]
+
+                    do! store.MarkDelivered("id1", t0, "a")
+
+                    // Back to the schema before migration 10, with the rows left as they are.
+                    do!
+                        task {
+                            use conn = new NpgsqlConnection(connectionString)
+                            do! conn.OpenAsync()
+
+                            use cmd =
+                                new NpgsqlCommand(
+                                    "DROP TABLE inbox_counts; DROP TRIGGER inbox_counted_insert ON inbox; DROP TRIGGER inbox_counted_delete ON inbox; DROP TRIGGER inbox_counted_move ON inbox; DROP FUNCTION inbox_counts_inserted(); DROP FUNCTION inbox_counts_deleted(); DROP FUNCTION inbox_counts_moved(); DELETE FROM schema_version WHERE version = 10",
+                                    conn
+                                )
+
+                            let! _ = cmd.ExecuteNonQueryAsync()
+                            ()
+                        }
+
+                    do! store.Migrate()
+                    let! pending = store.ListDeliveries(Some Pending, 0, 1)
+                    let! delivered = store.ListDeliveries(Some Delivered, 0, 1)
+                    Expect.equal (pending.Total, delivered.Total) (2, 1) "counted at the upgrade"
+                    let! _ = append store [ item "wxa" "m4" "id4" ]
+                    let! all = store.ListDeliveries(None, 0, 1)
+                    Expect.equal all.Total 4 "and counted after it"
+                })
         ]
