@@ -307,21 +307,23 @@ let main argv =
                 | _ -> [ "sqlite"; "postgres" ]
 
             let accountSizes = sizes "--accounts" [ 1000; 10000; 100000 ]
-            // Smaller sizes than 100,000 are passed by the first measured run's own pushes.
-            let messageSizes = sizes "--messages" [ 100000; 1000000 ]
+            let messageSizes = sizes "--messages" [ 10000; 100000; 1000000 ]
 
             if not accountSizes.IsEmpty then
                 do! Scale.accounts adminKey providers pg connections duration accountSizes
 
             for provider in providers do
                 if not messageSizes.IsEmpty then
-                    let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
+                    let freshStore () =
+                        let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
 
-                    let cs =
-                        if provider = "sqlite" then
-                            "Data Source=" + Path.Combine(folder, "wechatfs.db")
-                        else
-                            pg.NewDatabase()
+                        let cs =
+                            if provider = "sqlite" then
+                                "Data Source=" + Path.Combine(folder, "wechatfs.db")
+                            else
+                                pg.NewDatabase()
+
+                        cs, folder
 
                     do!
                         ScaleMessages.messages
@@ -329,14 +331,12 @@ let main argv =
                             (fun http s g a -> prepare http s g a :> Task)
                             adminKey
                             provider
-                            cs
-                            folder
+                            freshStore
+                            removeFolder
                             connections
                             warmup
                             duration
                             messageSizes
-
-                    removeFolder folder
 
         do! bareApp.StopAsync()
         do! sim.StopAsync()

@@ -29,15 +29,18 @@ let private medianMs (f: unit -> Task) =
         return Seq.sort times |> Seq.item 1
     }
 
-/// The messages benchmark on one provider: the inbox grown to each size in turn through the store's
-/// own API (group-committed batches of a thousand, as the intake writes them).
+/// The messages benchmark on one provider: for each size, a fresh store grown to that size through
+/// the store's own API (group-committed batches of a thousand, as the intake writes them) and a
+/// gateway on it; the deliveries pages and purge chunks at that size, then the callback path's
+/// rate. The first store is left empty, for the rate every other is compared with; a store per
+/// size keeps one size's measured pushes (tens of thousands) out of the next size's figures.
 let messages
     (startGateway: SimulatorHost.RunningSimulator -> string -> string -> string -> Task<WebApplication * string>)
     (prepare: HttpClient -> SimulatorHost.RunningSimulator -> string -> string -> Task)
     (adminKey: string)
     (provider: string)
-    (connectionString: string)
-    (folder: string)
+    (freshStore: unit -> string * string)
+    (removeStore: string -> unit)
     connections
     warmup
     duration
@@ -45,25 +48,9 @@ let messages
     =
     task {
         let! sim = BenchHttp.startSimulator ()
-
-        let! app, address = startGateway sim provider connectionString folder
-        use http = new HttpClient(Timeout = TimeSpan.FromMinutes 5.)
         let appid = "wxsimoa00000000001"
-        do! prepare http sim address appid
-        let store = app.Services.GetRequiredService<IStore>()
         let o = sim.State.Options
-
         let push = BenchHttp.pushesFor o 3
-        let target = $"{address}/wechat/authorizers/{appid}/callback"
-        let send = BenchHttp.sendPush target
-
-        let! empty =
-            Load.runPrepared $"callback, {provider}, empty inbox" connections warmup duration push send
-
-        Load.print empty "baseline"
-
-        use api = new HttpClient(Timeout = TimeSpan.FromMinutes 5.)
-        api.DefaultRequestHeaders.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
         let seeder = Pushes.Generator(4, BenchHttp.originalId)
 
         let item () =
@@ -86,13 +73,23 @@ let messages
                 ClaimedUntil = None
             }
 
-        // Each measured run stores what it is sent too (tens of thousands of pushes): a size the
-        // inbox has already passed is measured at what it holds.
-        for size in sizes do
+        let mutable emptyRate = 0.
+
+        for size in 0 :: sizes do
+            let connectionString, folder = freshStore ()
+            let! app, address = startGateway sim provider connectionString folder
+            use http = new HttpClient(Timeout = TimeSpan.FromMinutes 5.)
+            do! prepare http sim address appid
+            let store = app.Services.GetRequiredService<IStore>()
+            let target = $"{address}/wechat/authorizers/{appid}/callback"
+            let send = BenchHttp.sendPush target
+            use api = new HttpClient(Timeout = TimeSpan.FromMinutes 5.)
+            api.DefaultRequestHeaders.Authorization <- AuthenticationHeaderValue("Bearer", adminKey)
+
             let! counted = store.ListDeliveries(None, 0, 1)
             let missing = max 0 (size - counted.Total)
             let seeding = Stopwatch.StartNew()
-            // The first rows of each step are delivered later, for the purge to have work.
+            // The first rows are delivered later, for the purge to have work.
             let firstIds = ResizeArray<string>()
             let mutable left = missing
 
@@ -107,87 +104,100 @@ let messages
 
             seeding.Stop()
 
+            if size > 0 then
+                let! total = store.ListDeliveries(None, 0, 1)
+
+                let page (offset: int) () =
+                    task {
+                        use! r = api.GetAsync $"{address}/api/deliveries?offset={offset}&limit=100"
+                        r.EnsureSuccessStatusCode() |> ignore
+                        let! _ = r.Content.ReadAsByteArrayAsync()
+                        ()
+                    }
+                    :> Task
+
+                let! firstPage = medianMs (page 0)
+                let! middlePage = medianMs (page (total.Total / 2))
+                let! lastPage = medianMs (page (max 0 (total.Total - 100)))
+
+                // The same places reached by cursor, as a client paging through the list gets
+                // there: the cursor is the `next_before` of the item just before the page (not timed).
+                let cursorAt (offset: int) =
+                    task {
+                        use! r = api.GetAsync $"{address}/api/deliveries?offset={max 0 (offset - 1)}&limit=1"
+                        let! body = r.Content.ReadAsStringAsync()
+                        use doc = Text.Json.JsonDocument.Parse body
+                        return doc.RootElement.GetProperty("next_before").GetString()
+                    }
+
+                let pageBefore (cursor: string) () =
+                    task {
+                        use! r =
+                            api.GetAsync $"{address}/api/deliveries?before={Uri.EscapeDataString cursor}&limit=100"
+
+                        r.EnsureSuccessStatusCode() |> ignore
+                        let! _ = r.Content.ReadAsByteArrayAsync()
+                        ()
+                    }
+                    :> Task
+
+                let! middleCursor = cursorAt (total.Total / 2)
+                let! lastCursor = cursorAt (max 1 (total.Total - 100))
+                let! middleByCursor = medianMs (pageBefore middleCursor)
+                let! lastByCursor = medianMs (pageBefore lastCursor)
+
+                // Delivered now, purged as if their retention had passed: chunks of a thousand, as
+                // the purge runs them.
+                let now = DateTimeOffset.UtcNow
+
+                for id in firstIds do
+                    do! store.MarkDelivered(id, now, "bench")
+
+                let chunks = ResizeArray<float>()
+
+                for _ in 1..3 do
+                    let clock = Stopwatch.StartNew()
+                    let! _ = store.PurgeDelivered(now.AddSeconds 1., 1000)
+                    chunks.Add clock.Elapsed.TotalMilliseconds
+
+                printfn
+                    "%-44s seeded %d in %.1f s; deliveries page (100) at start %.1f ms, middle %.1f ms, end %.1f ms; by cursor: middle %.1f ms, end %.1f ms; purge of 1000 delivered: %s ms"
+                    $"{total.Total} messages, {provider}"
+                    missing
+                    seeding.Elapsed.TotalSeconds
+                    firstPage
+                    middlePage
+                    lastPage
+                    middleByCursor
+                    lastByCursor
+                    (chunks |> Seq.map (sprintf "%.1f") |> String.concat ", ")
+
             let! held = store.ListDeliveries(None, 0, 1)
 
-            let! grown =
+            // The process's first run at load also warms it (tiered compilation, the thread pool's
+            // growth) and was the slowest of all: the empty store's rate comes from a second run.
+            if size = 0 then
+                let! _ = Load.runPrepared "warm-up" connections warmup duration push send
+                ()
+
+            let! run =
                 Load.runPrepared
                     $"callback, {provider}, {held.Total} messages"
                     connections
-                    (TimeSpan.FromSeconds 2.)
+                    (if size = 0 then warmup else TimeSpan.FromSeconds 2.)
                     duration
                     push
                     send
 
-            let! total = store.ListDeliveries(None, 0, 1)
+            if size = 0 then
+                emptyRate <- run.PerSecond
+                Load.print run "baseline (empty inbox)"
+            else
+                Load.print run $"{run.PerSecond / emptyRate * 100.:F0}%% of the empty inbox's rate"
 
-            let page (offset: int) () =
-                task {
-                    use! r = api.GetAsync $"{address}/api/deliveries?offset={offset}&limit=100"
-                    r.EnsureSuccessStatusCode() |> ignore
-                    let! _ = r.Content.ReadAsByteArrayAsync()
-                    ()
-                }
-                :> Task
+            do! app.StopAsync()
+            do! app.DisposeAsync()
+            removeStore folder
 
-            let! firstPage = medianMs (page 0)
-            let! middlePage = medianMs (page (total.Total / 2))
-            let! lastPage = medianMs (page (max 0 (total.Total - 100)))
-
-            // The same places reached by cursor, as a client paging through the list gets there:
-            // the cursor is the `next_before` of the item just before the page (not timed).
-            let cursorAt (offset: int) =
-                task {
-                    use! r = api.GetAsync $"{address}/api/deliveries?offset={max 0 (offset - 1)}&limit=1"
-                    let! body = r.Content.ReadAsStringAsync()
-                    use doc = Text.Json.JsonDocument.Parse body
-                    return doc.RootElement.GetProperty("next_before").GetString()
-                }
-
-            let pageBefore (cursor: string) () =
-                task {
-                    use! r =
-                        api.GetAsync $"{address}/api/deliveries?before={Uri.EscapeDataString cursor}&limit=100"
-
-                    r.EnsureSuccessStatusCode() |> ignore
-                    let! _ = r.Content.ReadAsByteArrayAsync()
-                    ()
-                }
-                :> Task
-
-            let! middleCursor = cursorAt (total.Total / 2)
-            let! lastCursor = cursorAt (max 1 (total.Total - 100))
-            let! middleByCursor = medianMs (pageBefore middleCursor)
-            let! lastByCursor = medianMs (pageBefore lastCursor)
-
-            // Delivered now, purged as if their retention had passed: chunks of a thousand, as the
-            // purge runs them.
-            let now = DateTimeOffset.UtcNow
-
-            for id in firstIds do
-                do! store.MarkDelivered(id, now, "bench")
-
-            let chunks = ResizeArray<float>()
-
-            for _ in 1..3 do
-                let clock = Stopwatch.StartNew()
-                let! _ = store.PurgeDelivered(now.AddSeconds 1., 1000)
-                chunks.Add clock.Elapsed.TotalMilliseconds
-
-            printfn
-                "%-44s seeded %d in %.1f s; deliveries page (100) at start %.1f ms, middle %.1f ms, end %.1f ms; by cursor: middle %.1f ms, end %.1f ms; purge of 1000 delivered: %s ms"
-                $"{held.Total} messages, {provider}"
-                missing
-                seeding.Elapsed.TotalSeconds
-                firstPage
-                middlePage
-                lastPage
-                middleByCursor
-                lastByCursor
-                (chunks |> Seq.map (sprintf "%.1f") |> String.concat ", ")
-
-            Load.print grown $"{grown.PerSecond / empty.PerSecond * 100.:F0}%% of the empty inbox's rate"
-
-        do! app.StopAsync()
-        do! app.DisposeAsync()
         do! sim.StopAsync()
     }

@@ -136,7 +136,11 @@ let known: Map<string * string, RouteDoc> =
                   "deliveries"
                   "Webhook deliveries by status, newest first, paged by offset or by cursor"
                   200
-                  (Some("""{"total":1,"items":[""" + deliveryExample + """],"next_before":"1764496800000.0193a0c0f00d7000a000000000000001"}""")) with
+                  (Some(
+                      """{"total":1,"items":["""
+                      + deliveryExample
+                      + """],"next_before":"1764496800000.0193a0c0f00d7000a000000000000001"}"""
+                  )) with
                 Query =
                     [
                         "status", "pending, delivered or dead"
