@@ -270,3 +270,15 @@ let decideAuthorizer (margin: TimeSpan) (now: DateTimeOffset) (a: Authorizer) =
     | Authorized, _, Some r -> RefreshAuthorizer(r, usable)
     | Authorized, Some t, None -> UseAuthorizerToken t
     | Authorized, None, None -> Unavailable(NeedsReauthorization, "no refresh token stored")
+
+/// What a start-up preload keeps of a stored token: the one decideAuthorizer would serve without a
+/// refresh (an authorized account's usable token, not yet due), read without the refresh token.
+let preloadableToken
+    (margin: TimeSpan)
+    (now: DateTimeOffset)
+    (status: AuthorizerStatus)
+    (token: Expiring<AuthorizerAccessToken> option)
+    =
+    match status, token |> Option.filter (Expiring.isUsable now) with
+    | Authorized, Some t when not (Expiring.isDue margin now t) -> Some t
+    | _ -> None

@@ -73,6 +73,8 @@ type private Gateway(sim: SimulatorHost.RunningSimulator, adminKey: string, stor
             $"--WeChatFs:WeChat:OpenBaseUrl={sim.BaseUrl}"
             $"--WeChatFs:Admin:ApiKey={adminKey}"
             "--Logging:LogLevel:Default=Warning"
+            // The refresher's lines, for the preload's (how many tokens, how long).
+            "--Logging:LogLevel:WeChatFs.AuthorizerRefresher=Information"
         ]
         @ store
 
@@ -83,8 +85,19 @@ type private Gateway(sim: SimulatorHost.RunningSimulator, adminKey: string, stor
         psi.RedirectStandardOutput <- true
         psi.RedirectStandardError <- true
         let p = Process.Start psi
-        // Drained, so a chatty gateway never blocks on a full pipe.
-        p.OutputDataReceived.Add ignore
+        // Drained, so a chatty gateway never blocks on a full pipe; the preload's line is shown.
+        p.OutputDataReceived.Add(fun e ->
+            if not (isNull e.Data) && e.Data.Contains "loaded into memory" then
+                // A JSON line in production's format: its message alone.
+                let message =
+                    try
+                        use line = Text.Json.JsonDocument.Parse e.Data
+                        line.RootElement.GetProperty("Message").GetString()
+                    with _ ->
+                        e.Data.Trim()
+
+                printfn "  gateway: %s" message)
+
         p.ErrorDataReceived.Add ignore
         p.BeginOutputReadLine()
         p.BeginErrorReadLine()

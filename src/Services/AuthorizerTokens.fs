@@ -365,21 +365,21 @@ type AuthorizerTokens
                 let mutable loaded = 0
 
                 while more && not stopping.IsCancellationRequested do
-                    let! page = store.AuthorizersAfter(after, pageSize)
+                    let! page = store.AuthorizerTokensAfter(after, pageSize)
                     let now = clock.GetUtcNow()
 
                     for a in page do
-                        match decideAuthorizer (marginFor a.AppId) now a with
-                        | UseAuthorizerToken t when cache.TryAdd(a.AppId, t) ->
+                        match preloadableToken (marginFor a.Account) now a.State a.Current with
+                        | Some t when cache.TryAdd(a.Account, t) ->
                             // Dropped after the page was read: either the drop removes this entry,
                             // or it is seen here and the entry goes.
-                            if dropped.ContainsKey a.AppId then
-                                cache.TryRemove(Collections.Generic.KeyValuePair(a.AppId, t)) |> ignore
+                            if dropped.ContainsKey a.Account then
+                                cache.TryRemove(Collections.Generic.KeyValuePair(a.Account, t)) |> ignore
                             else
                                 loaded <- loaded + 1
                         | _ -> ()
 
-                    after <- page |> List.tryLast |> Option.map _.AppId
+                    after <- page |> List.tryLast |> Option.map _.Account
                     more <- page.Length = pageSize
 
                 return loaded

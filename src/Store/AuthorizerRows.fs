@@ -196,12 +196,27 @@ let due (access: ISqlAccess) (before: DateTimeOffset) (limit: int) =
 let after (access: ISqlAccess) (after: AuthorizerAppId option) (count: int) =
     queryAll
         access
-        $"SELECT {columns} FROM authorizers WHERE appid > @after ORDER BY appid LIMIT @count"
+        "SELECT appid, status, access_token, access_expires_at FROM authorizers WHERE appid > @after ORDER BY appid LIMIT @count"
         [
             "@after", box (after |> Option.map Ids.authorizerAppId |> Option.defaultValue "")
             "@count", box (int64 count)
         ]
-        (read access.Sealer)
+        (fun r ->
+            {
+                Account = AuthorizerAppId(r.GetString 0)
+                State =
+                    AuthorizerStatus.ofText (r.GetString 1)
+                    |> Option.defaultValue NeedsReauthorization
+                Current =
+                    match text r 2, int64Of r 3 with
+                    | Some t, Some exp ->
+                        Some
+                            {
+                                Token = AuthorizerAccessToken(unseal access.Sealer "access token" t)
+                                ExpiresAt = ofMs exp
+                            }
+                    | _ -> None
+            })
 
 let count (access: ISqlAccess) =
     task {

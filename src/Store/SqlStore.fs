@@ -138,7 +138,7 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
             }
 
         member _.ListAuthorizers(q) = AuthorizerRows.list access q
-        member _.AuthorizersAfter(after, count) = AuthorizerRows.after access after count
+        member _.AuthorizerTokensAfter(after, count) = AuthorizerRows.after access after count
 
         member _.SaveAuthorizerTokens(appid, token, refresh, now) =
             AuthorizerRows.saveTokens access appid token refresh now

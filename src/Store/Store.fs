@@ -17,6 +17,15 @@ type AuthorizerQuery =
         Limit: int
     }
 
+/// What a start-up preload reads of an account: its status and access token, not its refresh token
+/// (which would be unsealed for nothing) nor its profile.
+type AuthorizerTokenRow =
+    {
+        Account: AuthorizerAppId
+        State: AuthorizerStatus
+        Current: Expiring<AuthorizerAccessToken> option
+    }
+
 type IComponentStore =
     /// Keeps the newest ticket (Domain.newerTicket); storing the same push twice changes nothing.
     abstract SaveTicket: ComponentAppId * ReceivedTicket -> Task
@@ -43,10 +52,10 @@ type IAuthorizerStore =
     abstract AddAuthorizerIfAbsent: Authorizer -> Task<bool>
     abstract ListAuthorizers: AuthorizerQuery -> Task<Page<Authorizer>>
 
-    /// Up to `count` authorizers after `after` in appid order, for going through all of them a page
-    /// at a time: no count of the whole table and no offset to skip, so the last page costs what the
-    /// first does.
-    abstract AuthorizersAfter: after: AuthorizerAppId option * count: int -> Task<Authorizer list>
+    /// Up to `count` authorizers' tokens after `after` in appid order, for going through all of them
+    /// a page at a time: no count of the whole table and no offset to skip, so the last page costs
+    /// what the first does.
+    abstract AuthorizerTokensAfter: after: AuthorizerAppId option * count: int -> Task<AuthorizerTokenRow list>
 
     /// After api_authorizer_token: the access token and the (possibly rotated) refresh token, in one write.
     abstract SaveAuthorizerTokens:

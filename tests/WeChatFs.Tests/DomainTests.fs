@@ -151,6 +151,16 @@ let tests =
                            && status = NeedsReauthorization))
 
             testProp
+                "the preload keeps exactly the tokens the account's decision serves without a refresh"
+                ((fun (now: DateTimeOffset, a: Authorizer) ->
+                    let served =
+                        match decideAuthorizer policy.RefreshMargin now a with
+                        | UseAuthorizerToken t when not (Expiring.isDue policy.RefreshMargin now t) -> Some t
+                        | _ -> None
+
+                    preloadableToken policy.RefreshMargin now a.Status a.AccessToken = served))
+
+            testProp
                 "a backoff starts at its first delay, doubles, and never passes its cap"
                 (fun (n: int, first: int, cap: int) ->
                     let b =

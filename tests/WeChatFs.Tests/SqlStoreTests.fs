@@ -332,8 +332,8 @@ let tests =
 
                     let pageAfter after =
                         task {
-                            let! page = store.AuthorizersAfter(after |> Option.map AuthorizerAppId, 2)
-                            return page |> List.map (fun a -> Ids.authorizerAppId a.AppId)
+                            let! page = store.AuthorizerTokensAfter(after |> Option.map AuthorizerAppId, 2)
+                            return page |> List.map (fun a -> Ids.authorizerAppId a.Account)
                         }
 
                     let! first = pageAfter None
@@ -344,6 +344,41 @@ let tests =
                     Expect.equal last [ "wx5" ] "after wx4"
                     let! none = pageAfter (Some "wx5")
                     Expect.isEmpty none "after the last"
+
+                    // Each row: the status and the access token, unsealed.
+                    let! rows = store.AuthorizerTokensAfter(None, 1)
+
+                    Expect.equal
+                        rows
+                        [
+                            {
+                                Account = AuthorizerAppId "wx1"
+                                State = Authorized
+                                Current = (authorizer "wx1" None).AccessToken
+                            }
+                        ]
+                        "an authorized account with its token"
+
+                    do!
+                        store.SaveAuthorizer(
+                            { authorizer "wx6" None with
+                                Status = Revoked
+                                AccessToken = None
+                            }
+                        )
+
+                    let! revoked = store.AuthorizerTokensAfter(Some(AuthorizerAppId "wx5"), 2)
+
+                    Expect.equal
+                        revoked
+                        [
+                            {
+                                Account = AuthorizerAppId "wx6"
+                                State = Revoked
+                                Current = None
+                            }
+                        ]
+                        "a revoked account without a token"
                 }
 
             testTheoryTask
