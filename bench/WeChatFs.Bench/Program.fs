@@ -268,6 +268,19 @@ let main argv =
                 else
                     Load.print r share
 
+        // A store of its own for one measurement: a folder, and in it the SQLite file or beside it a
+        // new database on the bench's PostgreSQL cluster.
+        let freshStore (provider: string) () =
+            let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
+
+            let cs =
+                if provider = "sqlite" then
+                    "Data Source=" + Path.Combine(folder, "wechatfs.db")
+                else
+                    pg.NewDatabase()
+
+            cs, folder
+
         if only = Some "deploy" then
             let targets = arg "--targets" 10000
 
@@ -280,14 +293,7 @@ let main argv =
                 // A simulator of its own: the deployment goes to every mini program it knows.
                 let! deploySim = BenchHttp.startSimulator ()
 
-                let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
-
-                let cs =
-                    if provider = "sqlite" then
-                        "Data Source=" + Path.Combine(folder, "wechatfs.db")
-                    else
-                        pg.NewDatabase()
-
+                let cs, folder = freshStore provider ()
                 do! Deploy.run startGateway adminKey deploySim provider cs folder targets
                 do! deploySim.StopAsync()
                 removeFolder folder
@@ -314,24 +320,13 @@ let main argv =
 
             for provider in providers do
                 if not messageSizes.IsEmpty then
-                    let freshStore () =
-                        let folder = Path.Combine(Path.GetTempPath(), $"wechatfs-bench-{Guid.NewGuid():N}")
-
-                        let cs =
-                            if provider = "sqlite" then
-                                "Data Source=" + Path.Combine(folder, "wechatfs.db")
-                            else
-                                pg.NewDatabase()
-
-                        cs, folder
-
                     do!
                         ScaleMessages.messages
                             startGateway
                             (fun http s g a -> prepare http s g a :> Task)
                             adminKey
                             provider
-                            freshStore
+                            (freshStore provider)
                             removeFolder
                             connections
                             warmup

@@ -107,18 +107,19 @@ let messages
             if size > 0 then
                 let! total = store.ListDeliveries(None, 0, 1)
 
-                let page (offset: int) () =
+                // A page of 100, by offset or by cursor.
+                let page (query: string) () =
                     task {
-                        use! r = api.GetAsync $"{address}/api/deliveries?offset={offset}&limit=100"
+                        use! r = api.GetAsync $"{address}/api/deliveries?{query}&limit=100"
                         r.EnsureSuccessStatusCode() |> ignore
                         let! _ = r.Content.ReadAsByteArrayAsync()
                         ()
                     }
                     :> Task
 
-                let! firstPage = medianMs (page 0)
-                let! middlePage = medianMs (page (total.Total / 2))
-                let! lastPage = medianMs (page (max 0 (total.Total - 100)))
+                let! firstPage = medianMs (page "offset=0")
+                let! middlePage = medianMs (page $"offset={total.Total / 2}")
+                let! lastPage = medianMs (page $"offset={max 0 (total.Total - 100)}")
 
                 // The same places reached by cursor, as a client paging through the list gets
                 // there: the cursor is the `next_before` of the item just before the page (not timed).
@@ -127,24 +128,16 @@ let messages
                         use! r = api.GetAsync $"{address}/api/deliveries?offset={max 0 (offset - 1)}&limit=1"
                         let! body = r.Content.ReadAsStringAsync()
                         use doc = Text.Json.JsonDocument.Parse body
-                        return doc.RootElement.GetProperty("next_before").GetString()
-                    }
 
-                let pageBefore (cursor: string) () =
-                    task {
-                        use! r =
-                            api.GetAsync $"{address}/api/deliveries?before={Uri.EscapeDataString cursor}&limit=100"
-
-                        r.EnsureSuccessStatusCode() |> ignore
-                        let! _ = r.Content.ReadAsByteArrayAsync()
-                        ()
+                        return
+                            "before="
+                            + Uri.EscapeDataString(doc.RootElement.GetProperty("next_before").GetString())
                     }
-                    :> Task
 
                 let! middleCursor = cursorAt (total.Total / 2)
                 let! lastCursor = cursorAt (max 1 (total.Total - 100))
-                let! middleByCursor = medianMs (pageBefore middleCursor)
-                let! lastByCursor = medianMs (pageBefore lastCursor)
+                let! middleByCursor = medianMs (page middleCursor)
+                let! lastByCursor = medianMs (page lastCursor)
 
                 // Delivered now, purged as if their retention had passed: chunks of a thousand, as
                 // the purge runs them.

@@ -44,6 +44,17 @@ let private readProfile (json: string) =
 let private columns =
     "appid, tenant, status, status_reason, func_ids, profile, refresh_token, access_token, access_expires_at, authorized_at, updated_at"
 
+/// The access token in column `at`, its expiry in the next.
+let private readAccessToken (sealer: Secrets.Sealer) (r: DbDataReader) (at: int) =
+    match text r at, int64Of r (at + 1) with
+    | Some t, Some exp ->
+        Some
+            {
+                Token = AuthorizerAccessToken(unseal sealer "access token" t)
+                ExpiresAt = ofMs exp
+            }
+    | _ -> None
+
 let private read (sealer: Secrets.Sealer) (r: DbDataReader) =
     {
         AppId = AuthorizerAppId(r.GetString 0)
@@ -61,15 +72,7 @@ let private read (sealer: Secrets.Sealer) (r: DbDataReader) =
             |> List.ofArray
         Profile = text r 5 |> Option.map readProfile
         RefreshToken = text r 6 |> Option.map (unseal sealer "refresh token" >> AuthorizerRefreshToken)
-        AccessToken =
-            match text r 7, int64Of r 8 with
-            | Some t, Some exp ->
-                Some
-                    {
-                        Token = AuthorizerAccessToken(unseal sealer "access token" t)
-                        ExpiresAt = ofMs exp
-                    }
-            | _ -> None
+        AccessToken = readAccessToken sealer r 7
         AuthorizedAt = ofMs (r.GetInt64 9)
         UpdatedAt = ofMs (r.GetInt64 10)
     }
@@ -207,15 +210,7 @@ let after (access: ISqlAccess) (after: AuthorizerAppId option) (count: int) =
                 State =
                     AuthorizerStatus.ofText (r.GetString 1)
                     |> Option.defaultValue NeedsReauthorization
-                Current =
-                    match text r 2, int64Of r 3 with
-                    | Some t, Some exp ->
-                        Some
-                            {
-                                Token = AuthorizerAccessToken(unseal access.Sealer "access token" t)
-                                ExpiresAt = ofMs exp
-                            }
-                    | _ -> None
+                Current = readAccessToken access.Sealer r 2
             })
 
 let count (access: ISqlAccess) =

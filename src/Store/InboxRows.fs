@@ -273,17 +273,17 @@ let get (access: ISqlAccess) (id: string) =
     access.Run(fun conn ->
         tryOne conn null $"SELECT {deliveryColumns} FROM inbox WHERE id = @id" [ "@id", box id ] readDelivery)
 
-let private statusFilter (status: DeliveryStatus option) =
+/// The list's status condition, joined by `word` (WHERE, AND) to what comes before; nothing without one.
+let private statusFilter (word: string) (status: DeliveryStatus option) =
     match status with
-    | Some s -> "status = @s", [ "@s", box (DeliveryStatus.toText s) ]
+    | Some s -> $" {word} status = @s", [ "@s", box (DeliveryStatus.toText s) ]
     | None -> "", []
 
 /// How many deliveries the list holds: PostgreSQL sums its recorded count changes (migration 10),
 /// SQLite counts the list's index.
 let private count (access: ISqlAccess) (conn: DbConnection) (status: DeliveryStatus option) =
     task {
-        let condition, ps = statusFilter status
-        let where = if condition = "" then "" else $" WHERE {condition}"
+        let where, ps = statusFilter "WHERE" status
 
         let! n =
             match access.Dialect.Engine with
@@ -294,8 +294,7 @@ let private count (access: ISqlAccess) (conn: DbConnection) (status: DeliverySta
     }
 
 let list (access: ISqlAccess) (status: DeliveryStatus option) (offset: int) (limit: int) =
-    let condition, ps = statusFilter status
-    let where = if condition = "" then "" else $" WHERE {condition}"
+    let where, ps = statusFilter "WHERE" status
 
     access.Run(fun conn ->
         task {
@@ -326,8 +325,7 @@ let list (access: ISqlAccess) (status: DeliveryStatus option) (offset: int) (lim
 /// The list's order is (received_at, id) descending, and both indexes of the list end in those two
 /// columns: the page after a cursor starts at the cursor's place in the index.
 let listBefore (access: ISqlAccess) (status: DeliveryStatus option) (before: Paging.Cursor) (limit: int) =
-    let condition, ps = statusFilter status
-    let also = if condition = "" then "" else $" AND {condition}"
+    let also, ps = statusFilter "AND" status
 
     access.Run(fun conn ->
         task {

@@ -9,7 +9,6 @@ type Dialect =
         /// Which engine: where the SQL of the two differs beyond a word (the inbox's batch insert
         /// and counts, migration settings, row locks).
         Engine: StorageProvider
-        Name: string
         /// An auto-numbered primary key column.
         Identity: string
         /// Row locks that concurrent claimers skip instead of waiting on (PostgreSQL only).
@@ -19,7 +18,6 @@ type Dialect =
 let sqlite =
     {
         Engine = Sqlite
-        Name = "sqlite"
         Identity = "INTEGER PRIMARY KEY AUTOINCREMENT"
         SkipLocked = ""
     }
@@ -27,7 +25,6 @@ let sqlite =
 let postgres =
     {
         Engine = Postgres
-        Name = "postgres"
         Identity = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
         SkipLocked = " FOR UPDATE SKIP LOCKED"
     }

@@ -73,7 +73,7 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         member _.Sealer = sealer
 
     interface IStore with
-        member _.Provider = dialect.Name
+        member _.Provider = Settings.StorageProvider.name dialect.Engine
 
         member _.Migrate() =
             run (fun conn ->
