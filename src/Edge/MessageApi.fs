@@ -165,12 +165,7 @@ let private deliveryView (d: Delivery) =
 /// The cursor of a page's last item, when more follow it.
 let private nextBefore (items: Delivery list) (more: bool) =
     match List.tryLast items with
-    | Some last when more ->
-        Paging.Cursor.toText
-            {
-                At = last.ReceivedAt.ToUnixTimeMilliseconds()
-                Id = last.Id
-            }
+    | Some last when more -> Paging.Cursor.toText (Delivery.cursor last)
     | _ -> null
 
 /// GET /api/deliveries?status=pending|delivered|dead&offset=&limit=, or `before=` (the `next_before`
@@ -215,9 +210,7 @@ let listDeliveries (s: Services) =
                             |}
                 | _, None -> do! problem ctx (BadRequest "before must be the next_before of an earlier page")
                 | _, Some cursor ->
-                    // One more than the page, to know whether another follows.
-                    let! page = s.Store.ListDeliveriesBefore(status, cursor, limit + 1)
-                    let items = page.Items |> List.truncate limit
+                    let! page, more = deliveriesBefore s.Store status cursor limit
 
                     do!
                         writeJson
@@ -225,8 +218,8 @@ let listDeliveries (s: Services) =
                             200
                             {|
                                 total = page.Total
-                                items = items |> List.map deliveryView
-                                next_before = nextBefore items (page.Items.Length > limit)
+                                items = page.Items |> List.map deliveryView
+                                next_before = nextBefore page.Items more
                             |}
         })
 

@@ -174,6 +174,14 @@ type Delivery =
         DeliveredAt: DateTimeOffset option
     }
 
+module Delivery =
+    /// Where `d` sits in the deliveries list's order: the cursor that a page ending with it hands on.
+    let cursor (d: Delivery) : Paging.Cursor =
+        {
+            At = d.ReceivedAt.ToUnixTimeMilliseconds()
+            Id = d.Id
+        }
+
 type AppendOutcome =
     /// Stored now, under this id.
     | Stored of id: string
@@ -253,6 +261,19 @@ type IStore =
     /// A cheap round trip, for /readyz.
     abstract Ping: unit -> Task<Result<unit, PingError>>
     abstract Provider: string
+
+/// A page of at most `limit` deliveries after `before` in the list's order, and whether more follow
+/// it (one more is read to know).
+let deliveriesBefore (store: IStore) (status: DeliveryStatus option) (before: Paging.Cursor) (limit: int) =
+    task {
+        let! page = store.ListDeliveriesBefore(status, before, limit + 1)
+
+        return
+            { page with
+                Items = List.truncate limit page.Items
+            },
+            page.Items.Length > limit
+    }
 
 module Leases =
     /// Runs `work` only while holding the named lease, and releases it afterwards whatever happens.

@@ -148,6 +148,79 @@ let tests =
                     Expect.stringContains unknown "No deployment has this id." "unknown"
                 }
 
+            testCaseTask "the deliveries pages go through every delivery by their Next links, newest first"
+            <| fun () ->
+                task {
+                    // More than two console pages (50 rows each) of delivered messages.
+                    let! pair, hook = MessageApiTests.startWithWebhook []
+                    use _ = pair
+                    use _ = hook
+                    let! _ = AuthorizerApiTests.authorizeVia pair "shop-1" MessageApiTests.shop
+
+                    for n in 1..109 do
+                        let! _ =
+                            sendMessage pair MessageApiTests.shop "text" [ "Content", $"row {n}"; "MsgId", $"91{n}" ]
+
+                        ()
+
+                    let listed () =
+                        task {
+                            let! r = pair.Gateway.Api.GetAsync "/api/deliveries?status=delivered&limit=500"
+                            let! root = json r
+
+                            return [ for item in root.GetProperty("items").EnumerateArray() -> str item "id" ]
+                        }
+
+                    // The authorization event and the 109 messages.
+                    let! all =
+                        eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                            task {
+                                let! ids = listed ()
+                                return ids.Length = 110
+                            })
+
+                    Expect.isTrue all "every push delivered"
+                    let! expected = listed ()
+                    let client, _ = browser ()
+                    use _ = client
+                    let! _ = signIn client pair.Gateway adminKey
+
+                    let rowIds (html: string) =
+                        [
+                            for m in
+                                Text.RegularExpressions.Regex.Matches(html, "href=\"/console/deliveries/([0-9a-f]+)\"") ->
+                                m.Groups[1].Value
+                        ]
+
+                    let nextOf (html: string) =
+                        let m = Text.RegularExpressions.Regex.Match(html, "<a href=\"([^\"]+)\">Next →</a>")
+
+                        if m.Success then
+                            Some(WebUtility.HtmlDecode m.Groups[1].Value)
+                        else
+                            None
+
+                    let! first =
+                        client.GetStringAsync(pair.Gateway.Url "/console/deliveries?status=delivered")
+
+                    let mutable html = first
+                    let mutable seen = rowIds first
+                    let mutable pages = 1
+
+                    while (nextOf html).IsSome do
+                        let next = (nextOf html).Value
+                        Expect.stringContains next "before=" "Next hands on a cursor"
+                        let! page = client.GetStringAsync(pair.Gateway.Url next)
+                        Expect.stringContains page "110 delivered deliveries" "the total on every page"
+                        Expect.stringContains page ">← Newest</a>" "a way back to the first page"
+                        html <- page
+                        seen <- seen @ rowIds page
+                        pages <- pages + 1
+
+                    Expect.equal pages 3 "50, 50 and 10 rows"
+                    Expect.equal seen expected "every delivery once, in the API's order"
+                }
+
             testCaseTask "the red packets page lists packets, filtered by status and merchant, without secrets"
             <| fun () ->
                 task {

@@ -40,8 +40,19 @@ let private list (c: ConsoleContext) =
             let status = DeliveryStatus.ofText statusText |> Option.defaultValue Dead
 
             let offset = Paging.offset (string ctx.Request.Query["offset"])
+            // "Next" hands on the cursor of the page's last row: a page deep in a large inbox costs
+            // what the first does (an offset is still read, for links made before).
+            let before = Paging.Cursor.ofText (string ctx.Request.Query["before"])
 
-            let! page = c.Services.Store.ListDeliveries(Some status, offset, pageSize)
+            let! page, more =
+                match before with
+                | Some cursor -> deliveriesBefore c.Services.Store (Some status) cursor pageSize
+                | None ->
+                    task {
+                        let! page = c.Services.Store.ListDeliveries(Some status, offset, pageSize)
+                        return page, offset + page.Items.Length < page.Total
+                    }
+
             let token = formToken c ctx
             let back = $"{nav.Path}?status={DeliveryStatus.toText status}"
 
@@ -83,10 +94,16 @@ let private list (c: ConsoleContext) =
                     p
                         [ _class "inline" ]
                         [
-                            if offset > 0 then
+                            match before with
+                            | Some _ -> a [ _href back ] [ str "← Newest" ]
+                            | None when offset > 0 ->
                                 a [ _href $"{back}&offset={max 0 (offset - pageSize)}" ] [ str "← Previous" ]
-                            if offset + pageSize < page.Total then
-                                a [ _href $"{back}&offset={offset + pageSize}" ] [ str "Next →" ]
+                            | None -> ()
+                            match List.tryLast page.Items with
+                            | Some last when more ->
+                                let cursor = Paging.Cursor.toText (Delivery.cursor last)
+                                a [ _href $"{back}&before={Uri.EscapeDataString cursor}" ] [ str "Next →" ]
+                            | _ -> ()
                         ]
                 ]
 
