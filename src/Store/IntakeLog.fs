@@ -2,7 +2,7 @@
 /// fsync per batch, and WeChat is answered then; the inbox table is written from the log afterwards,
 /// off the request path, in large transactions. A crash loses nothing acknowledged: at start the log's
 /// records are read back and written to the inbox again (inserts that are already there do nothing).
-/// The file is emptied once everything in it is in the inbox.
+/// Once everything in it is in the inbox, the file is written over from the top.
 module WeChatFs.IntakeLog
 
 open System
@@ -22,12 +22,25 @@ type Body =
 type Entry = { Item: InboxItem; Body: Body }
 
 // ---- the record format --------------------------------------------------------------------------
-// [length: int32][checksum: int32][body: length bytes]. The body is the fields in order, strings as
-// BinaryWriter writes them (7-bit length, UTF-8). A torn write at the end of the file (the crash came
-// mid-write) fails the length or the checksum, and the file is cut there: such a record was never
-// acknowledged, since nobody is answered before the fsync after the write.
+// The file starts with a header, [magic "WXL2"][generation: int32][0: int32][checksum of the twelve
+// bytes before: int32], and records follow: [length: int32][generation: int32][checksum of the body:
+// int32][body: length bytes]. The body is the fields in order, strings as BinaryWriter writes them
+// (7-bit length, UTF-8).
+//
+// The file is written over in place, not emptied: once the inbox has every record, the writer
+// starts again after the header with the next generation, and an fsync of bytes written over costs
+// the disk half of one that makes the file longer (no block to allocate, no size to record). The
+// records of an earlier generation still lie beyond the new ones; a record is read only with the
+// header's generation, so reading stops at the first of them. A torn write at the end (the crash
+// came mid-write) fails the length or the checksum, and reading stops there too: such a record was
+// never acknowledged, since nobody is answered before the fsync after the write.
 
-/// FNV-1a over the body: enough to tell a torn or stale tail from a record.
+/// The header's length, where the first record begins.
+let headerLength = 16
+
+let private magic = 0x324C5857 // "WXL2", little-endian
+
+/// FNV-1a: enough to tell a torn or stale record from a whole one.
 let checksum (bytes: ReadOnlySpan<byte>) =
     let mutable h = 2166136261u
 
@@ -36,6 +49,23 @@ let checksum (bytes: ReadOnlySpan<byte>) =
         h <- (h ^^^ uint32 bytes[i]) * 16777619u
 
     int h
+
+let private readInt (bytes: byte[]) (at: int) =
+    Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(bytes, at, 4))
+
+let private writeInt (bytes: byte[]) (at: int) (v: int) =
+    Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(bytes, at, 4), v)
+
+/// The header of a file of `generation`.
+let fileHeader (generation: int) =
+    let bytes = Array.zeroCreate<byte> headerLength
+    writeInt bytes 0 magic
+    writeInt bytes 4 generation
+    writeInt bytes 12 (checksum (ReadOnlySpan(bytes, 0, 12)))
+    bytes
+
+/// The generation after `g` (never 0, which `encode` leaves in a record until it is stamped).
+let nextGeneration (g: int) = if g = Int32.MaxValue then 1 else g + 1
 
 let private readOptional (r: BinaryReader) =
     if r.ReadBoolean() then Some(r.ReadString()) else None
@@ -72,11 +102,11 @@ let private writeOptional (out: MemoryStream) (v: string option) =
         writeString out s
     | None -> out.WriteByte 0uy
 
-/// Appends one record to `out`.
+/// Appends one record to `out`, of generation 0 until it is stamped.
 let encode (out: MemoryStream) (e: Entry) =
     let start = out.Position
 
-    for _ in 1..8 do
+    for _ in 1..12 do
         out.WriteByte 0uy
 
     let i = e.Item
@@ -103,11 +133,19 @@ let encode (out: MemoryStream) (e: Entry) =
         writeString out xml
 
     let finish = out.Position
-    let length = int (finish - start - 8L)
+    let length = int (finish - start - 12L)
     let buffer = out.GetBuffer()
-    let bodySpan = ReadOnlySpan(buffer, int start + 8, length)
-    Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(buffer, int start, 4), length)
-    Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(buffer, int start + 4, 4), checksum bodySpan)
+    writeInt buffer (int start) length
+    writeInt buffer (int start + 8) (checksum (ReadOnlySpan(buffer, int start + 12, length)))
+
+/// Writes `generation` into each of the records that `encode` put in `bytes[0 .. length-1]`: the
+/// writer learns which generation a batch belongs to only when it writes it.
+let stamp (bytes: byte[]) (length: int) (generation: int) =
+    let mutable at = 0
+
+    while at < length do
+        writeInt bytes (at + 4) generation
+        at <- at + 12 + readInt bytes at
 
 let private decodeBody (body: byte[]) =
     use r = new BinaryReader(new MemoryStream(body), Encoding.UTF8)
@@ -145,44 +183,110 @@ let private decodeBody (body: byte[]) =
         Body = body
     }
 
-/// The whole records at the start of `bytes`, and the length they take: the rest is a torn tail.
-let decodeAll (bytes: byte[]) =
+/// The whole records of `generation` from `start` in `bytes`, and where they end: what follows is
+/// a torn tail or an earlier generation. `generation = None` reads the format before generations,
+/// whose records have no generation field (`[length][checksum][body]`, from the start of the file).
+let decodeRecords (generation: int option) (bytes: byte[]) (start: int) =
+    let fieldsLength = if generation.IsSome then 12 else 8
     let entries = ResizeArray<Entry>()
-    let mutable at = 0
+    let mutable at = start
     let mutable stop = false
 
-    while not stop && bytes.Length - at >= 8 do
-        let length =
-            Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(bytes, at, 4))
+    while not stop && bytes.Length - at >= fieldsLength do
+        let length = readInt bytes at
+        let sum = readInt bytes (at + fieldsLength - 4)
+        let body = at + fieldsLength
 
-        let sum =
-            Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(bytes, at + 4, 4))
-
-        if length <= 0 || length > bytes.Length - at - 8 then
+        if length <= 0 || length > bytes.Length - body then
             stop <- true
-        elif checksum (ReadOnlySpan(bytes, at + 8, length)) <> sum then
+        elif generation.IsSome && readInt bytes (at + 4) <> generation.Value then
+            stop <- true
+        elif checksum (ReadOnlySpan(bytes, body, length)) <> sum then
             stop <- true
         else
             match
                 (try
-                    Some(decodeBody (bytes[at + 8 .. at + 7 + length]))
+                    Some(decodeBody bytes[body .. body + length - 1])
                  with _ ->
                      None)
             with
             | Some e ->
                 entries.Add e
-                at <- at + 8 + length
+                at <- body + length
             | None -> stop <- true
 
     List.ofSeq entries, at
 
+/// What a log file holds.
+type Image =
+    /// A file of this format: its generation, its records, and where they end.
+    | Current of generation: int * entries: Entry list * recordsEnd: int
+    /// No file yet, a file of the format before generations, or one whose header was torn (the
+    /// writer was writing it when the crash came, so everything before it was in the inbox): the
+    /// records to write again into a new file.
+    | Rewrite of entries: Entry list
+
+/// Reads a whole file.
+let readImage (bytes: byte[]) =
+    if bytes.Length >= headerLength && readInt bytes 0 = magic then
+        if readInt bytes 12 = checksum (ReadOnlySpan(bytes, 0, 12)) then
+            let generation = readInt bytes 4
+            let entries, recordsEnd = decodeRecords (Some generation) bytes headerLength
+            Current(generation, entries, recordsEnd)
+        else
+            Rewrite []
+    else
+        Rewrite(fst (decodeRecords None bytes 0))
+
 // ---- the file -------------------------------------------------------------------------------------
+
+/// Opens the log at `path` to write after its records; its generation and records. A file of
+/// another kind (or none) is first written again with its records beside it and moved over it: a
+/// crash before the move leaves the old file, which the next start reads the same way.
+let private openFile (path: string) =
+    let openStream () =
+        new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read, 1, FileOptions.None)
+
+    let file = openStream ()
+
+    let image =
+        let bytes = Array.zeroCreate<byte>(int file.Length)
+        file.ReadExactly(bytes, 0, bytes.Length)
+        readImage bytes
+
+    match image with
+    | Current(generation, entries, recordsEnd) ->
+        // What follows the records is a torn write or an earlier generation: written over next.
+        file.Position <- int64 recordsEnd
+        file, generation, entries
+    | Rewrite entries ->
+        file.Dispose()
+        let temp = path + ".new"
+        let generation = 1
+
+        do
+            use records = new MemoryStream()
+
+            for e in entries do
+                encode records e
+
+            stamp (records.GetBuffer()) (int records.Length) generation
+            use t = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None)
+            t.Write(fileHeader generation)
+            t.Write(records.GetBuffer(), 0, int records.Length)
+            t.Flush true
+
+        File.Move(temp, path, true)
+        let file = openStream ()
+        file.Position <- file.Length
+        file, generation, entries
 
 /// The log file. `Append` resolves once the record is on disk; `onDurable` gets each batch's entries
 /// right after its fsync, on the writer's thread (keep it short: hand them on). `Indexed n` says that
-/// n more records reached the inbox; the file is emptied when every record in it has, and it is
-/// bigger than `compactBytes` or older than `compactAge` (so a restart never writes a row again that
-/// the retention purge has since removed). `syncGather`: see the loop.
+/// n more records reached the inbox; the writer starts again at the top of the file (the next
+/// generation) when every record in it has, and it holds more than `compactBytes` or is older than
+/// `compactAge` (so a restart never writes a row again that the retention purge has since removed).
+/// `syncGather`: see the loop.
 type Writer
     (
         path: string,
@@ -194,19 +298,8 @@ type Writer
     ) =
     let syncGather = defaultArg syncGather TimeSpan.Zero
 
-    let file =
-        new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read, 1, FileOptions.None)
-
-    let recovered, validLength =
-        let bytes = Array.zeroCreate<byte>(int file.Length)
-        file.ReadExactly(bytes, 0, bytes.Length)
-        decodeAll bytes
-
-    do
-        // Cut the torn tail before anything new is written after it.
-        file.SetLength(int64 validLength)
-        file.Position <- int64 validLength
-        file.Flush true
+    let file, firstGeneration, recovered = openFile path
+    let mutable generation = firstGeneration
 
     let gate = obj ()
     let mutable pending = new MemoryStream(64 * 1024)
@@ -237,10 +330,18 @@ type Writer
         if
             inFile > 0L
             && Interlocked.Read &indexed >= inFile
-            && (file.Length >= compactBytes || clock.GetUtcNow() - fileSince >= compactAge)
+            && (file.Position - int64 headerLength >= compactBytes
+                || clock.GetUtcNow() - fileSince >= compactAge)
         then
-            file.SetLength 0L
+            generation <- nextGeneration generation
+
+            // After a backlog (the inbox was away for a while) the file may have grown far past
+            // its usual size: that space goes back to the disk.
+            if file.Length / 4L > compactBytes then
+                file.SetLength(int64 headerLength)
+
             file.Position <- 0L
+            file.Write(fileHeader generation)
             file.Flush true
             Interlocked.Add(&indexed, -inFile) |> ignore
             inFile <- 0L
@@ -287,6 +388,7 @@ type Writer
             | Some(buffer, done') ->
                 try
                     compactIfDone ()
+                    stamp (buffer.GetBuffer()) (int buffer.Length) generation
                     file.Write(buffer.GetBuffer(), 0, int buffer.Length)
                     file.Flush true
                     inFile <- inFile + int64 entries.Count

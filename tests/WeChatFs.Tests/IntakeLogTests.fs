@@ -1,5 +1,6 @@
-/// The intake log's record format (every whole record read back, a torn tail never read as a record)
-/// and its file (records survive a restart until the inbox has them; then the file is emptied).
+/// The intake log's record format (every whole record read back; a torn tail or a record of an
+/// earlier generation never read) and its file (records survive a restart until the inbox has them;
+/// then the file is written over from the top).
 module WeChatFs.Tests.IntakeLogTests
 
 open System
@@ -42,6 +43,25 @@ let private encodeAll (entries: Entry list) =
 
     out.ToArray()
 
+/// Records as a file of `generation` holds them.
+let private stamped (generation: int) (entries: Entry list) =
+    let bytes = encodeAll entries
+    stamp bytes bytes.Length generation
+    bytes
+
+/// A whole file of `generation`: its header and these bytes.
+let private fileOf (generation: int) (records: byte[]) =
+    Array.append (fileHeader generation) records
+
+/// Records in the format before generations: `[length][checksum][body]`, no generation field.
+let private legacy (entries: Entry list) =
+    [|
+        for e in entries do
+            let record = encodeAll [ e ]
+            yield! record[0..3]
+            yield! record[8..]
+    |]
+
 let private entries (texts: string list) =
     texts |> List.mapi (fun i t -> entry i (if isNull t then "" else t))
 
@@ -52,17 +72,19 @@ let tests =
             testProp "every record written is read back as it was"
             <| fun (texts: string list) ->
                 let written = entries texts
-                let bytes = encodeAll written
-                let read, length = decodeAll bytes
+                let bytes = stamped 3 written
+                let read, length = decodeRecords (Some 3) bytes 0
                 Expect.equal read written "records"
                 Expect.equal length bytes.Length "all of the bytes"
+                let before, _ = decodeRecords None (legacy written) 0
+                Expect.equal before written "the format before generations"
 
             testProp "a file cut anywhere gives back the whole records before the cut, and nothing else"
             <| fun (texts: string list) (cut: uint16) ->
                 let written = entries ("first 第一" :: texts)
-                let bytes = encodeAll written
+                let bytes = stamped 1 written
                 let at = int cut % (bytes.Length + 1)
-                let read, length = decodeAll bytes[.. at - 1]
+                let read, length = decodeRecords (Some 1) bytes[.. at - 1] 0
                 Expect.isTrue (length <= at) "never past the cut"
                 Expect.equal read (List.take read.Length written) "a prefix of what was written"
 
@@ -72,12 +94,37 @@ let tests =
             testCase "a record whose bytes changed is not read, nor anything after it"
             <| fun () ->
                 let written = entries [ "一"; "二"; "三" ]
-                let bytes = encodeAll written
+                let bytes = stamped 1 written
                 let firstTwo = (encodeAll (List.take 2 written)).Length
-                bytes[firstTwo + 12] <- bytes[firstTwo + 12] ^^^ 0x40uy
-                let read, length = decodeAll bytes
+                bytes[firstTwo + 16] <- bytes[firstTwo + 16] ^^^ 0x40uy
+                let read, length = decodeRecords (Some 1) bytes 0
                 Expect.equal read (List.take 2 written) "the first two"
                 Expect.equal length firstTwo "cut before the changed one"
+
+            testCase "only records of the file's generation are read: reading stops at an earlier one"
+            <| fun () ->
+                let newer = entries [ "新"; "new" ]
+
+                let older =
+                    entries [ "旧一"; "旧二"; "旧三" ]
+                    |> List.map (fun e -> { e with Item.Id = e.Item.Id + "-old" })
+
+                let bytes = fileOf 8 (Array.append (stamped 8 newer) (stamped 7 older))
+
+                match readImage bytes with
+                | Current(generation, read, recordsEnd) ->
+                    Expect.equal generation 8 "the header's generation"
+                    Expect.equal read newer "the newer records only"
+                    Expect.equal recordsEnd (headerLength + (encodeAll newer).Length) "where they end"
+                | other -> failtest $"read as {other}"
+
+                // A header torn mid-write: nothing in the file is read.
+                let torn = Array.copy bytes
+                torn[5] <- torn[5] ^^^ 1uy
+                Expect.equal (readImage torn) (Rewrite []) "torn header"
+                // A file of the format before generations: its records, to be written again.
+                Expect.equal (readImage (legacy older)) (Rewrite older) "the format before"
+                Expect.equal (readImage [||]) (Rewrite []) "no file"
 
             testCaseAsync "records survive a restart until the inbox has them; then the file is emptied"
             <| async {
@@ -95,10 +142,11 @@ let tests =
                 (first :> IDisposable).Dispose()
                 let second = new Writer(path, ignore, 0L, TimeSpan.Zero, TimeProvider.System)
                 Expect.equal second.Recovered (entries [ "甲"; "乙"; "丙" ]) "recovered"
-                // The inbox takes them; the next look at the file empties it.
+                // The inbox takes them; the next look at the file starts it again (and, as the file
+                // is past four times its 0-byte limit, gives the space back).
                 second.Indexed 3
                 (second :> IDisposable).Dispose()
-                Expect.equal (FileInfo(path).Length) 0L "emptied"
+                Expect.equal (FileInfo(path).Length) (int64 headerLength) "emptied"
                 let third = new Writer(path, ignore, 0L, TimeSpan.Zero, TimeProvider.System)
                 Expect.isEmpty third.Recovered "nothing to recover"
                 (third :> IDisposable).Dispose()
@@ -164,12 +212,58 @@ let tests =
                 (w :> IDisposable).Dispose()
             }
 
-            testCaseAsync "a torn tail is cut at start and new records follow the whole ones"
+            testCaseAsync
+                "once the inbox has every record, new records are written over the old ones, which are never read again"
             <| async {
                 let path = Path.Combine(tempFolder (), "intake.log")
-                let whole = encodeAll (entries [ "one"; "two" ])
-                let torn = encodeAll [ entry 7 "torn" ]
-                File.WriteAllBytes(path, Array.append whole torn[.. torn.Length - 5])
+                // Started again as soon as the inbox has everything (any age), not shrunk below 1 MB.
+                let start () =
+                    new Writer(path, ignore, 1L <<< 20, TimeSpan.Zero, TimeProvider.System)
+
+                let first = start ()
+                let old = entries [ "一"; "二"; "三"; "四"; "五" ]
+
+                for e in old do
+                    do! first.Append e |> Async.AwaitTask
+
+                let grown = FileInfo(path).Length
+                first.Indexed old.Length
+                (first :> IDisposable).Dispose()
+                Expect.equal (FileInfo(path).Length) grown "the file keeps its size: written over, not emptied"
+                let second = start ()
+                Expect.isEmpty second.Recovered "the old records are not read"
+                let fresh = entry 9 "新"
+                do! second.Append fresh |> Async.AwaitTask
+                (second :> IDisposable).Dispose()
+                let third = start ()
+                Expect.equal third.Recovered [ fresh ] "the new record, and none of the old ones after it"
+                (third :> IDisposable).Dispose()
+            }
+
+            testCaseAsync "a file of the format before generations is read, and written again in this one"
+            <| async {
+                let path = Path.Combine(tempFolder (), "intake.log")
+                let before = entries [ "升级"; "upgrade" ]
+                File.WriteAllBytes(path, legacy before)
+
+                let w =
+                    new Writer(path, ignore, Int64.MaxValue, TimeSpan.MaxValue, TimeProvider.System)
+
+                Expect.equal w.Recovered before "its records"
+                do! w.Append(entry 9 "after") |> Async.AwaitTask
+                (w :> IDisposable).Dispose()
+
+                match readImage (File.ReadAllBytes path) with
+                | Current(_, read, _) -> Expect.equal read (before @ [ entry 9 "after" ]) "in this format"
+                | other -> failtest $"read as {other}"
+            }
+
+            testCaseAsync "a torn tail is not read and new records follow the whole ones"
+            <| async {
+                let path = Path.Combine(tempFolder (), "intake.log")
+                let whole = stamped 4 (entries [ "one"; "two" ])
+                let torn = stamped 4 [ entry 7 "torn" ]
+                File.WriteAllBytes(path, fileOf 4 (Array.append whole torn[.. torn.Length - 5]))
 
                 let w =
                     new Writer(path, ignore, Int64.MaxValue, TimeSpan.MaxValue, TimeProvider.System)
