@@ -41,7 +41,7 @@ let headerLength = 16
 let private magic = 0x324C5857 // "WXL2", little-endian
 
 /// FNV-1a: enough to tell a torn or stale record from a whole one.
-let checksum (bytes: ReadOnlySpan<byte>) =
+let private checksum (bytes: ReadOnlySpan<byte>) =
     let mutable h = 2166136261u
 
     // An indexed loop: the span's enumerator costs several times the hash itself per byte.
@@ -65,7 +65,7 @@ let fileHeader (generation: int) =
     bytes
 
 /// The generation after `g` (never 0, which `encode` leaves in a record until it is stamped).
-let nextGeneration (g: int) = if g = Int32.MaxValue then 1 else g + 1
+let private nextGeneration (g: int) = if g = Int32.MaxValue then 1 else g + 1
 
 let private readOptional (r: BinaryReader) =
     if r.ReadBoolean() then Some(r.ReadString()) else None
