@@ -77,8 +77,20 @@ type IntakeService
                 go <- false
 
     do
-        // What the log held at start: known as seen, and written to the inbox first.
-        for e in log.Recovered do
+        // What the log held at start: known as seen, and written to the inbox first. Unclaimed: the
+        // first attempt each was claimed for died with the process, as the claims of rows already in
+        // the inbox did (StoreMigrator frees those), so a replayed record is due at once rather than
+        // when that claim would have run out.
+        for recovered in log.Recovered do
+            let e =
+                { recovered with
+                    Item =
+                        { recovered.Item with
+                            ClaimedBy = None
+                            ClaimedUntil = None
+                        }
+                }
+
             seen[keyOf e.Item] <-
                 {
                     Id = e.Item.Id
