@@ -25,13 +25,10 @@ let payloadOf (e: Entry) =
 /// seconds; past the window (or the count, under a flood) the inbox's unique key still holds.
 type Window = { Age: TimeSpan; Count: int }
 
-type private Seen = { Id: string; Durable: Task }
-
 type IntakeService
     (store: IStore, folder: string, window: Window, syncGather: TimeSpan, clock: TimeProvider, logger: ILogger) =
     let gather = TimeSpan.FromMilliseconds 50.
-    let seen = ConcurrentDictionary<string, Seen>()
-    let order = ConcurrentQueue<struct (string * int64)>()
+    let recent = RecentPushes.Window(window.Count)
     let toIndex = ConcurrentQueue<Entry>()
 
     // Tracked records (those a webhook may deliver) not yet in the inbox.
@@ -60,21 +57,10 @@ type IntakeService
         )
 
     let keyOf (i: InboxItem) =
-        Domain.Ids.authorizerAppId i.AuthorizerAppId + "\n" + i.DedupeKey
+        RecentPushes.keyOf (Domain.Ids.authorizerAppId i.AuthorizerAppId) i.DedupeKey
 
     let forgetOld () =
-        let horizon = clock.GetUtcNow().Ticks - window.Age.Ticks
-        let mutable head = Unchecked.defaultof<struct (string * int64)>
-        let mutable go = true
-
-        while go && order.TryPeek(&head) do
-            let struct (key, at) = head
-
-            if at < horizon || order.Count > window.Count then
-                order.TryDequeue() |> ignore
-                seen.TryRemove key |> ignore
-            else
-                go <- false
+        recent.ForgetBefore(clock.GetUtcNow().Ticks - window.Age.Ticks)
 
     do
         // What the log held at start: known as seen, and written to the inbox first. Unclaimed: the
@@ -91,13 +77,7 @@ type IntakeService
                         }
                 }
 
-            seen[keyOf e.Item] <-
-                {
-                    Id = e.Item.Id
-                    Durable = Task.CompletedTask
-                }
-
-            order.Enqueue(struct (keyOf e.Item, clock.GetUtcNow().Ticks))
+            recent.Durable(keyOf e.Item, e.Item.Id, clock.GetUtcNow().Ticks)
             toIndex.Enqueue e
 
         if not log.Recovered.IsEmpty then
@@ -206,39 +186,30 @@ type IntakeService
             let mutable outcome = None
 
             while outcome.IsNone do
-                match seen.TryGetValue key with
-                | true, earlier ->
+                match recent.Take(key, entry.Item.Id, mine.Task) with
+                | RecentPushes.Earlier(durable, id) ->
                     try
                         // The earlier push is acknowledged only once durable; so is its retry.
-                        do! earlier.Durable
-                        outcome <- Some(Duplicate earlier.Id)
+                        do! durable
+                        outcome <- Some(Duplicate id)
                     with _ ->
-                        // The earlier one never reached the disk: this one takes its place.
-                        seen.TryRemove(Collections.Generic.KeyValuePair(key, earlier)) |> ignore
-                | _ ->
-                    if
-                        seen.TryAdd(
-                            key,
-                            {
-                                Id = entry.Item.Id
-                                Durable = mine.Task
-                            }
-                        )
-                    then
-                        order.Enqueue(struct (key, clock.GetUtcNow().Ticks))
+                        // The earlier one never reached the disk (and left the window): this one
+                        // takes its place.
+                        ()
+                | RecentPushes.First ->
+                    if track then
+                        notIndexed[entry.Item.Id] <- ()
 
-                        if track then
-                            notIndexed[entry.Item.Id] <- ()
-
-                        try
-                            do! log.Append entry
-                            mine.SetResult()
-                            outcome <- Some(Stored entry.Item.Id)
-                        with ex ->
-                            mine.SetException ex
-                            seen.TryRemove key |> ignore
-                            notIndexed.TryRemove entry.Item.Id |> ignore
-                            raise ex
+                    try
+                        do! log.Append entry
+                        recent.Durable(key, entry.Item.Id, clock.GetUtcNow().Ticks)
+                        mine.SetResult()
+                        outcome <- Some(Stored entry.Item.Id)
+                    with ex ->
+                        recent.Failed key
+                        mine.SetException ex
+                        notIndexed.TryRemove entry.Item.Id |> ignore
+                        raise ex
 
             return outcome.Value
         }

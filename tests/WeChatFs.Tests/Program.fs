@@ -38,6 +38,7 @@ let all =
             InboxTests.tests
             OAuthStoreTests.tests
             RedPackStoreTests.tests
+            RecentPushesTests.tests
             IntakeTests.tests
             ComponentApiTests.tests
             AuthorizerApiTests.tests

@@ -1,0 +1,116 @@
+/// The pushes of the last few minutes, kept in memory so that WeChat's retries are answered at once.
+/// Built for the collector: under load this window holds a couple of hundred thousand pushes for a
+/// few seconds each, long enough to reach the oldest generation and die there. Held as strings,
+/// dictionary nodes and tasks, they were about a million objects that every full collection had to
+/// walk, and those pauses were the callback path's slowest answers. Here a push is a 128-bit key
+/// and a 128-bit id in arrays of structs, which the collector does not walk at all; only the pushes
+/// still on their way to the disk hold a task, in a map of their own.
+module WeChatFs.RecentPushes
+
+open System
+open System.Collections.Generic
+open System.Security.Cryptography
+open System.Text
+open System.Threading.Tasks
+
+/// A push's identity: the first 128 bits of SHA-256 over the account and its dedupe key (the
+/// account's length first, so no two pairs read the same). A collision would answer a new push as a
+/// retry; at 2^-128 per pair it is left to arithmetic.
+[<Struct>]
+type Key = Key of UInt128
+
+let keyOf (account: string) (dedupeKey: string) =
+    let text = String.Concat(string account.Length, ":", account, dedupeKey)
+    let bytes = Encoding.UTF8.GetBytes text
+    let hash = Span<byte>(Array.zeroCreate<byte> 32)
+    SHA256.HashData(ReadOnlySpan bytes, hash) |> ignore
+    Key(UInt128(BitConverter.ToUInt64(hash.Slice(0, 8)), BitConverter.ToUInt64(hash.Slice(8, 8))))
+
+/// What the window says about a push.
+type Seen =
+    /// New: the caller now owns it and must call `Durable` or `Failed`.
+    | First
+    /// Seen before, under this id; `durable` resolves when that push is on the disk (and fails if it
+    /// never gets there: then ask again).
+    | Earlier of durable: Task * id: string
+
+/// An id as the window keeps it: a Guid when it is one in "N" form (as the gateway's ids are), else
+/// a string kept aside.
+[<Struct>]
+type private StoredId = { Guid: Guid; IsGuid: bool }
+
+let private emptyId = { Guid = Guid.Empty; IsGuid = false }
+
+/// At most `capacity` pushes (the oldest go first, and `ForgetBefore` lets the caller set an age).
+/// Thread-safe.
+type Window(capacity: int) =
+    let sync = obj ()
+    let known = Dictionary<Key, StoredId>()
+    // Ids not in Guid form (tests and callers other than the gateway's push handler).
+    let others = Dictionary<Key, string>()
+    let pending = Dictionary<Key, struct (Task * string)>()
+    // Oldest first, as a ring: which push became durable when.
+    let ringKeys = Array.zeroCreate<Key>(max 1 capacity)
+    let ringTimes = Array.zeroCreate<int64>(max 1 capacity)
+    let mutable head = 0
+    let mutable count = 0
+
+    let forgetOldest () =
+        let k = ringKeys[head]
+        known.Remove k |> ignore
+        others.Remove k |> ignore
+        head <- (head + 1) % ringKeys.Length
+        count <- count - 1
+
+    let idOf (key: Key) (stored: StoredId) =
+        if stored.IsGuid then
+            stored.Guid.ToString "N"
+        else
+            others[key]
+
+    /// Looks the push up and, when it is new, takes it: `durable` is what a retry of it awaits.
+    member _.Take(key: Key, id: string, durable: Task) : Seen =
+        lock sync (fun () ->
+            match pending.TryGetValue key with
+            | true, struct (t, earlierId) -> Earlier(t, earlierId)
+            | _ ->
+                match known.TryGetValue key with
+                | true, stored -> Earlier(Task.CompletedTask, idOf key stored)
+                | _ ->
+                    pending[key] <- struct (durable, id)
+                    First)
+
+    /// The push taken under `key` is on the disk (at `nowTicks`): a retry is answered at once.
+    member _.Durable(key: Key, id: string, nowTicks: int64) =
+        lock sync (fun () ->
+            pending.Remove key |> ignore
+
+            if not (known.ContainsKey key) then
+                if count = ringKeys.Length then
+                    forgetOldest ()
+
+                let stored =
+                    match Guid.TryParseExact(id, "N") with
+                    | true, g when g.ToString "N" = id -> { Guid = g; IsGuid = true }
+                    | _ ->
+                        others[key] <- id
+                        emptyId
+
+                known[key] <- stored
+                let tail = (head + count) % ringKeys.Length
+                ringKeys[tail] <- key
+                ringTimes[tail] <- nowTicks
+                count <- count + 1)
+
+    /// The push taken under `key` never reached the disk: the next one with its key takes its place.
+    member _.Failed(key: Key) =
+        lock sync (fun () -> pending.Remove key |> ignore)
+
+    /// Forgets the pushes that became durable before `horizonTicks`.
+    member _.ForgetBefore(horizonTicks: int64) =
+        lock sync (fun () ->
+            while count > 0 && ringTimes[head] < horizonTicks do
+                forgetOldest ())
+
+    /// Pushes answered from memory, and those still on their way to the disk.
+    member _.Count = lock sync (fun () -> count + pending.Count)
