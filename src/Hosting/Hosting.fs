@@ -93,14 +93,11 @@ type WeChatFsLogging =
     /// <summary>Keeps secrets and floods out of the logs: request lines carry authorization codes in
     /// query strings, the HTTP client's lines carry tokens, the route matcher logs request paths (a
     /// wxTkId travels in one) at Debug, and the endpoint middleware writes two lines per request,
-    /// which turns a flood of refused requests into a flood of log. The hosting diagnostics category
-    /// is off altogether: while any level of it is on, ASP.NET Core starts an Activity (and its
-    /// trace id and async-local context) for every request, about 7% of the push rate; it logs only
-    /// request lines and start-up failures, which the host itself reports.</summary>
+    /// which turns a flood of refused requests into a flood of log.</summary>
     [<Extension>]
     static member AddWeChatFsLogFilters(logging: ILoggingBuilder) : ILoggingBuilder =
         logging
-            .AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None)
+            .AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning)
             .AddFilter("System.Net.Http.HttpClient", LogLevel.Warning)
             .AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information)
             .AddFilter("Microsoft.AspNetCore.Routing.EndpointMiddleware", LogLevel.Warning)
