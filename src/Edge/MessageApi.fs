@@ -162,11 +162,11 @@ let private deliveryView (d: Delivery) =
         delivered_at = d.DeliveredAt |> Option.toNullable
     |}
 
-/// The cursor of a page's last item, when more follow it.
+/// The cursor of a page's last item as text, when more follow it; null otherwise.
 let private nextBefore (items: Delivery list) (more: bool) =
-    match List.tryLast items with
-    | Some last when more -> Paging.Cursor.toText (Delivery.cursor last)
-    | _ -> null
+    Delivery.nextCursor items more
+    |> Option.map Paging.Cursor.toText
+    |> Option.toObj
 
 /// GET /api/deliveries?status=pending|delivered|dead&offset=&limit=, or `before=` (the `next_before`
 /// of the page before) instead of an offset: a page by cursor costs the same at any depth.

@@ -182,6 +182,12 @@ module Delivery =
             Id = d.Id
         }
 
+    /// The cursor a page hands on to the next: its last item's, when more follow it.
+    let nextCursor (items: Delivery list) (more: bool) =
+        match List.tryLast items with
+        | Some last when more -> Some(cursor last)
+        | _ -> None
+
 type AppendOutcome =
     /// Stored now, under this id.
     | Stored of id: string

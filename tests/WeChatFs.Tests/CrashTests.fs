@@ -59,14 +59,7 @@ let private delivered (hook: WebhookListener) =
 
 /// The inbox's dedupe keys, read from the store's file as they are.
 let private inboxKeys (dataFolder: string) =
-    use conn =
-        new Microsoft.Data.Sqlite.SqliteConnection(
-            "Data Source="
-            + IO.Path.Combine(dataFolder, "wechatfs.db")
-            + ";Mode=ReadOnly;Pooling=False"
-        )
-
-    conn.Open()
+    use conn = openStoreFile dataFolder
     use cmd = conn.CreateCommand()
     cmd.CommandText <- "SELECT dedupe_key FROM inbox"
     use reader = cmd.ExecuteReader()
@@ -78,14 +71,7 @@ let private inboxKeys (dataFolder: string) =
 
 /// How many inbox rows still carry a claim for a delivery attempt.
 let private claimedRows (dataFolder: string) =
-    use conn =
-        new Microsoft.Data.Sqlite.SqliteConnection(
-            "Data Source="
-            + IO.Path.Combine(dataFolder, "wechatfs.db")
-            + ";Mode=ReadOnly;Pooling=False"
-        )
-
-    conn.Open()
+    use conn = openStoreFile dataFolder
     use cmd = conn.CreateCommand()
     cmd.CommandText <- "SELECT COUNT(*) FROM inbox WHERE claimed_by IS NOT NULL"
     cmd.ExecuteScalar() :?> int64

@@ -113,9 +113,9 @@ let processSettings (dataFolder: string) (simUrl: string) (extra: (string * stri
     ]
     @ extra
 
-/// Rows of one table of a gateway's SQLite store (read while the gateway runs, or after).
-let countRows (dataFolder: string) (table: string) =
-    use conn =
+/// A gateway's SQLite store, opened read-only as it is (while the gateway runs, or after).
+let openStoreFile (dataFolder: string) =
+    let conn =
         new Microsoft.Data.Sqlite.SqliteConnection(
             "Data Source="
             + IO.Path.Combine(dataFolder, "wechatfs.db")
@@ -123,6 +123,11 @@ let countRows (dataFolder: string) (table: string) =
         )
 
     conn.Open()
+    conn
+
+/// Rows of one table of a gateway's SQLite store.
+let countRows (dataFolder: string) (table: string) =
+    use conn = openStoreFile dataFolder
     use cmd = conn.CreateCommand()
     cmd.CommandText <- $"SELECT count(*) FROM {table}"
     Convert.ToInt32(cmd.ExecuteScalar())

@@ -99,11 +99,11 @@ let private list (c: ConsoleContext) =
                             | None when offset > 0 ->
                                 a [ _href $"{back}&offset={max 0 (offset - pageSize)}" ] [ str "← Previous" ]
                             | None -> ()
-                            match List.tryLast page.Items with
-                            | Some last when more ->
-                                let cursor = Paging.Cursor.toText (Delivery.cursor last)
-                                a [ _href $"{back}&before={Uri.EscapeDataString cursor}" ] [ str "Next →" ]
-                            | _ -> ()
+                            match Delivery.nextCursor page.Items more with
+                            | Some cursor ->
+                                let text = Paging.Cursor.toText cursor
+                                a [ _href $"{back}&before={Uri.EscapeDataString text}" ] [ str "Next →" ]
+                            | None -> ()
                         ]
                 ]
 
