@@ -122,6 +122,7 @@ let tests =
                         Expect.equal back.StatusCode HttpStatusCode.OK "back.StatusCode"
 
                     // Hammer all three instances for a few due times, while their schedulers tick too.
+                    let hammered = DateTimeOffset.UtcNow
                     let served = Collections.Concurrent.ConcurrentBag<string * string>()
                     use stop = new CancellationTokenSource(TimeSpan.FromSeconds 10.)
 
@@ -167,7 +168,12 @@ let tests =
                         let issued = issuedTimes (a.GetProperty("access_tokens").EnumerateArray())
                         let appid = str a "authorizer_appid"
                         Expect.isTrue (issued.Length >= 3) ($"only {issued.Length} tokens for {appid}")
-                        assertOnePerDueTime appid issued
+                        // The authorization's redirect and its push may each exchange the code when
+                        // they reach two instances at once (exchanges are one at a time per instance
+                        // only), so the account may start with two tokens: from the last of them on,
+                        // every token is a refresh, one per due time.
+                        let before, during = issued |> List.partition (fun t -> t < hammered)
+                        assertOnePerDueTime appid ((List.tryLast before |> Option.toList) @ during)
 
                     // Right after a refresh, every instance serves the new token.
                     let countNow () =
