@@ -233,6 +233,8 @@ let describe (e: ApiError) : ProblemAnswer =
     | Token t -> token t
     | Authorization(ComponentUnavailable t) -> token t
     | Authorization(WeChatRefused w) -> weChat w
+    | Authorization ExchangeBusy ->
+        answer 503 "Authorization in progress" "another instance is exchanging this authorization code" []
     | AuthorizerToken t -> authorizerToken t
     | Call(CodeManagement.NoAuthorizerToken t) -> authorizerToken t
     | Call(CodeManagement.NoComponentToken t) -> token t

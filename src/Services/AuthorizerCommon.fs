@@ -14,11 +14,14 @@ open WeChatFs.ComponentTokens
 type AuthorizationError =
     | ComponentUnavailable of TokenError
     | WeChatRefused of WeChatError
+    /// Another instance held the code's exchange lease for the whole lease time without finishing.
+    | ExchangeBusy
 
 let describeAuthorizationError =
     function
     | ComponentUnavailable e -> describeTokenError e
     | WeChatRefused e -> describeError e
+    | ExchangeBusy -> "another instance is still exchanging this authorization code"
 
 type AuthorizerTokenError =
     | UnknownAuthorizer

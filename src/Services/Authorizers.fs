@@ -123,82 +123,119 @@ type AuthorizerService
         }
 
     /// api_query_auth with a code from the redirect or a push, idempotently: the refresh token is
-    /// stored before anything is acknowledged; the profile follows.
+    /// stored before anything is acknowledged; the profile follows. The redirect and the push of one
+    /// authorization may reach two instances at once, so the exchange runs under a store lease named
+    /// after the code: WeChat issues one token, and the other instance binds to what the first stored.
     member _.Complete(code: AuthorizationCode, tenant: TenantId option, preAuthCode: PreAuthCode option) =
+        // The same code again (a reload, or the push after the redirect): bind, don't exchange.
+        let bind (a: Authorizer) =
+            task {
+                match tenant, a.Tenant with
+                | Some t, None ->
+                    let bound =
+                        { a with
+                            Tenant = Some t
+                            UpdatedAt = clock.GetUtcNow()
+                        }
+
+                    do! store.SaveAuthorizer bound
+                    directory.TryRemove bound.AppId |> ignore
+                    return Ok(bound, false)
+                | _ -> return Ok(a, false)
+            }
+
+        let exchangedBefore () =
+            task {
+                match! store.ExchangedCode code with
+                | Some appid -> return! store.GetAuthorizer appid
+                | None -> return None
+            }
+
+        let exchange () =
+            task {
+                match! withComponent (fun t -> client.QueryAuth(t, code)) with
+                | Error e -> return Error e
+                | Ok r ->
+                    let now = clock.GetUtcNow()
+                    let! existing = store.GetAuthorizer r.AuthorizerAppId
+
+                    let! remembered =
+                        match preAuthCode with
+                        | Some p -> store.PreAuthTenant p
+                        | None -> Task.FromResult None
+
+                    let boundTenant =
+                        tenant
+                        |> Option.orElse remembered
+                        |> Option.orElse (existing |> Option.bind (fun e -> e.Tenant))
+
+                    let record =
+                        {
+                            AppId = r.AuthorizerAppId
+                            Tenant = boundTenant
+                            Status = Authorized
+                            StatusReason = None
+                            FuncIds = r.FuncIds
+                            Profile = existing |> Option.bind (fun e -> e.Profile)
+                            RefreshToken =
+                                r.RefreshToken
+                                |> Option.orElse (existing |> Option.bind (fun e -> e.RefreshToken))
+                            AccessToken = r.AccessToken |> Option.map (fun (t, exp) -> Expiring.issued now exp t)
+                            AuthorizedAt = now
+                            UpdatedAt = now
+                        }
+
+                    do! store.SaveAuthorizer record
+                    directory.TryRemove record.AppId |> ignore
+                    do! store.RecordExchangedCode(code, r.AuthorizerAppId)
+
+                    tokens.Remember(record.AppId, record.AccessToken)
+
+                    do! event "authorized" record.AppId (boundTenant |> Option.map Ids.tenant |> Option.defaultValue "")
+
+                    do! fetchProfile record.AppId
+                    let! saved = store.GetAuthorizer record.AppId
+                    return Ok(defaultArg saved record, true)
+            }
+
+        // Exchanged already, or exchanged here under the lease, or exchanged by the instance holding
+        // the lease (polled until the lease time runs out; a holder that failed frees the lease).
+        let underLease () =
+            task {
+                let lease = ComponentRows.exchangeLeaseName code
+                let deadline = clock.GetUtcNow() + options.RefreshLease
+                let mutable result = None
+
+                while result.IsNone do
+                    match! exchangedBefore () with
+                    | Some a ->
+                        let! bound = bind a
+                        result <- Some bound
+                    | None ->
+                        let now = clock.GetUtcNow()
+
+                        let! outcome =
+                            Leases.run store lease options.InstanceId now (now + options.RefreshLease) (fun () ->
+                                task {
+                                    // Re-read under the lease: the holder before may have just finished.
+                                    match! exchangedBefore () with
+                                    | Some a -> return! bind a
+                                    | None -> return! exchange ()
+                                })
+
+                        match outcome with
+                        | Some r -> result <- Some r
+                        | None when clock.GetUtcNow() >= deadline -> result <- Some(Error ExchangeBusy)
+                        | None -> do! Task.Delay 50
+
+                return result.Value
+            }
+
         task {
             do! completion.WaitAsync()
 
             try
-                let! already = store.ExchangedCode code
-
-                let! previous =
-                    match already with
-                    | Some appid -> store.GetAuthorizer appid
-                    | None -> Task.FromResult None
-
-                match previous with
-                | Some a ->
-                    // The same code again (a reload, or the push after the redirect): bind, don't exchange.
-                    match tenant, a.Tenant with
-                    | Some t, None ->
-                        let bound =
-                            { a with
-                                Tenant = Some t
-                                UpdatedAt = clock.GetUtcNow()
-                            }
-
-                        do! store.SaveAuthorizer bound
-                        directory.TryRemove bound.AppId |> ignore
-                        return Ok(bound, false)
-                    | _ -> return Ok(a, false)
-                | None ->
-                    match! withComponent (fun t -> client.QueryAuth(t, code)) with
-                    | Error e -> return Error e
-                    | Ok r ->
-                        let now = clock.GetUtcNow()
-                        let! existing = store.GetAuthorizer r.AuthorizerAppId
-
-                        let! remembered =
-                            match preAuthCode with
-                            | Some p -> store.PreAuthTenant p
-                            | None -> Task.FromResult None
-
-                        let boundTenant =
-                            tenant
-                            |> Option.orElse remembered
-                            |> Option.orElse (existing |> Option.bind (fun e -> e.Tenant))
-
-                        let record =
-                            {
-                                AppId = r.AuthorizerAppId
-                                Tenant = boundTenant
-                                Status = Authorized
-                                StatusReason = None
-                                FuncIds = r.FuncIds
-                                Profile = existing |> Option.bind (fun e -> e.Profile)
-                                RefreshToken =
-                                    r.RefreshToken
-                                    |> Option.orElse (existing |> Option.bind (fun e -> e.RefreshToken))
-                                AccessToken = r.AccessToken |> Option.map (fun (t, exp) -> Expiring.issued now exp t)
-                                AuthorizedAt = now
-                                UpdatedAt = now
-                            }
-
-                        do! store.SaveAuthorizer record
-                        directory.TryRemove record.AppId |> ignore
-                        do! store.RecordExchangedCode(code, r.AuthorizerAppId)
-
-                        tokens.Remember(record.AppId, record.AccessToken)
-
-                        do!
-                            event
-                                "authorized"
-                                record.AppId
-                                (boundTenant |> Option.map Ids.tenant |> Option.defaultValue "")
-
-                        do! fetchProfile record.AppId
-                        let! saved = store.GetAuthorizer record.AppId
-                        return Ok(defaultArg saved record, true)
+                return! underLease ()
             finally
                 completion.Release() |> ignore
         }

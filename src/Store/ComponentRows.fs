@@ -131,6 +131,9 @@ let private hashKey (prefix: string) (value: string) =
 
 let private preAuthKey (PreAuthCode code) = hashKey "preauth:" code
 let private exchangedCodeKey (AuthorizationCode code) = hashKey "authcode:" code
+
+/// The lease one instance holds while it exchanges a code with api_query_auth (hashed like the key).
+let exchangeLeaseName (AuthorizationCode code) = hashKey "exchange:" code
 /// The key of an account's latest authorization code (the full-network release check reads it).
 let latestCodeKey (AuthorizerAppId appid) = "lastcode:" + appid
 let private rejectedTicketKey = "component:rejected_ticket_at"
