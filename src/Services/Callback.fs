@@ -104,15 +104,37 @@ let private handle (d: CallbackDeps) (appid: string) (m: Messages.Message) (plai
             | Some boundTenant ->
                 // Stored (durable) first, then the webhook's first attempt while WeChat waits.
                 let inbox = d.Inbox
-                let now = d.Clock.GetUtcNow()
+                // Whole milliseconds, as the store keeps it: the body a later attempt makes from the
+                // stored row is then the very body of the first attempt.
+                let now =
+                    let t = d.Clock.GetUtcNow()
+                    t.AddTicks(-(t.Ticks % TimeSpan.TicksPerMillisecond))
+
                 let id = deliveryId now
                 let tenant = boundTenant |> Option.map Ids.tenant
                 let kind = Messages.kind m
 
-                // Without a webhook waiting, the embedded store's intake makes the webhook body later, off
-                // the request path.
-                let payload =
-                    if inbox.PayloadNow tenant then
+                // The row keeps the decrypted XML, half the size of the webhook body, which repeats the
+                // message's text; the body is made from it when the row is read (InboxRows), and here
+                // only for a first attempt while WeChat waits.
+                let! outcome =
+                    inbox.Append
+                        {
+                            Id = id
+                            DedupeKey = Messages.dedupeKeyOf m plain
+                            AuthorizerAppId = AuthorizerAppId appid
+                            Tenant = boundTenant
+                            Kind = kind
+                            ReceivedAt = now
+                            Payload = plain
+                            ClaimedBy = Some d.InstanceId
+                            ClaimedUntil = Some(now + inbox.FirstAttemptClaim)
+                        }
+
+                match outcome with
+                | Duplicate _ -> return DuplicatePush
+                | Stored _ ->
+                    let payload () =
                         Messages.webhookPayload
                             id
                             kind
@@ -121,28 +143,7 @@ let private handle (d: CallbackDeps) (appid: string) (m: Messages.Message) (plai
                             now
                             (Messages.messageJson m)
                             plain
-                    else
-                        ""
 
-                let! outcome =
-                    inbox.AppendMessage(
-                        {
-                            Id = id
-                            DedupeKey = Messages.dedupeKeyOf m plain
-                            AuthorizerAppId = AuthorizerAppId appid
-                            Tenant = boundTenant
-                            Kind = kind
-                            ReceivedAt = now
-                            Payload = payload
-                            ClaimedBy = Some d.InstanceId
-                            ClaimedUntil = Some(now + inbox.FirstAttemptClaim)
-                        },
-                        plain
-                    )
-
-                match outcome with
-                | Duplicate _ -> return DuplicatePush
-                | Stored _ ->
                     match! inbox.FirstAttempt(id, tenant, payload) with
                     | None -> return Success
                     | Some answer ->

@@ -104,23 +104,16 @@ type InboxService
     /// Group-commit batches written so far, and the items in them.
     member _.CommitCounts = batcher.Counts
 
-    /// Resolves once the item's batch is durable.
-    member this.Append(item: InboxItem) = this.AppendMessage(item, "")
-
-    /// Whether a message's webhook body must be made before it is stored: when it goes to a webhook
-    /// while WeChat waits, or when the store takes rows directly. Otherwise the intake makes it later.
-    member _.PayloadNow(tenant: string option) =
-        intake.IsNone || (webhookUrl hooks tenant).IsSome
-
-    /// A message: `item.Payload` empty means "made from `plain` later" (see PayloadNow).
-    member _.AppendMessage(item: InboxItem, plain: string) =
+    /// A push to store, resolved once it is durable: `item.Payload` is the webhook body, or a
+    /// message's decrypted XML (which the inbox turns into the body when the row is read, InboxRows).
+    member _.Append(item: InboxItem) =
         match intake with
         | Some i ->
             let body =
-                if item.Payload = "" then
-                    IntakeLog.Xml plain
-                else
+                if item.Payload.StartsWith '{' then
                     IntakeLog.Payload item.Payload
+                else
+                    IntakeLog.Xml item.Payload
 
             i.Append({ Item = item; Body = body }, anyWebhook ())
         | None -> batcher.Submit item
@@ -189,11 +182,13 @@ type InboxService
 
     /// The first attempt, while WeChat waits: the webhook's answer if it came within ReplyTimeout.
     /// A slower delivery goes on in the background and records its own outcome.
-    member this.FirstAttempt(id: string, tenant: string option, payload: string) =
+    member this.FirstAttempt(id: string, tenant: string option, payload: unit -> string) =
         task {
             if (webhookUrl hooks tenant).IsNone then
                 return None
             else
+                let payload = payload ()
+
                 // WaitAsync's timer goes with the wait; a Task.Delay per push would stay queued
                 // for the whole timeout after the webhook answered.
                 try

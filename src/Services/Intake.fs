@@ -6,6 +6,7 @@ module WeChatFs.Intake
 
 open System
 open System.Collections.Concurrent
+open System.Collections.Generic
 open System.IO
 open System.Threading
 open System.Threading.Tasks
@@ -86,11 +87,46 @@ type IntakeService
                 log.Recovered.Length
             )
 
+    // The outcomes of first attempts made for records of `batch` (usually all of them: the webhook
+    // answers within milliseconds, the batch gathers for tens): they go in with their rows, which are
+    // then written once. The others stay queued for applyAttempts.
+    let firstAttemptsOf (batch: ResizeArray<Entry>) =
+        let firsts = Dictionary<string, AttemptRecord>()
+
+        if not attempts.IsEmpty then
+            let ids = HashSet<string>(batch.Count)
+
+            for e in batch do
+                ids.Add e.Item.Id |> ignore
+
+            let others = ResizeArray<AttemptRecord>()
+            let mutable a = Unchecked.defaultof<AttemptRecord>
+
+            while attempts.TryDequeue(&a) do
+                if ids.Contains a.Id && not (firsts.ContainsKey a.Id) then
+                    firsts[a.Id] <- a
+                else
+                    others.Add a
+
+            for a in others do
+                attempts.Enqueue a
+
+        firsts
+
     let indexBatch (batch: ResizeArray<Entry>) =
         task {
             let items = [ for e in batch -> { e.Item with Payload = payloadOf e } ]
+            let firsts = firstAttemptsOf batch
 
-            let! _ = store.AppendInbox(GroupCommit.Feed.ofList items)
+            try
+                let! _ = store.IndexInbox(items, firsts)
+                ()
+            with ex ->
+                // The loop writes the batch again; its outcomes wait in the queue meanwhile.
+                for a in firsts.Values do
+                    attempts.Enqueue a
+
+                Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex).Throw()
 
             for e in batch do
                 notIndexed.TryRemove e.Item.Id |> ignore

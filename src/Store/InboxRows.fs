@@ -97,6 +97,48 @@ let private insertChunk (conn: DbConnection) (tx: DbTransaction) (items: InboxIt
         return resolved
     }
 
+/// One attempt's outcome, as a statement within `tx`.
+let private recordAttempt (conn: DbConnection) (tx: DbTransaction) (attempt: AttemptRecord) =
+    match attempt with
+    | DeliveredAt(id, at, holder) ->
+        exec
+            conn
+            tx
+            "UPDATE inbox SET status = 'delivered', delivered_at = @at, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = @id AND (claimed_by IS NULL OR claimed_by = @holder)"
+            [ "@at", box (ms at); "@id", box id; "@holder", box holder ]
+    | FailedAt(id, error, retryAt, holder) ->
+        let status =
+            match retryAt with
+            | Some _ -> "pending"
+            | None -> "dead"
+
+        exec
+            conn
+            tx
+            // Only a pending delivery: if this attempt's claim ran out and another instance
+            // delivered meanwhile, a late failure must not put it back in line.
+            "UPDATE inbox SET status = @s, attempts = attempts + 1, last_error = @e, next_attempt_at = @next, claimed_by = NULL, claimed_until = NULL WHERE id = @id AND status = 'pending' AND (claimed_by IS NULL OR claimed_by = @holder)"
+            [
+                "@s", box status
+                "@e", box error
+                "@next", optionalMs retryAt
+                "@id", box id
+                "@holder", box holder
+            ]
+
+/// The state a row starts in: pending, claimed for its first attempt by the receiving instance; or,
+/// when that attempt was made before the row is written (rows from the intake log), as its outcome
+/// left it: what recordAttempt sets, without writing the row twice.
+let private startingState (item: InboxItem) (first: AttemptRecord option) =
+    let at = box (ms item.ReceivedAt)
+
+    match first with
+    | None ->
+        "pending", 0, at, null, null, item.ClaimedBy |> Option.map box |> Option.toObj, optionalMs item.ClaimedUntil
+    | Some(DeliveredAt(_, delivered, _)) -> "delivered", 1, at, null, box (ms delivered), null, null
+    | Some(FailedAt(_, error, Some next, _)) -> "pending", 1, box (ms next), box error, null, null, null
+    | Some(FailedAt(_, error, None, _)) -> "dead", 1, null, box error, null, null, null
+
 /// SQLite runs in the process, where a statement costs no round trip: one prepared statement, bound
 /// again for each row, keeps binding cheap however large the batch. Whether the row was stored.
 let private rowInserter (conn: DbConnection) (tx: DbTransaction) =
@@ -104,19 +146,38 @@ let private rowInserter (conn: DbConnection) (tx: DbTransaction) =
     insert.Transaction <- tx
 
     insert.CommandText <-
-        "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, status, attempts, next_attempt_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, 'pending', 0, @at, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
+        "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, status, attempts, next_attempt_at, last_error, delivered_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, @s, @n, @next, @e, @d, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
 
     let ps =
-        [| "@id"; "@a"; "@k"; "@t"; "@kind"; "@at"; "@p"; "@by"; "@until" |]
+        [|
+            "@id"
+            "@a"
+            "@k"
+            "@t"
+            "@kind"
+            "@at"
+            "@p"
+            "@s"
+            "@n"
+            "@next"
+            "@e"
+            "@d"
+            "@by"
+            "@until"
+        |]
         |> Array.map (fun name ->
             let p = insert.CreateParameter()
             p.ParameterName <- name
             insert.Parameters.Add p |> ignore
             p)
 
-    let insertRow (item: InboxItem) =
+    let insertRow (item: InboxItem) (first: AttemptRecord option) =
         task {
             let appid, key = keyOf item
+
+            let status, attempts, next, error, delivered, claimedBy, claimedUntil =
+                startingState item first
+
             ps[0].Value <- item.Id
             ps[1].Value <- appid
             ps[2].Value <- key
@@ -124,8 +185,13 @@ let private rowInserter (conn: DbConnection) (tx: DbTransaction) =
             ps[4].Value <- item.Kind
             ps[5].Value <- ms item.ReceivedAt
             ps[6].Value <- item.Payload
-            ps[7].Value <- dbValue (item.ClaimedBy |> Option.map box |> Option.toObj)
-            ps[8].Value <- dbValue (optionalMs item.ClaimedUntil)
+            ps[7].Value <- status
+            ps[8].Value <- attempts
+            ps[9].Value <- dbValue next
+            ps[10].Value <- dbValue error
+            ps[11].Value <- dbValue delivered
+            ps[12].Value <- dbValue claimedBy
+            ps[13].Value <- dbValue claimedUntil
             let! n = insert.ExecuteNonQueryAsync()
             return n > 0
         }
@@ -134,13 +200,21 @@ let private rowInserter (conn: DbConnection) (tx: DbTransaction) =
 
 /// One batch in one transaction: the feed's items, taking more while it gives them; one outcome per
 /// item, in order. The caller commits and syncs.
-let appendBatch
+/// `firstAttempts`: outcomes of attempts already made for some of the items, by id, written with
+/// their rows.
+let appendBatchWith
     (dialect: SqlSchema.Dialect)
+    (firstAttempts: IReadOnlyDictionary<string, AttemptRecord>)
     (feed: GroupCommit.Feed<InboxItem>)
     (conn: DbConnection)
     (tx: DbTransaction)
     =
     task {
+        let firstOf (item: InboxItem) =
+            match firstAttempts.TryGetValue item.Id with
+            | true, a -> Some a
+            | _ -> None
+
         // What each key is stored under, as far as this batch knows: a retry within
         // the batch points at the first of them.
         let storedAs = Dictionary<string * string, string>()
@@ -174,7 +248,15 @@ let appendBatch
 
                 for item in next do
                     if not (known item) then
-                        settle item resolved[keyOf item]
+                        let id = resolved[keyOf item]
+                        settle item id
+
+                        // PostgreSQL's rows start pending; an outcome at hand follows as an update.
+                        match firstOf item with
+                        | Some a when id = item.Id ->
+                            let! _ = recordAttempt conn tx a
+                            ()
+                        | _ -> ()
 
                 next <- feed.More()
         else
@@ -184,7 +266,7 @@ let appendBatch
             while not next.IsEmpty do
                 for item in next do
                     if not (known item) then
-                        let! stored = insertRow item
+                        let! stored = insertRow item (firstOf item)
 
                         if stored then
                             settle item item.Id
@@ -206,6 +288,10 @@ let appendBatch
         return List.ofSeq outcomes
     }
 
+/// A group-commit batch: every row starts pending.
+let appendBatch dialect feed conn tx =
+    appendBatchWith dialect (Dictionary<string, AttemptRecord>()) feed conn tx
+
 /// Claims up to `max` due deliveries for `holder` until `until`, oldest first.
 let claim (access: ISqlAccess) (holder: string) (now: DateTimeOffset) (until: DateTimeOffset) (max: int) =
     access.Run(fun conn ->
@@ -225,35 +311,6 @@ let claim (access: ISqlAccess) (holder: string) (now: DateTimeOffset) (until: Da
             let! rows = t
             return rows |> List.sortBy (fun d -> d.ReceivedAt, d.Id)
         }
-
-/// One attempt's outcome, as a statement within `tx`.
-let private recordAttempt (conn: DbConnection) (tx: DbTransaction) (attempt: AttemptRecord) =
-    match attempt with
-    | DeliveredAt(id, at, holder) ->
-        exec
-            conn
-            tx
-            "UPDATE inbox SET status = 'delivered', delivered_at = @at, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = @id AND (claimed_by IS NULL OR claimed_by = @holder)"
-            [ "@at", box (ms at); "@id", box id; "@holder", box holder ]
-    | FailedAt(id, error, retryAt, holder) ->
-        let status =
-            match retryAt with
-            | Some _ -> "pending"
-            | None -> "dead"
-
-        exec
-            conn
-            tx
-            // Only a pending delivery: if this attempt's claim ran out and another instance
-            // delivered meanwhile, a late failure must not put it back in line.
-            "UPDATE inbox SET status = @s, attempts = attempts + 1, last_error = @e, next_attempt_at = @next, claimed_by = NULL, claimed_until = NULL WHERE id = @id AND status = 'pending' AND (claimed_by IS NULL OR claimed_by = @holder)"
-            [
-                "@s", box status
-                "@e", box error
-                "@next", optionalMs retryAt
-                "@id", box id
-                "@holder", box holder
-            ]
 
 let markDelivered (access: ISqlAccess) (id: string) (at: DateTimeOffset) (holder: string) =
     access.Run(fun conn -> recordAttempt conn null (DeliveredAt(id, at, holder))) :> Task

@@ -238,6 +238,11 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         member _.AppendInbox(feed) =
             connections.RunThenSync(transaction (InboxRows.appendBatch dialect feed))
 
+        member _.IndexInbox(items, firstAttempts) =
+            connections.RunThenSync(
+                transaction (InboxRows.appendBatchWith dialect firstAttempts (GroupCommit.Feed.ofList items))
+            )
+
         member _.ClaimDeliveries(holder, now, until, max) =
             InboxRows.claim access holder now until max
 

@@ -4,6 +4,7 @@
 module WeChatFs.Store
 
 open System
+open System.Collections.Generic
 open System.Threading.Tasks
 open WeChatFs.Domain
 
@@ -152,7 +153,8 @@ type InboxItem =
         Tenant: TenantId option
         Kind: string
         ReceivedAt: DateTimeOffset
-        /// The webhook body, ready to send (it carries the raw XML).
+        /// The webhook body, ready to send; or a message's decrypted XML, of which the inbox makes
+        /// the body when the row is read (a row half the size: the body repeats the message's text).
         Payload: string
         /// The receiving instance claims the first attempt while WeChat waits.
         ClaimedBy: string option
@@ -209,6 +211,12 @@ type IInboxStore =
     /// Stores the feed's items in one transaction (group commit), taking more while the feed gives
     /// them; resolves once they are durable, with one outcome per item in the order they were taken.
     abstract AppendInbox: GroupCommit.Feed<InboxItem> -> Task<AppendOutcome list>
+
+    /// AppendInbox for a batch from the intake log, where the first attempt of some items was made
+    /// before their rows are written: their outcomes (by id) are written with the rows, in the same
+    /// transaction, rather than as updates after them.
+    abstract IndexInbox:
+        items: InboxItem list * firstAttempts: IReadOnlyDictionary<string, AttemptRecord> -> Task<AppendOutcome list>
 
     /// Claims up to `max` pending deliveries that are due at `now` and not claimed by a live holder
     /// (PostgreSQL: FOR UPDATE SKIP LOCKED), until `until`.

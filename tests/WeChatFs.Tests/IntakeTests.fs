@@ -175,4 +175,78 @@ let tests =
                 Expect.equal inbox.Length 5 "each once"
                 (store :> IDisposable).Dispose()
             }
+
+            testCaseAsync "a first attempt's outcome goes in with its row, or onto it once the row is in"
+            <| async {
+                let! store, folder = openStore () |> Async.AwaitTask
+
+                let intake =
+                    new IntakeService(
+                        store,
+                        folder,
+                        window,
+                        TimeSpan.FromMilliseconds 1.,
+                        TimeProvider.System,
+                        NullLogger.Instance
+                    )
+
+                let at = DateTimeOffset.FromUnixTimeMilliseconds 1_800_000_000_000L
+                let retryAt = at.AddMinutes 1.
+
+                let! _ =
+                    [
+                        for n, id in [ 1, "delivered"; 2, "retrying"; 3, "dead"; 4, "later" ] ->
+                            intake.Append(entry n id, true)
+                    ]
+                    |> Task.WhenAll
+                    |> Async.AwaitTask
+
+                // As the webhook's answers come, within the indexer's gathering time.
+                intake.Record(DeliveredAt("delivered", at, "me"))
+                intake.Record(FailedAt("retrying", "HTTP 500", Some retryAt, "me"))
+                intake.Record(FailedAt("dead", "HTTP 410", None, "me"))
+
+                let! four =
+                    eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                        task {
+                            let! page = store.ListDeliveries(None, 0, 1)
+                            return page.Total = 4
+                        })
+                    |> Async.AwaitTask
+
+                Expect.isTrue four "the four in the inbox"
+                // After the row is in: recorded as an update.
+                intake.Record(DeliveredAt("later", at, "me"))
+
+                let! laterDone =
+                    eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                        task {
+                            let! d = store.GetDelivery "later"
+                            return d |> Option.exists (fun d -> d.Status = Delivered)
+                        })
+                    |> Async.AwaitTask
+
+                Expect.isTrue laterDone "the later outcome is recorded"
+                do! (intake :> IAsyncDisposable).DisposeAsync().AsTask() |> Async.AwaitTask
+                let! inbox = rows store |> Async.AwaitTask
+                let byId id = inbox |> List.find (fun d -> d.Id = id)
+
+                let state (d: Delivery) =
+                    d.Status, d.Attempts, d.LastError, d.NextAttemptAt, d.DeliveredAt
+
+                Expect.equal
+                    (state (byId "delivered"))
+                    (Delivered, 1, None, Some (byId "delivered").ReceivedAt, Some at)
+                    "delivered"
+
+                Expect.equal (state (byId "retrying")) (Pending, 1, Some "HTTP 500", Some retryAt, None) "retrying"
+                Expect.equal (state (byId "dead")) (Dead, 1, Some "HTTP 410", None, None) "dead"
+
+                Expect.equal
+                    (state (byId "later"))
+                    (Delivered, 1, None, Some (byId "later").ReceivedAt, Some at)
+                    "later"
+
+                (store :> IDisposable).Dispose()
+            }
         ]

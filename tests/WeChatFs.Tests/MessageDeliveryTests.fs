@@ -39,7 +39,12 @@ let tests =
                                     |> List.exists (fun p -> str p "kind" = "authorization.authorized")
                             })
 
-                    hook.Respond <- fun _ -> 503, ""
+                    let refused = Collections.Concurrent.ConcurrentQueue<Received>()
+
+                    hook.Respond <-
+                        fun r ->
+                            refused.Enqueue r
+                            503, ""
 
                     let! answer =
                         sendMessage pair shop "text" [ "Content", "while down"; "MsgId", "900" ]
@@ -60,6 +65,7 @@ let tests =
                     let item = root.GetProperty("items")[0]
                     Expect.equal (item.GetProperty("attempts").GetInt32()) 3 "item.GetProperty('attempts').GetInt32()"
                     Expect.equal (str item "last_error") "HTTP 503" "str item 'last_error'"
+
                     hook.Respond <- fun _ -> 200, ""
 
                     let! retried =
@@ -68,6 +74,19 @@ let tests =
                     Expect.equal retried.StatusCode HttpStatusCode.Accepted "retried.StatusCode"
                     let! delivered = waitFor hook 1
                     Expect.isTrue delivered "delivered"
+
+                    // The first attempt's body is made while WeChat waits, the later ones from the
+                    // stored row: the webhook gets the same bytes each time.
+                    let attempts =
+                        List.ofSeq refused @ hook.Received
+                        |> List.filter (fun r -> r.Delivery = str item "id")
+
+                    Expect.equal attempts.Length 4 "three refused attempts and the one after the retry"
+
+                    Expect.equal
+                        (attempts |> List.map (fun r -> r.Body) |> List.distinct |> List.length)
+                        1
+                        "every attempt carries the same body"
 
                     let! again =
                         pair.Gateway.Api.PostAsync($"""/api/deliveries/{str item "id"}/retry""", null)
