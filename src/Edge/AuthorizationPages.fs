@@ -274,6 +274,13 @@ let authorizedCallback (s: Services) (authorizers: AuthorizerService) =
                                 400
                                 "This authorization code can no longer be used"
                                 $"<p>{enc (ErrorGuide.explain code)}</p><p>Start again from your shop's authorization link.</p>"
+                    | Error ExchangeBusy ->
+                        do!
+                            html
+                                ctx
+                                503
+                                "Authorization in progress"
+                                "<p>Another server of the platform is completing this authorization.</p><p>Reload this page in a moment.</p>"
                     | Error e ->
                         s.Logger.LogWarning("authorization callback: {Error}", describeAuthorizationError e)
 

@@ -1,5 +1,6 @@
-/// Three gateway processes on one PostgreSQL database against the simulator: every token is fetched at
-/// most once per due time, and every instance serves the same token.
+/// Gateway processes on one PostgreSQL database against the simulator: every token is fetched at most
+/// once per due time, every instance serves the same token, and an authorization code reaching two
+/// instances at once is exchanged once.
 module WeChatFs.Tests.MultiInstanceTests
 
 open System
@@ -224,7 +225,6 @@ let tests =
                     for secret in everyToken @ [ appSecret; encodingAesKey; masterKey ] do
                         Expect.isFalse (logs.Contains(secret: string)) "logs must not contain secret"
                 }
-
 
             testCaseTask "one authorization code reaching two instances at once is exchanged once"
             <| fun () ->
