@@ -134,6 +134,7 @@ let private exchangedCodeKey (AuthorizationCode code) = hashKey "authcode:" code
 
 /// The lease one instance holds while it exchanges a code with api_query_auth (hashed like the key).
 let exchangeLeaseName (AuthorizationCode code) = hashKey "exchange:" code
+
 /// The key of an account's latest authorization code (the full-network release check reads it).
 let latestCodeKey (AuthorizerAppId appid) = "lastcode:" + appid
 let private rejectedTicketKey = "component:rejected_ticket_at"
