@@ -87,6 +87,22 @@ type IntakeService
                 log.Recovered.Length
             )
 
+    // Takes the queued outcomes that `wanted` picks; the others stay queued, in their order.
+    let takeAttempts (wanted: AttemptRecord -> bool) =
+        let taken = ResizeArray<AttemptRecord>()
+
+        if not attempts.IsEmpty then
+            let others = ResizeArray<AttemptRecord>()
+            let mutable a = Unchecked.defaultof<AttemptRecord>
+
+            while attempts.TryDequeue(&a) do
+                (if wanted a then taken else others).Add a
+
+            for a in others do
+                attempts.Enqueue a
+
+        taken
+
     // The outcomes of first attempts made for records of `batch` (usually all of them: the webhook
     // answers within milliseconds, the batch gathers for tens): they go in with their rows, which are
     // then written once. The others stay queued for applyAttempts.
@@ -99,17 +115,9 @@ type IntakeService
             for e in batch do
                 ids.Add e.Item.Id |> ignore
 
-            let others = ResizeArray<AttemptRecord>()
-            let mutable a = Unchecked.defaultof<AttemptRecord>
-
-            while attempts.TryDequeue(&a) do
-                if ids.Contains a.Id && not (firsts.ContainsKey a.Id) then
-                    firsts[a.Id] <- a
-                else
-                    others.Add a
-
-            for a in others do
-                attempts.Enqueue a
+            for a in takeAttempts (fun a -> ids.Contains a.Id) do
+                if not (firsts.TryAdd(a.Id, a)) then
+                    attempts.Enqueue a
 
         firsts
 
@@ -138,25 +146,15 @@ type IntakeService
     // the others wait for the next round. A store error keeps them all for the next round.
     let applyAttempts () =
         task {
-            if not attempts.IsEmpty then
-                let ready = ResizeArray<AttemptRecord>()
-                let waiting = ResizeArray<AttemptRecord>()
-                let mutable a = Unchecked.defaultof<AttemptRecord>
+            let ready = takeAttempts (fun a -> not (notIndexed.ContainsKey a.Id))
 
-                while attempts.TryDequeue(&a) do
-                    if notIndexed.ContainsKey a.Id then
-                        waiting.Add a
-                    else
-                        ready.Add a
+            try
+                if ready.Count > 0 then
+                    do! store.RecordAttempts(List.ofSeq ready)
+            with ex ->
+                logger.LogError(ex, "recording {Count} delivery outcomes failed; retrying", ready.Count)
 
-                try
-                    if ready.Count > 0 then
-                        do! store.RecordAttempts(List.ofSeq ready)
-                with ex ->
-                    logger.LogError(ex, "recording {Count} delivery outcomes failed; retrying", ready.Count)
-                    waiting.InsertRange(0, ready)
-
-                for a in waiting do
+                for a in ready do
                     attempts.Enqueue a
         }
 

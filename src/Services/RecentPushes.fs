@@ -21,10 +21,8 @@ type Key = Key of UInt128
 
 let keyOf (account: string) (dedupeKey: string) =
     let text = String.Concat(string account.Length, ":", account, dedupeKey)
-    let bytes = Encoding.UTF8.GetBytes text
-    let hash = Span<byte>(Array.zeroCreate<byte> 32)
-    SHA256.HashData(ReadOnlySpan bytes, hash) |> ignore
-    Key(UInt128(BitConverter.ToUInt64(hash.Slice(0, 8)), BitConverter.ToUInt64(hash.Slice(8, 8))))
+    let hash = SHA256.HashData(Encoding.UTF8.GetBytes text)
+    Key(UInt128(BitConverter.ToUInt64(hash, 0), BitConverter.ToUInt64(hash, 8)))
 
 /// What the window says about a push.
 type Seen =

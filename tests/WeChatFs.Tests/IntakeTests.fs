@@ -47,6 +47,10 @@ let private openStore () =
         return store, Path.GetDirectoryName(Option.get file)
     }
 
+/// The intake as the gateway runs it (syncing at most 1 ms after an append), on the real clock.
+let private startIntake store folder =
+    new IntakeService(store, folder, window, TimeSpan.FromMilliseconds 1., TimeProvider.System, NullLogger.Instance)
+
 let private rows (store: IStore) =
     task {
         let! page = store.ListDeliveries(None, 0, 1000)
@@ -62,15 +66,7 @@ let tests =
             <| async {
                 let! store, folder = openStore () |> Async.AwaitTask
 
-                let intake =
-                    new IntakeService(
-                        store,
-                        folder,
-                        window,
-                        TimeSpan.FromMilliseconds 1.,
-                        TimeProvider.System,
-                        NullLogger.Instance
-                    )
+                let intake = startIntake store folder
 
                 let! outcomes =
                     [ for i in 1..20 -> intake.Append(entry 42 $"id-{i}", false) ]
@@ -99,15 +95,7 @@ let tests =
             <| async {
                 let! store, folder = openStore () |> Async.AwaitTask
 
-                let intake =
-                    new IntakeService(
-                        store,
-                        folder,
-                        window,
-                        TimeSpan.FromMilliseconds 1.,
-                        TimeProvider.System,
-                        NullLogger.Instance
-                    )
+                let intake = startIntake store folder
 
                 let! _ =
                     [ for n in 1..300 -> intake.Append(entry n $"id-{n}", false) ]
@@ -148,15 +136,7 @@ let tests =
 
                 (w :> IDisposable).Dispose()
 
-                let intake =
-                    new IntakeService(
-                        store,
-                        folder,
-                        window,
-                        TimeSpan.FromMilliseconds 1.,
-                        TimeProvider.System,
-                        NullLogger.Instance
-                    )
+                let intake = startIntake store folder
 
                 let! all =
                     eventually (TimeSpan.FromSeconds 10.) (fun () ->
@@ -180,15 +160,7 @@ let tests =
             <| async {
                 let! store, folder = openStore () |> Async.AwaitTask
 
-                let intake =
-                    new IntakeService(
-                        store,
-                        folder,
-                        window,
-                        TimeSpan.FromMilliseconds 1.,
-                        TimeProvider.System,
-                        NullLogger.Instance
-                    )
+                let intake = startIntake store folder
 
                 let at = DateTimeOffset.FromUnixTimeMilliseconds 1_800_000_000_000L
                 let retryAt = at.AddMinutes 1.

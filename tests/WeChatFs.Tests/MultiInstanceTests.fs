@@ -49,6 +49,100 @@ let private gatewaySettings simUrl connectionString masterKey =
         "WeChatFs:Admin:ApiKey", adminKey
     ]
 
+/// A simulator and gateway processes on one fresh PostgreSQL database, the ticket pushed to the first
+/// instance and the component token ready; disposing stops them all.
+type private Deployment =
+    {
+        Sim: RunningSimulator
+        Gateways: GatewayProcess[]
+        MasterKey: string
+        Http: HttpClient
+    }
+
+    member d.SimUrl(path: string) = d.Sim.BaseUrl + path
+
+    interface IDisposable with
+        member d.Dispose() =
+            d.Http.Dispose()
+
+            for g in d.Gateways do
+                (g :> IDisposable).Dispose()
+
+            d.Sim.StopAsync().Wait()
+
+let private startDeployment (instances: int) (extraSettings: (string * string) list) =
+    task {
+        let! sim = start (simulatorOptions ()) "http://127.0.0.1:0"
+        let masterKey = Convert.ToBase64String(Array.init 32 byte)
+
+        let settings =
+            gatewaySettings sim.BaseUrl (postgres.Force().NewDatabase()) masterKey
+            @ extraSettings
+
+        let! gateways =
+            [ 1..instances ]
+            |> List.map (fun _ -> startGatewayProcess settings)
+            |> Task.WhenAll
+
+        let d =
+            {
+                Sim = sim
+                Gateways = gateways
+                MasterKey = masterKey
+                Http = new HttpClient()
+            }
+
+        let! failed =
+            task {
+                try
+                    sim.SetEventUrl(Some(gateways[0].Url "/wechat/component/events"))
+                    let! _ = d.Http.PostAsync(d.SimUrl "/sim/push-ticket", null)
+
+                    let! tokenReady =
+                        eventually (TimeSpan.FromSeconds 10.) (fun () ->
+                            task {
+                                let! r = gateways[instances - 1].Api.GetAsync "/api/component/access-token"
+                                return r.IsSuccessStatusCode
+                            })
+
+                    Expect.isTrue tokenReady "tokenReady"
+                    return None
+                with ex ->
+                    return Some ex
+            }
+
+        // A deployment that did not come up stops what it started before the test fails.
+        match failed with
+        | Some ex ->
+            (d :> IDisposable).Dispose()
+            Runtime.ExceptionServices.ExceptionDispatchInfo.Throw ex
+        | None -> ()
+
+        return d
+    }
+
+/// A merchant confirms `appid` on (simulated) WeChat's page for a link made by `gateway`: the
+/// redirect back to the platform, not yet opened.
+let private confirmAuthorization (d: Deployment) (gateway: GatewayProcess) (tenant: string) (appid: string) =
+    task {
+        let! links = postJson gateway.Api "/api/authorization-links" {| tenant = tenant |}
+        let! root = json links
+        let q = QueryHelpers.ParseQuery(Uri(str root "pc_url").Query)
+
+        let! confirmed =
+            postJson
+                d.Http
+                (d.SimUrl "/sim/authorize")
+                {|
+                    pre_auth_code = string q["pre_auth_code"]
+                    redirect_uri = string q["redirect_uri"]
+                    appid = appid
+                |}
+
+        let! c = json confirmed
+        return Uri(str c "redirect")
+    }
+
 let tests =
     testSequencedGroup "MultiInstance"
     <| testList
@@ -57,74 +151,31 @@ let tests =
             testCaseTask "three instances fetch each token once per due time and serve the same token"
             <| fun () ->
                 task {
-                    let! sim = start (simulatorOptions ()) "http://127.0.0.1:0"
+                    use! d =
+                        startDeployment
+                            3
+                            [
+                                "WeChatFs:Component:CheckInterval", "00:00:00.200"
+                                "WeChatFs:Component:TokenRefreshMargin", margin.ToString()
+                                "WeChatFs:Authorizers:RefreshJitter", "00:00:00"
+                            ]
 
-                    use _ =
-                        { new IDisposable with
-                            member _.Dispose() = sim.StopAsync().Wait()
-                        }
-
-                    let connectionString = postgres.Force().NewDatabase()
-                    let masterKey = Convert.ToBase64String(Array.init 32 byte)
-
-                    let settings =
-                        gatewaySettings sim.BaseUrl connectionString masterKey
-                        @ [
-                            "WeChatFs:Component:CheckInterval", "00:00:00.200"
-                            "WeChatFs:Component:TokenRefreshMargin", margin.ToString()
-                            "WeChatFs:Authorizers:RefreshJitter", "00:00:00"
-                        ]
-
-                    let! gateways =
-                        [ 1..3 ] |> List.map (fun _ -> startGatewayProcess settings) |> Task.WhenAll
-
-                    use _ =
-                        { new IDisposable with
-                            member _.Dispose() =
-                                gateways |> Array.iter (fun g -> (g :> IDisposable).Dispose())
-                        }
-
-                    sim.SetEventUrl(Some(gateways[0].Url "/wechat/component/events"))
-                    use http = new HttpClient()
+                    let gateways = d.Gateways
+                    let http = d.Http
+                    let masterKey = d.MasterKey
 
                     let simJson (path: string) =
                         task {
-                            let! r = http.GetAsync(sim.BaseUrl + path)
+                            let! r = http.GetAsync(d.SimUrl path)
                             return! json r
                         }
-
-                    let! _ = http.PostAsync(sim.BaseUrl + "/sim/push-ticket", null)
-
-                    let! tokenReady =
-                        eventually (TimeSpan.FromSeconds 10.) (fun () ->
-                            task {
-                                let! r = gateways[2].Api.GetAsync "/api/component/access-token"
-                                return r.IsSuccessStatusCode
-                            })
-
-                    Expect.isTrue tokenReady "tokenReady"
 
                     // Two merchants authorize, through different instances.
                     let accounts = [ "wxsimoa00000000001"; "wxsimmp00000000002" ]
 
                     for i, appid in List.indexed accounts do
-                        let g = gateways[i + 1]
-                        let! links = postJson g.Api "/api/authorization-links" {| tenant = $"shop-{i}" |}
-                        let! root = json links
-                        let q = QueryHelpers.ParseQuery(Uri(str root "pc_url").Query)
-
-                        let! confirmed =
-                            postJson
-                                http
-                                (sim.BaseUrl + "/sim/authorize")
-                                {|
-                                    pre_auth_code = string q["pre_auth_code"]
-                                    redirect_uri = string q["redirect_uri"]
-                                    appid = appid
-                                |}
-
-                        let! c = json confirmed
-                        let! back = http.GetAsync(str c "redirect")
+                        let! redirect = confirmAuthorization d gateways[i + 1] $"shop-{i}" appid
+                        let! back = http.GetAsync redirect
                         Expect.equal back.StatusCode HttpStatusCode.OK "back.StatusCode"
 
                     // Hammer all three instances for a few due times, while their schedulers tick too.
@@ -229,72 +280,25 @@ let tests =
             testCaseTask "one authorization code reaching two instances at once is exchanged once"
             <| fun () ->
                 task {
-                    let! sim = start (simulatorOptions ()) "http://127.0.0.1:0"
-
-                    use _ =
-                        { new IDisposable with
-                            member _.Dispose() = sim.StopAsync().Wait()
-                        }
-
-                    let connectionString = postgres.Force().NewDatabase()
-                    let masterKey = Convert.ToBase64String(Array.init 32 byte)
-                    let settings = gatewaySettings sim.BaseUrl connectionString masterKey
-
-                    let! gateways =
-                        [ 1..2 ] |> List.map (fun _ -> startGatewayProcess settings) |> Task.WhenAll
-
-                    use _ =
-                        { new IDisposable with
-                            member _.Dispose() =
-                                gateways |> Array.iter (fun g -> (g :> IDisposable).Dispose())
-                        }
-
-                    sim.SetEventUrl(Some(gateways[0].Url "/wechat/component/events"))
-                    use http = new HttpClient()
-                    let! _ = http.PostAsync(sim.BaseUrl + "/sim/push-ticket", null)
-
-                    let! tokenReady =
-                        eventually (TimeSpan.FromSeconds 10.) (fun () ->
-                            task {
-                                let! r = gateways[1].Api.GetAsync "/api/component/access-token"
-                                return r.IsSuccessStatusCode
-                            })
-
-                    Expect.isTrue tokenReady "tokenReady"
+                    use! d = startDeployment 2 []
+                    let gateways = d.Gateways
+                    let http = d.Http
                     // No push: the two arrivals are the redirect, opened on both instances at once.
-                    let! _ = postJson http (sim.BaseUrl + "/sim/push-order") {| order = "none" |}
-
-                    let! links =
-                        postJson gateways[0].Api "/api/authorization-links" {| tenant = "shop-9" |}
-
-                    let! root = json links
-                    let q = QueryHelpers.ParseQuery(Uri(str root "pc_url").Query)
+                    let! _ = postJson http (d.SimUrl "/sim/push-order") {| order = "none" |}
                     let appid = "wxsimoa00000000001"
-
-                    let! confirmed =
-                        postJson
-                            http
-                            (sim.BaseUrl + "/sim/authorize")
-                            {|
-                                pre_auth_code = string q["pre_auth_code"]
-                                redirect_uri = string q["redirect_uri"]
-                                appid = appid
-                            |}
-
-                    let! c = json confirmed
-                    let redirect = Uri(str c "redirect")
+                    let! redirect = confirmAuthorization d gateways[0] "shop-9" appid
                     // A slow WeChat keeps the first exchange in flight while the second arrives.
                     let! _ =
                         postJson
                             http
-                            (sim.BaseUrl + "/sim/faults")
+                            (d.SimUrl "/sim/faults")
                             {|
                                 api = "api_query_auth"
                                 latency_ms = 1500
                                 times = 2
                             |}
 
-                    let! _ = http.PostAsync(sim.BaseUrl + "/sim/calls/reset", null)
+                    let! _ = http.PostAsync(d.SimUrl "/sim/calls/reset", null)
 
                     let! pages =
                         gateways
@@ -307,10 +311,10 @@ let tests =
                         Expect.stringContains body appid "the page names the account"
                         Expect.stringContains body "shop-9" "the page names the tenant"
 
-                    let! calls = http.GetAsync(sim.BaseUrl + "/sim/calls")
+                    let! calls = http.GetAsync(d.SimUrl "/sim/calls")
                     let! calls = json calls
                     Expect.equal (calls.GetProperty("api_query_auth").GetInt32()) 1 "api_query_auth calls"
-                    let! authorizers = http.GetAsync(sim.BaseUrl + "/sim/authorizers")
+                    let! authorizers = http.GetAsync(d.SimUrl "/sim/authorizers")
                     let! authorizers = json authorizers
 
                     let account =
