@@ -78,30 +78,39 @@ module AesKey =
     let bytes (AesKey k) = Array.copy k
 
 /// sha1 over the parts sorted ordinally and joined, lower-case hex; encoded into one pooled buffer.
-let private sortedSha1Hex (parts: string[]) =
-    let parts = parts |> Array.map (fun s -> if isNull s then "" else s)
-    Array.sortInPlaceWith (fun a b -> String.CompareOrdinal(a, b)) parts
+/// The parts are spans, so a push's Encrypt is hashed where the body was decoded.
+let private sortedSha1Hex (parts: ReadOnlyMemory<char>[]) =
+    Array.sortInPlaceWith (fun (a: ReadOnlyMemory<char>) b -> a.Span.SequenceCompareTo b.Span) parts
+    let mutable size = 0
 
-    let buffer =
-        Buffers.ArrayPool<byte>.Shared.Rent(parts |> Array.sumBy Encoding.UTF8.GetByteCount)
+    for p in parts do
+        size <- size + Encoding.UTF8.GetByteCount p.Span
+
+    let buffer = Buffers.ArrayPool<byte>.Shared.Rent size
 
     try
         let mutable length = 0
 
         for p in parts do
-            length <- length + Encoding.UTF8.GetBytes(p, 0, p.Length, buffer, length)
+            length <-
+                length
+                + Encoding.UTF8.GetBytes(p.Span, Span(buffer, length, buffer.Length - length))
 
         SHA1.HashData(ReadOnlySpan(buffer, 0, length)) |> Convert.ToHexStringLower
     finally
         Buffers.ArrayPool<byte>.Shared.Return buffer
 
+// A null part counts as empty (AsMemory gives an empty span for null).
+let private signatureOf (token: string) (timestamp: string) (nonce: string) (encrypted: ReadOnlyMemory<char>) =
+    sortedSha1Hex [| token.AsMemory(); timestamp.AsMemory(); nonce.AsMemory(); encrypted |]
+
 /// msg_signature = sha1 over the sorted token, timestamp, nonce and Encrypt, lower-case hex.
 let msgSignature (token: string) (timestamp: string) (nonce: string) (encrypted: string) =
-    sortedSha1Hex [| token; timestamp; nonce; encrypted |]
+    signatureOf token timestamp nonce (encrypted.AsMemory())
 
 /// The plain-mode signature (token, timestamp, nonce), used by the URL verification handshake.
 let plainSignature (token: string) (timestamp: string) (nonce: string) =
-    sortedSha1Hex [| token; timestamp; nonce |]
+    sortedSha1Hex [| token.AsMemory(); timestamp.AsMemory(); nonce.AsMemory() |]
 
 /// Compares in constant time so the check leaks nothing about how much of a forgery was right.
 /// Hex digits compare case-insensitively. No allocation: this runs for every push.
@@ -123,11 +132,14 @@ let private sameHex (a: string) (b: string) =
 
         differences = 0
 
-let verifySignature token timestamp nonce encrypted (signature: string) =
-    if sameHex (msgSignature token timestamp nonce encrypted) signature then
+let private verifySignatureOf token timestamp nonce (encrypted: ReadOnlyMemory<char>) (signature: string) =
+    if sameHex (signatureOf token timestamp nonce encrypted) signature then
         Ok()
     else
         Error SignatureMismatch
+
+let verifySignature token timestamp nonce (encrypted: string) signature =
+    verifySignatureOf token timestamp nonce (encrypted.AsMemory()) signature
 
 let private blockSize = 32
 
@@ -135,17 +147,17 @@ let private pad (data: byte[]) =
     let n = blockSize - data.Length % blockSize
     Array.append data (Array.create n (byte n))
 
-/// The plaintext and its length without the padding (no copy).
-let private unpad (data: byte[]) =
-    if data.Length = 0 then
+/// The plaintext's length without the padding (no copy).
+let private unpad (data: byte[], length: int) =
+    if length = 0 then
         Error InvalidPadding
     else
-        let n = int data[data.Length - 1]
+        let n = int data[length - 1]
 
-        if n < 1 || n > blockSize || n > data.Length then
+        if n < 1 || n > blockSize || n > length then
             Error InvalidPadding
         else
-            Ok(data, data.Length - n)
+            Ok(data, length - n)
 
 /// One Aes object per thread for the key in use: making one for every push (an OpenSSL context,
 /// the key schedule) costs more than decrypting the push. The one-shot CBC calls keep no state
@@ -192,27 +204,6 @@ let encrypt (key: AesKey) (appId: string) (random16: byte[]) (message: string) =
     (ThreadAes.For key).EncryptCbc(ReadOnlySpan plain, iv key, PaddingMode.None)
     |> Convert.ToBase64String
 
-let private fromBase64 (s: string) =
-    if isNull s then
-        Error InvalidBase64
-    else
-        let buffer = Array.zeroCreate<byte>(s.Length * 3 / 4 + 3)
-        let mutable written = 0
-
-        if Convert.TryFromBase64String(s, Span buffer, &written) then
-            Ok(ArraySegment(buffer, 0, written))
-        else
-            Error InvalidBase64
-
-let private decryptBlocks (key: AesKey) (cipher: ArraySegment<byte>) =
-    if cipher.Count = 0 || cipher.Count % 16 <> 0 then
-        Error AesDecryptFailed
-    else
-        Ok(
-            (ThreadAes.For key)
-                .DecryptCbc(ReadOnlySpan(cipher.Array, cipher.Offset, cipher.Count), iv key, PaddingMode.None)
-        )
-
 let private strictUtf8 = UTF8Encoding(false, true)
 
 /// Splits `random | length | message | appid` of the first `length` bytes, checking that the
@@ -243,12 +234,40 @@ let private unframe (expectedAppId: string) (plain: byte[], length: int) =
                 with :? ArgumentException ->
                     Error InvalidUtf8
 
-/// Base64 → AES-CBC → strip padding → unframe, for one key.
+/// Base64 → AES-CBC → strip padding → unframe, for one key. The ciphertext and the plaintext are
+/// bytes in pooled buffers: only the message and its appid become strings (before: two new arrays
+/// per push, besides the strings).
+let private decryptChars (key: AesKey) (appId: string) (encrypted: ReadOnlySpan<char>) : Result<string, CryptoError> =
+    let pool = Buffers.ArrayPool<byte>.Shared
+    let cipher = pool.Rent(encrypted.Length * 3 / 4 + 3)
+
+    try
+        let mutable written = 0
+
+        if not (Convert.TryFromBase64Chars(encrypted, Span cipher, &written)) then
+            Error InvalidBase64
+        elif written = 0 || written % 16 <> 0 then
+            Error AesDecryptFailed
+        else
+            let plain = pool.Rent written
+
+            try
+                let n =
+                    (ThreadAes.For key)
+                        .DecryptCbc(ReadOnlySpan(cipher, 0, written), iv key, Span(plain, 0, written), PaddingMode.None)
+
+                unpad (plain, n) |> Result.bind (unframe appId)
+            finally
+                // A customer's message does not stay behind in a buffer that other code rents next.
+                pool.Return(plain, true)
+    finally
+        pool.Return cipher
+
 let decrypt (key: AesKey) (appId: string) (encrypted: string) : Result<string, CryptoError> =
-    fromBase64 encrypted
-    |> Result.bind (decryptBlocks key)
-    |> Result.bind unpad
-    |> Result.bind (unframe appId)
+    if isNull encrypted then
+        Error InvalidBase64
+    else
+        decryptChars key appId (encrypted.AsSpan())
 
 /// The query parameters and the Encrypt element of one push.
 type Envelope =
@@ -261,18 +280,39 @@ type Envelope =
 
 /// Verifies the signature, then tries each key in turn (the current key first, then the previous one
 /// after a rotation). Returns the message and the key that opened it, so a reply can use the same key.
-let openEnvelope (token: string) (keys: AesKey list) (appId: string) (e: Envelope) =
-    verifySignature token e.Timestamp e.Nonce e.Encrypt e.MsgSignature
+/// `encrypted` is the Encrypt field where it was read (a push's decoded body).
+let openEnvelopeOf
+    (token: string)
+    (keys: AesKey list)
+    (appId: string)
+    (timestamp: string)
+    (nonce: string)
+    (msgSignature: string)
+    (encrypted: ReadOnlyMemory<char>)
+    =
+    verifySignatureOf token timestamp nonce encrypted msgSignature
     |> Result.bind (fun () ->
         let rec attempt firstError remaining =
             match remaining with
             | [] -> Error(defaultArg firstError InvalidAesKey)
             | k :: rest ->
-                match decrypt k appId e.Encrypt with
+                match decryptChars k appId encrypted.Span with
                 | Ok msg -> Ok(msg, k)
                 | Error err -> attempt (Some(defaultArg firstError err)) rest
 
         attempt None keys)
+
+let openEnvelope (token: string) (keys: AesKey list) (appId: string) (e: Envelope) =
+    if isNull e.Encrypt then
+        // Signed as empty, refused as base64 (as decrypt refuses null).
+        verifySignature token e.Timestamp e.Nonce e.Encrypt e.MsgSignature
+        |> Result.bind (fun () ->
+            if keys.IsEmpty then
+                Error InvalidAesKey
+            else
+                Error InvalidBase64)
+    else
+        openEnvelopeOf token keys appId e.Timestamp e.Nonce e.MsgSignature (e.Encrypt.AsMemory())
 
 /// An encrypted passive reply: the four fields WeChat expects.
 type SealedReply =

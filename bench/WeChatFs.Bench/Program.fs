@@ -235,6 +235,9 @@ let main argv =
             for r, calls in results do
                 Load.print r $"{r.PerSecond / ceiling * 100.0:F0}%% of bare; WeChat calls during run: {calls}"
 
+        if only = None || only = Some "steps" then
+            Steps.run rounds
+
         if only = None || only = Some "store" then
             let! rows = storeAppends duration.TotalSeconds
 

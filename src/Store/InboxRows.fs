@@ -139,64 +139,71 @@ let private startingState (item: InboxItem) (first: AttemptRecord option) =
     | Some(FailedAt(_, error, Some next, _)) -> "pending", 1, box (ms next), box error, null, null, null
     | Some(FailedAt(_, error, None, _)) -> "dead", 1, null, box error, null, null, null
 
+/// One value bound by position: text as UTF-16 (SQLite encodes it), integers, or NULL.
+let private bindValue (stmt: SQLitePCL.sqlite3_stmt) (index: int) (value: obj) =
+    match value with
+    | null -> SQLitePCL.raw.sqlite3_bind_null (stmt, index)
+    | :? string as s -> SQLitePCL.raw.sqlite3_bind_text16 (stmt, index, s.AsSpan())
+    | :? int64 as n -> SQLitePCL.raw.sqlite3_bind_int64 (stmt, index, n)
+    | :? int as n -> SQLitePCL.raw.sqlite3_bind_int64 (stmt, index, int64 n)
+    | other -> invalidArg "value" $"no SQLite binding for {other.GetType()}"
+    |> ignore
+
 /// SQLite runs in the process, where a statement costs no round trip: one prepared statement, bound
-/// again for each row, keeps binding cheap however large the batch. Whether the row was stored.
-let private rowInserter (conn: DbConnection) (tx: DbTransaction) =
-    let insert = conn.CreateCommand()
-    insert.Transaction <- tx
+/// again for each row, through SQLite's own API and by position. Through Microsoft.Data.Sqlite every
+/// execution looked up each of the 14 parameters by name and made a data reader and a task, about
+/// a fifth of a row's cost in the inbox writer. Whether the row was stored (not a known key).
+let private rowInserter (conn: DbConnection) =
+    let db = (conn :?> Microsoft.Data.Sqlite.SqliteConnection).Handle
 
-    insert.CommandText <-
-        "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, status, attempts, next_attempt_at, last_error, delivered_at, claimed_by, claimed_until) VALUES (@id, @a, @k, @t, @kind, @at, @p, @s, @n, @next, @e, @d, @by, @until) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING"
+    let fail (rc: int) =
+        raise (Microsoft.Data.Sqlite.SqliteException(SQLitePCL.raw.sqlite3_errmsg(db).utf8_to_string(), rc))
 
-    let ps =
-        [|
-            "@id"
-            "@a"
-            "@k"
-            "@t"
-            "@kind"
-            "@at"
-            "@p"
-            "@s"
-            "@n"
-            "@next"
-            "@e"
-            "@d"
-            "@by"
-            "@until"
-        |]
-        |> Array.map (fun name ->
-            let p = insert.CreateParameter()
-            p.ParameterName <- name
-            insert.Parameters.Add p |> ignore
-            p)
+    let mutable stmt = null
+
+    let rc =
+        SQLitePCL.raw.sqlite3_prepare_v2 (
+            db,
+            "INSERT INTO inbox (id, authorizer_appid, dedupe_key, tenant, kind, received_at, payload, status, attempts, next_attempt_at, last_error, delivered_at, claimed_by, claimed_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT (authorizer_appid, dedupe_key) DO NOTHING",
+            &stmt
+        )
+
+    if rc <> SQLitePCL.raw.SQLITE_OK then
+        fail rc
 
     let insertRow (item: InboxItem) (first: AttemptRecord option) =
-        task {
-            let appid, key = keyOf item
+        let appid, key = keyOf item
 
-            let status, attempts, next, error, delivered, claimedBy, claimedUntil =
-                startingState item first
+        let status, attempts, next, error, delivered, claimedBy, claimedUntil =
+            startingState item first
 
-            ps[0].Value <- item.Id
-            ps[1].Value <- appid
-            ps[2].Value <- key
-            ps[3].Value <- dbValue (item.Tenant |> Option.map (Ids.tenant >> box) |> Option.toObj)
-            ps[4].Value <- item.Kind
-            ps[5].Value <- ms item.ReceivedAt
-            ps[6].Value <- item.Payload
-            ps[7].Value <- status
-            ps[8].Value <- attempts
-            ps[9].Value <- dbValue next
-            ps[10].Value <- dbValue error
-            ps[11].Value <- dbValue delivered
-            ps[12].Value <- dbValue claimedBy
-            ps[13].Value <- dbValue claimedUntil
-            let! n = insert.ExecuteNonQueryAsync()
-            return n > 0
-        }
+        bindValue stmt 1 item.Id
+        bindValue stmt 2 appid
+        bindValue stmt 3 key
+        bindValue stmt 4 (item.Tenant |> Option.map Ids.tenant |> Option.toObj)
+        bindValue stmt 5 item.Kind
+        bindValue stmt 6 (ms item.ReceivedAt)
+        bindValue stmt 7 item.Payload
+        bindValue stmt 8 status
+        bindValue stmt 9 attempts
+        bindValue stmt 10 next
+        bindValue stmt 11 error
+        bindValue stmt 12 delivered
+        bindValue stmt 13 claimedBy
+        bindValue stmt 14 claimedUntil
+        let rc = SQLitePCL.raw.sqlite3_step stmt
+        SQLitePCL.raw.sqlite3_reset stmt |> ignore
 
-    insert, insertRow
+        if rc <> SQLitePCL.raw.SQLITE_DONE then
+            fail rc
+
+        Task.FromResult(SQLitePCL.raw.sqlite3_changes db > 0)
+
+    { new IDisposable with
+        member _.Dispose() =
+            SQLitePCL.raw.sqlite3_finalize stmt |> ignore
+    },
+    insertRow
 
 /// One batch in one transaction: the feed's items, taking more while it gives them; one outcome per
 /// item, in order. The caller commits and syncs.
@@ -260,7 +267,7 @@ let appendBatchWith
 
                 next <- feed.More()
         else
-            let insert, insertRow = rowInserter conn tx
+            let insert, insertRow = rowInserter conn
             use _ = insert
 
             while not next.IsEmpty do

@@ -135,6 +135,24 @@ let private int64Field name fields =
 let encryptedPart (body: string) =
     parseXml body |> Result.bind (field "Encrypt")
 
+/// Where the outer body's Encrypt lies in `body`, when the fast path reads the body and the field is
+/// not blank: what `encryptedPart` would answer, without a string of the body or of the field.
+/// ValueNone: ask `encryptedPart` (the reader, or the error to refuse the push with).
+let encryptedRange (body: ReadOnlySpan<char>) : struct (int * int) voption =
+    match XmlScan.scanRanges (int readerSettings.MaxCharactersInDocument) body with
+    | None -> ValueNone
+    | Some ranges ->
+        let mutable found = ValueNone
+
+        for r in ranges do
+            if body.Slice(r.NameStart, r.NameLength).SequenceEqual("Encrypt".AsSpan()) then
+                found <- ValueSome r
+
+        match found with
+        | ValueSome r when not (body.Slice(r.ValueStart, r.ValueLength).IsWhiteSpace()) ->
+            ValueSome(struct (r.ValueStart, r.ValueLength))
+        | _ -> ValueNone
+
 /// An authorization grant pushed as `authorized` or `updateauthorized` (facts §1.2).
 type AuthorizationPush =
     {

@@ -1,6 +1,7 @@
 /// The fast path of push reading: a hand-written scan of the flat `<xml>` WeChat sends, which answers
 /// only where it answers exactly what the XmlReader would (Wire.parseXml falls back to the reader).
-/// Pure, no allocation beyond the field strings and the map.
+/// Pure; it reads a span, so a push's outer XML can be read where its bytes were decoded, without a
+/// string of the whole body or of its Encrypt field.
 module WeChatFs.XmlScan
 
 open System
@@ -14,8 +15,11 @@ let private isNameChar c = isNameStart c || (c >= '0' && c <= '9')
 
 /// Whether s[start..finish) reads back unchanged from XML: no carriage return (the reader normalises
 /// line ends), no control character, lone surrogate or U+FFFE/U+FFFF (the reader refuses those).
-let private verbatim (s: string) (start: int) (finish: int) =
-    let mutable i = start
+/// Text mostly lies within [space, U+D7FF], which is all verbatim: that part is skipped at once (a
+/// vectorised search) and the loop starts at the first character outside it.
+let private verbatim (s: ReadOnlySpan<char>) (start: int) (finish: int) =
+    let outside = s.Slice(start, finish - start).IndexOfAnyExceptInRange(' ', '\uD7FF')
+    let mutable i = if outside < 0 then finish else start + outside
     let mutable ok = true
 
     while ok && i < finish do
@@ -33,38 +37,58 @@ let private verbatim (s: string) (start: int) (finish: int) =
 
     ok
 
-let private at (s: string) (i: int) (literal: string) =
+let private at (s: ReadOnlySpan<char>) (i: int) (literal: string) =
     i >= 0
     && i + literal.Length <= s.Length
-    && String.CompareOrdinal(s, i, literal, 0, literal.Length) = 0
+    && s.Slice(i, literal.Length).SequenceEqual(literal.AsSpan())
+
+/// Where s[from..] first holds `literal`, or -1.
+let private indexFrom (s: ReadOnlySpan<char>) (from: int) (literal: string) =
+    let k = s.Slice(from).IndexOf(literal.AsSpan())
+    if k < 0 then -1 else from + k
+
+let private skipSpaces (s: ReadOnlySpan<char>) (from: int) =
+    let mutable i = from
+
+    while i < s.Length && isSpace s[i] do
+        i <- i + 1
+
+    i
+
+/// One child of the root: where its name and its value lie in the document. A value of whitespace
+/// alone outside CDATA reads as "" (length 0), as it does to the reader.
+[<Struct>]
+type FieldRange =
+    {
+        NameStart: int
+        NameLength: int
+        ValueStart: int
+        ValueLength: int
+    }
 
 /// The fast path for what WeChat actually sends: `<xml>` whose children each hold one CDATA section,
 /// plain text without references, or nothing. Anything else (a declaration, comments, attributes,
 /// references, carriage returns, nesting, characters XML refuses) gives None and is left to the
 /// XmlReader, so wherever this answers, it answers what the reader would. No DTD can get through:
 /// the document must begin with `<xml>`. A document over `maxChars` is left to the reader too.
-let scanFlat (maxChars: int) (xml: string) : Map<string, string> option =
-    let n = if isNull xml then 0 else xml.Length
-    let mutable i = 0
-    let mutable fields = Map.empty
+/// The children in document order (a name given twice: the later one counts, as in a map).
+let scanRanges (maxChars: int) (xml: ReadOnlySpan<char>) : FieldRange[] option =
+    let n = xml.Length
+    let fields = ResizeArray<FieldRange>(8)
     let mutable ok = n > 0 && n <= maxChars
     let mutable finished = false
-
-    let skipSpaces () =
-        while i < n && isSpace xml[i] do
-            i <- i + 1
+    let mutable i = 0
 
     if ok then
-        skipSpaces ()
+        i <- skipSpaces xml i
         ok <- at xml i "<xml>"
         i <- i + 5
 
     while ok && not finished do
-        skipSpaces ()
+        i <- skipSpaces xml i
 
         if at xml i "</xml>" then
-            i <- i + 6
-            skipSpaces ()
+            i <- skipSpaces xml (i + 6)
             ok <- i = n
             finished <- true
         elif i + 1 < n && xml[i] = '<' && isNameStart xml[i + 1] then
@@ -74,53 +98,84 @@ let scanFlat (maxChars: int) (xml: string) : Map<string, string> option =
             while j < n && isNameChar xml[j] do
                 j <- j + 1
 
-            let name = xml.Substring(nameStart, j - nameStart)
+            let nameLength = j - nameStart
 
             if at xml j "/>" then
-                fields <- fields.Add(name, "")
+                fields.Add
+                    {
+                        NameStart = nameStart
+                        NameLength = nameLength
+                        ValueStart = j
+                        ValueLength = 0
+                    }
+
                 i <- j + 2
             elif j < n && xml[j] = '>' then
                 i <- j + 1
-                let mutable value = null
+                let mutable valueStart = -1
+                let mutable valueLength = 0
 
                 if at xml i "<![CDATA[" then
                     let start = i + 9
-                    let finish = xml.IndexOf("]]>", start, StringComparison.Ordinal)
+                    let finish = indexFrom xml start "]]>"
 
                     if finish >= 0 && verbatim xml start finish then
-                        value <- xml.Substring(start, finish - start)
+                        valueStart <- start
+                        valueLength <- finish - start
                         i <- finish + 3
                 else
-                    let finish = xml.IndexOf('<', i)
+                    let finish = xml.Slice(i).IndexOf '<'
+                    let finish = if finish < 0 then -1 else i + finish
 
                     if
                         finish >= 0
                         && verbatim xml i finish
-                        && xml.IndexOf('&', i, finish - i) < 0
-                        && xml.IndexOf("]]>", i, finish - i, StringComparison.Ordinal) < 0
+                        && xml.Slice(i, finish - i).IndexOf '&' < 0
+                        && xml.Slice(i, finish - i).IndexOf("]]>".AsSpan()) < 0
                     then
-                        let mutable blank = true
-
-                        for k in i .. finish - 1 do
-                            if not (isSpace xml[k]) then
-                                blank <- false
-
                         // Whitespace alone is not content to the reader either.
-                        value <- if blank then "" else xml.Substring(i, finish - i)
+                        let blank = skipSpaces xml i = finish
+                        valueStart <- i
+                        valueLength <- if blank then 0 else finish - i
                         i <- finish
 
+                let name = xml.Slice(nameStart, nameLength)
+
                 ok <-
-                    not (isNull value)
+                    valueStart >= 0
                     && at xml i "</"
-                    && at xml (i + 2) name
-                    && at xml (i + 2 + name.Length) ">"
+                    && i + 2 + nameLength <= n
+                    && xml.Slice(i + 2, nameLength).SequenceEqual name
+                    && at xml (i + 2 + nameLength) ">"
 
                 if ok then
-                    fields <- fields.Add(name, value)
-                    i <- i + name.Length + 3
+                    fields.Add
+                        {
+                            NameStart = nameStart
+                            NameLength = nameLength
+                            ValueStart = valueStart
+                            ValueLength = valueLength
+                        }
+
+                    i <- i + nameLength + 3
             else
                 ok <- false
         else
             ok <- false
 
-    if ok then Some fields else None
+    if ok then Some(fields.ToArray()) else None
+
+/// `scanRanges` as a map of the children's names to their values.
+let scanFlat (maxChars: int) (xml: string) : Map<string, string> option =
+    if isNull xml then
+        None
+    else
+        scanRanges maxChars (xml.AsSpan())
+        |> Option.map (fun ranges ->
+            let mutable fields = Map.empty
+
+            for r in ranges do
+                fields <-
+                    fields.Add(xml.Substring(r.NameStart, r.NameLength), xml.Substring(r.ValueStart, r.ValueLength))
+
+            fields)

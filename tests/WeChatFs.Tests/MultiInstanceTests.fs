@@ -28,10 +28,15 @@ let private issuedTimes (items: JsonElement seq) =
 /// One fetch per due time: consecutive tokens are at least a cycle apart (two instances refreshing
 /// for the same due time would issue two tokens milliseconds apart).
 let private assertOnePerDueTime (what: string) (issued: DateTimeOffset list) =
+    let all =
+        issued
+        |> List.map (fun t -> $"{(t - issued.Head).TotalMilliseconds:F0}")
+        |> String.concat ", "
+
     for a, b in List.pairwise issued do
         Expect.isTrue
             (b - a >= cycle - TimeSpan.FromMilliseconds 150.)
-            ($"{what}: tokens issued {(b - a).TotalMilliseconds} ms apart")
+            ($"{what}: tokens issued {(b - a).TotalMilliseconds} ms apart (all, ms after the first: {all})")
 
 /// What every instance of one deployment is configured with: one database, one master key.
 let private gatewaySettings simUrl connectionString masterKey =

@@ -12,7 +12,8 @@ open WeChatFs.Tests.Helpers
 
 /// Documents near WeChat's shape, and near misses: what the fast path answers, the reader must agree with.
 let private nearWeChatXml =
-    let name = Gen.elements [ "A"; "B"; "ToUserName"; "a1"; "_x"; "A-B"; "a:b"; "xml" ]
+    let name =
+        Gen.elements [ "A"; "B"; "ToUserName"; "Encrypt"; "a1"; "_x"; "A-B"; "a:b"; "xml" ]
 
     let anyText =
         ArbMap.defaults
@@ -179,6 +180,14 @@ let tests =
                     match scanFlat doc with
                     | Some fields -> readXml doc = Ok fields
                     | None -> true))
+
+            testProp
+                "wherever the outer body's fast path finds Encrypt, encryptedPart reads the same text"
+                (Prop.forAll (Arb.fromGen nearWeChatXml) (fun doc ->
+                    match encryptedRange (System.MemoryExtensions.AsSpan doc) with
+                    | ValueSome(struct (start, length)) -> encryptedPart doc = Ok(doc.Substring(start, length))
+                    // Left to the reader only where the fast path does not read the document.
+                    | ValueNone -> Result.isError (encryptedPart doc) || (scanFlat doc).IsNone))
 
             testProp
                 "pushes shaped as WeChat sends them take the fast path"

@@ -1,0 +1,91 @@
+/// The request path's first steps timed one at a time on one thread, each beside what it replaced,
+/// in alternating rounds of the same run: opening a push with its body read in place, against the
+/// reader's way (a string of the body, a map of its fields, a string of the Encrypt field, and the
+/// field decoded and decrypted into new arrays), and typing the opened message. Time and bytes
+/// allocated per push, on the realistic pushes of the other benchmarks.
+module WeChatFs.Bench.Steps
+
+open System
+open System.Diagnostics
+open WeChatFs
+
+let private token = "bench_token"
+
+let private keys: Pushes.PushKeys =
+    {
+        Token = token
+        AesKeys =
+            [
+                match Crypto.AesKey.create "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG" with
+                | Ok k -> k
+                | Error e -> failwith $"{e}"
+            ]
+        ComponentAppId = Domain.ComponentAppId "wxbenchcomponent"
+    }
+
+/// A push as the edge hands it over: the query's signature fields and the body's bytes.
+let private signedPush (query: string, body: string) : Pushes.SignedPush =
+    // The bench's own query: digits and hex, nothing escaped.
+    let q =
+        query.TrimStart('?').Split('&')
+        |> Array.map (fun kv -> kv.Split('=', 2))
+        |> Array.map (fun kv -> kv[0], kv[1])
+        |> Map.ofArray
+
+    {
+        Timestamp = q["timestamp"]
+        Nonce = q["nonce"]
+        MsgSignature = q["msg_signature"]
+        Body = Text.Encoding.UTF8.GetBytes body
+    }
+
+/// Microseconds and bytes allocated per call of `step` over `inputs`, after a pass to warm it up.
+let private measure (inputs: 'a[]) (step: 'a -> bool) =
+    let pass () =
+        for input in inputs do
+            if not (step input) then
+                failwith "a step failed on a good push"
+
+    // Long enough for tiered compilation to settle on the step.
+    for _ in 1..20 do
+        pass ()
+
+    let passes = 40
+    let allocated = GC.GetAllocatedBytesForCurrentThread()
+    let clock = Stopwatch.StartNew()
+
+    for _ in 1..passes do
+        pass ()
+
+    let calls = float (passes * inputs.Length)
+    clock.Elapsed.TotalMicroseconds / calls, float (GC.GetAllocatedBytesForCurrentThread() - allocated) / calls
+
+let run (rounds: int) =
+    let generator = Pushes.Generator(5, "gh_benchaccount")
+
+    let pushes =
+        Array.init 2000 (fun _ ->
+            signedPush (Pushes.encrypt token keys.AesKeys.Head "wxbenchcomponent" "gh_benchaccount" (generator.Next())))
+
+    let plains =
+        pushes
+        |> Array.map (fun p ->
+            match Pushes.openPush keys p with
+            | Ok(plain, _) -> plain
+            | Error e -> failwith $"{e}")
+
+    let opened (r: Result<_, _>) = Result.isOk r
+
+    let steps =
+        [
+            "open a push, body read in place", (fun () -> measure pushes (Pushes.openPush keys >> opened))
+            "open a push, the reader's way (before)", (fun () -> measure pushes (Pushes.openPushText keys >> opened))
+            "type the opened message", (fun () -> measure plains (Messages.parse >> Result.isOk))
+        ]
+
+    printfn "%-44s %8s %10s" "step (one thread, realistic pushes)" "µs" "B alloc"
+
+    for round in 1..rounds do
+        for name, step in steps do
+            let micros, bytes = step ()
+            printfn "%-44s %8.2f %10.0f" $"{name}, round {round}" micros bytes
