@@ -78,9 +78,9 @@ let run (rounds: int) =
 
     let steps =
         [
-            "open a push, body read in place", (fun () -> measure pushes (Pushes.openPush keys >> opened))
-            "open a push, the reader's way (before)", (fun () -> measure pushes (Pushes.openPushText keys >> opened))
-            "type the opened message", (fun () -> measure plains (Messages.parse >> Result.isOk))
+            "open a push, in place", (fun () -> measure pushes (Pushes.openPush keys >> opened))
+            "open a push, reader's way (before)", (fun () -> measure pushes (Pushes.openPushText keys >> opened))
+            "type the message", (fun () -> measure plains (Messages.parse >> Result.isOk))
         ]
 
     printfn "%-44s %8s %10s" "step (one thread, realistic pushes)" "µs" "B alloc"
