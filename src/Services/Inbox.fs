@@ -66,6 +66,9 @@ type InboxService
         // arrive meanwhile.
         new GroupCommit.Batcher<InboxItem, AppendOutcome>(store.AppendInbox, 512, 2)
 
+    let anyWebhook () =
+        (webhookUrl hooks None).IsSome || not hooks.TenantUrls.IsEmpty
+
     // The embedded store takes pushes through its intake log (one instance, one disk). With
     // PostgreSQL the database is the log: instances share it, and a retry may reach another one.
     let intake =
@@ -79,15 +82,13 @@ type InboxService
                         Count = 200_000
                     },
                     options.IntakeSyncGather,
+                    Intake.indexGather (anyWebhook ()),
                     clock,
                     logger
                 )
             )
         else
             None
-
-    let anyWebhook () =
-        (webhookUrl hooks None).IsSome || not hooks.TenantUrls.IsEmpty
 
     // Our own client: redirects not followed, no logging handler.
     let http =

@@ -49,7 +49,15 @@ let private openStore () =
 
 /// The intake as the gateway runs it (syncing at most 1 ms after an append), on the real clock.
 let private startIntake store folder =
-    new IntakeService(store, folder, window, TimeSpan.FromMilliseconds 1., TimeProvider.System, NullLogger.Instance)
+    new IntakeService(
+        store,
+        folder,
+        window,
+        TimeSpan.FromMilliseconds 1.,
+        indexGather true,
+        TimeProvider.System,
+        NullLogger.Instance
+    )
 
 let private rows (store: IStore) =
     task {
