@@ -213,27 +213,13 @@ let tests =
 
                     Expect.equal status HttpStatusCode.OK "status"
                     // The attacker's own authorization, for tenant shop-2, gives a second code.
-                    let! links =
-                        postJson pair.Gateway.Api "/api/authorization-links" {| tenant = "shop-2" |}
-
-                    let! root = json links
-                    let query = QueryHelpers.ParseQuery(Uri(str root "pc_url").Query)
-
                     do!
                         (postJson pair.Http (pair.SimUrl "/sim/push-order") {| order = "none" |})
                         :> Threading.Tasks.Task
 
-                    let! confirmed =
-                        postJson
-                            pair.Http
-                            (pair.SimUrl "/sim/authorize")
-                            {|
-                                pre_auth_code = string query["pre_auth_code"]
-                                redirect_uri = string query["redirect_uri"]
-                                appid = mini
-                            |}
+                    let! answer, _ =
+                        confirmOnSimulator pair.Http (pair.SimUrl "") pair.Gateway.Api "shop-2" mini
 
-                    let! answer = json confirmed
                     let code2 = str answer "auth_code"
                     Expect.isFalse (String.IsNullOrEmpty code2) "String.IsNullOrEmpty code2"
 

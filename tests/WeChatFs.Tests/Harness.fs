@@ -377,3 +377,32 @@ let sendMessage (pair: Pair) (appid: string) (msgType: string) (fields: (string 
         Expect.equal r.StatusCode HttpStatusCode.OK "r.StatusCode"
         return root
     }
+
+/// A merchant confirms `appid` on (simulated) WeChat's page for a link the business system made at
+/// `api` for `tenant`: the simulator's answer (the redirect back to the platform, not yet opened,
+/// and the auth_code) and the link's redirect_uri.
+let confirmOnSimulator (http: HttpClient) (simUrl: string) (api: HttpClient) (tenant: string) (appid: string) =
+    task {
+        let! links = postJson api "/api/authorization-links" {| tenant = tenant |}
+        Expect.equal links.StatusCode HttpStatusCode.OK "links.StatusCode"
+        let! root = json links
+
+        let query =
+            Microsoft.AspNetCore.WebUtilities.QueryHelpers.ParseQuery(Uri(str root "pc_url").Query)
+
+        let redirectUri = string query["redirect_uri"]
+
+        let! confirmed =
+            postJson
+                http
+                (simUrl + "/sim/authorize")
+                {|
+                    pre_auth_code = string query["pre_auth_code"]
+                    redirect_uri = redirectUri
+                    appid = appid
+                |}
+
+        let! answer = json confirmed
+        Expect.equal confirmed.StatusCode HttpStatusCode.OK "confirmed.StatusCode"
+        return answer, redirectUri
+    }

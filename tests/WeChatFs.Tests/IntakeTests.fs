@@ -59,6 +59,14 @@ let private startIntake store folder =
         NullLogger.Instance
     )
 
+/// Whether the inbox comes to hold `n` rows within 10 seconds.
+let private inboxHolds (store: IStore) (n: int) =
+    eventually (TimeSpan.FromSeconds 10.) (fun () ->
+        task {
+            let! page = store.ListDeliveries(None, 0, 1)
+            return page.Total = n
+        })
+
 let private rows (store: IStore) =
     task {
         let! page = store.ListDeliveries(None, 0, 1000)
@@ -110,13 +118,7 @@ let tests =
                     |> Task.WhenAll
                     |> Async.AwaitTask
 
-                let! all =
-                    eventually (TimeSpan.FromSeconds 10.) (fun () ->
-                        task {
-                            let! page = store.ListDeliveries(None, 0, 1)
-                            return page.Total = 300
-                        })
-                    |> Async.AwaitTask
+                let! all = inboxHolds store 300 |> Async.AwaitTask
 
                 Expect.isTrue all "all 300 in the inbox"
 
@@ -146,13 +148,7 @@ let tests =
 
                 let intake = startIntake store folder
 
-                let! all =
-                    eventually (TimeSpan.FromSeconds 10.) (fun () ->
-                        task {
-                            let! page = store.ListDeliveries(None, 0, 1)
-                            return page.Total = 5
-                        })
-                    |> Async.AwaitTask
+                let! all = inboxHolds store 5 |> Async.AwaitTask
 
                 Expect.isTrue all "the five in the inbox"
 
@@ -186,13 +182,7 @@ let tests =
                 intake.Record(FailedAt("retrying", "HTTP 500", Some retryAt, "me"))
                 intake.Record(FailedAt("dead", "HTTP 410", None, "me"))
 
-                let! four =
-                    eventually (TimeSpan.FromSeconds 10.) (fun () ->
-                        task {
-                            let! page = store.ListDeliveries(None, 0, 1)
-                            return page.Total = 4
-                        })
-                    |> Async.AwaitTask
+                let! four = inboxHolds store 4 |> Async.AwaitTask
 
                 Expect.isTrue four "the four in the inbox"
                 // After the row is in: recorded as an update.

@@ -9,7 +9,6 @@ open System.Net.Http
 open System.Text.Json
 open System.Threading
 open System.Threading.Tasks
-open Microsoft.AspNetCore.WebUtilities
 open Expecto
 open WeChatFs.Simulator.SimulatorHost
 open WeChatFs.Tests.Helpers
@@ -130,22 +129,8 @@ let private startDeployment (instances: int) (extraSettings: (string * string) l
 /// redirect back to the platform, not yet opened.
 let private confirmAuthorization (d: Deployment) (gateway: GatewayProcess) (tenant: string) (appid: string) =
     task {
-        let! links = postJson gateway.Api "/api/authorization-links" {| tenant = tenant |}
-        let! root = json links
-        let q = QueryHelpers.ParseQuery(Uri(str root "pc_url").Query)
-
-        let! confirmed =
-            postJson
-                d.Http
-                (d.SimUrl "/sim/authorize")
-                {|
-                    pre_auth_code = string q["pre_auth_code"]
-                    redirect_uri = string q["redirect_uri"]
-                    appid = appid
-                |}
-
-        let! c = json confirmed
-        return Uri(str c "redirect")
+        let! answer, _ = confirmOnSimulator d.Http d.Sim.BaseUrl gateway.Api tenant appid
+        return Uri(str answer "redirect")
     }
 
 let tests =

@@ -73,25 +73,7 @@ let readyAt (sim: HttpClient) (simUrl: string) (api: HttpClient) =
 /// status, the state and the pc_url's redirect.
 let authorizeAt (http: HttpClient) (simUrl: string) (api: HttpClient) (tenant: string) (appid: string) =
     task {
-        let! links = postJson api "/api/authorization-links" {| tenant = tenant |}
-        Expect.equal links.StatusCode HttpStatusCode.OK "links.StatusCode"
-        let! root = json links
-        let pcUrl = str root "pc_url"
-        let query = QueryHelpers.ParseQuery(Uri(pcUrl).Query)
-        let redirectUri = string query["redirect_uri"]
-
-        let! confirmed =
-            postJson
-                http
-                (simUrl + "/sim/authorize")
-                {|
-                    pre_auth_code = string query["pre_auth_code"]
-                    redirect_uri = redirectUri
-                    appid = appid
-                |}
-
-        let! answer = json confirmed
-        Expect.equal confirmed.StatusCode HttpStatusCode.OK "confirmed.StatusCode"
+        let! answer, redirectUri = confirmOnSimulator http simUrl api tenant appid
         let! back = http.GetAsync(str answer "redirect")
         let state = string (QueryHelpers.ParseQuery(Uri(redirectUri).Query)["state"])
         return back.StatusCode, state, redirectUri
