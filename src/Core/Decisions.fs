@@ -108,6 +108,19 @@ let onRecoveryListed (refused: AuthorizerRefreshToken) (listed: AuthorizerRefres
     | Some recovered when recovered <> refused -> RetryWith recovered
     | _ -> GiveUp(NeedsReauthorization, needsReauthorizationNoOther, now)
 
+/// What an authorization's exchange stores for the account's tokens: its own, unless the store got
+/// a token meanwhile that lasts longer. An import from api_get_authorizer_list at a start can race a
+/// merchant's authorization and refresh the account while api_query_auth is answering; that later
+/// token stays, with the refresh token it came with, rather than being written over by an older one.
+let tokensAfterExchange
+    (exchanged: Expiring<'token> option, exchangedRefresh: 'refresh option)
+    (stored: Expiring<'token> option, storedRefresh: 'refresh option)
+    =
+    match exchanged, stored with
+    | Some mine, Some later when later.ExpiresAt > mine.ExpiresAt ->
+        stored, storedRefresh |> Option.orElse exchangedRefresh
+    | _ -> exchanged, exchangedRefresh |> Option.orElse storedRefresh
+
 /// Spreading the refreshes of many accounts evenly over a token's life. Tokens fetched together
 /// (an import, a mass authorization, a restart after an outage) would all fall due together two
 /// hours later, and again two hours after that: bursts of calls to WeChat and of store writes. Paced,

@@ -169,6 +169,12 @@ type AuthorizerService
                         |> Option.orElse remembered
                         |> Option.orElse (existing |> Option.bind (fun e -> e.Tenant))
 
+                    let accessToken, refreshToken =
+                        Decisions.tokensAfterExchange
+                            (r.AccessToken |> Option.map (fun (t, exp) -> Expiring.issued now exp t), r.RefreshToken)
+                            (existing |> Option.bind (fun e -> e.AccessToken),
+                             existing |> Option.bind (fun e -> e.RefreshToken))
+
                     let record =
                         {
                             AppId = r.AuthorizerAppId
@@ -177,10 +183,8 @@ type AuthorizerService
                             StatusReason = None
                             FuncIds = r.FuncIds
                             Profile = existing |> Option.bind (fun e -> e.Profile)
-                            RefreshToken =
-                                r.RefreshToken
-                                |> Option.orElse (existing |> Option.bind (fun e -> e.RefreshToken))
-                            AccessToken = r.AccessToken |> Option.map (fun (t, exp) -> Expiring.issued now exp t)
+                            RefreshToken = refreshToken
+                            AccessToken = accessToken
                             AuthorizedAt = now
                             UpdatedAt = now
                         }

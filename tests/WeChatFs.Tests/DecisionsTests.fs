@@ -264,6 +264,22 @@ let tests =
                     | _ -> false)
 
             testProp
+                "an exchange keeps whichever token lasts longer, with the refresh token it came with"
+                (fun
+                    (mine: int16 option, stored: int16 option, exchangedRefresh: char option, storedRefresh: char option) ->
+                    let t0 = DateTimeOffset(2026, 12, 1, 0, 0, 0, TimeSpan.Zero)
+                    let token (s: int16) = Expiring.issued t0 (int s) (int s)
+                    let mine, stored = Option.map token mine, Option.map token stored
+
+                    let kept, refresh =
+                        tokensAfterExchange (mine, exchangedRefresh) (stored, storedRefresh)
+
+                    match mine, stored with
+                    | Some m, Some s when s.ExpiresAt > m.ExpiresAt ->
+                        kept = stored && refresh = (storedRefresh |> Option.orElse exchangedRefresh)
+                    | _ -> kept = mine && refresh = (exchangedRefresh |> Option.orElse storedRefresh))
+
+            testProp
                 "a refused ticket is set aside until a different one arrives"
                 (fun (ticket: ReceivedTicket, other: ReceivedTicket) ->
                     usableTicket (Some ticket) (Some(ticketMarker ticket)) = None
