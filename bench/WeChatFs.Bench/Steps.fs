@@ -2,7 +2,8 @@
 /// in alternating rounds of the same run: opening a push with its body read in place, against the
 /// reader's way (a string of the body, a map of its fields, a string of the Encrypt field, and the
 /// field decoded and decrypted into new arrays), and typing the opened message. Time and bytes
-/// allocated per push, on the realistic pushes of the other benchmarks.
+/// allocated per push, on the realistic pushes of the other benchmarks. Then the webhook body of a
+/// first attempt, written as the UTF-8 it is sent as.
 module WeChatFs.Bench.Steps
 
 open System
@@ -76,11 +77,37 @@ let run (rounds: int) =
 
     let opened (r: Result<_, _>) = Result.isOk r
 
+    let messages =
+        plains
+        |> Array.map (fun plain ->
+            match Messages.parse plain with
+            | Ok m -> plain, m
+            | Error e -> failwith $"{e}")
+
+    let received = DateTimeOffset(2026, 12, 1, 8, 0, 0, TimeSpan.Zero)
+
+    // The webhook body of a first attempt and the request content it goes out as.
+    let webhookBody (plain: string, m: Messages.Message) =
+        use body =
+            Messages.webhookBodyOf
+                "0193a1b2c3d47e8f9a0b1c2d3e4f5a6b"
+                (Messages.kind m)
+                (Domain.AuthorizerAppId "wxbenchaccount0001")
+                None
+                received
+                m
+                plain
+
+        use content = new Net.Http.ReadOnlyMemoryContent(body.Memory)
+        content.Headers.ContentType <- Net.Http.Headers.MediaTypeHeaderValue("application/json", "utf-8")
+        content.Headers.ContentLength.HasValue
+
     let steps =
         [
             "open a push, in place", (fun () -> measure pushes (Pushes.openPush keys >> opened))
             "open a push, reader's way (before)", (fun () -> measure pushes (Pushes.openPushText keys >> opened))
             "type the message", (fun () -> measure plains (Messages.parse >> Result.isOk))
+            "the webhook body, as sent", (fun () -> measure messages webhookBody)
         ]
 
     printfn "%-44s %8s %10s" "step (one thread, realistic pushes)" "µs" "B alloc"

@@ -171,112 +171,174 @@ let dedupeKeyOf (m: Message) (plainXml: string) =
         + (Security.Cryptography.SHA256.HashData(Text.Encoding.UTF8.GetBytes plainXml)
            |> Convert.ToHexStringLower)
 
-/// The typed fields, snake_case, for the webhook's `message`.
-let messageJson (m: Message) =
-    let o = JsonObject()
-    let set (k: string) (v: JsonNode) = o[k] <- v
-    let str (v: string) = JsonValue.Create v :> JsonNode
-    let num (v: float) = JsonValue.Create v :> JsonNode
-    let long (v: int64) = JsonValue.Create v :> JsonNode
-    let opt f v = v |> Option.map f |> Option.toObj
-    set "to_user_name" (str m.Header.ToUserName)
-    set "from_user_name" (str m.Header.FromUserName)
-    set "create_time" (long m.Header.CreateTime)
-    set "msg_type" (str m.Header.MsgType)
-    m.Header.MsgId |> Option.iter (fun id -> set "msg_id" (str id))
+/// The typed fields, snake_case, for the webhook's `message`: written as one JSON object, straight
+/// to the writer of the body (no tree of nodes per push).
+let writeMessage (w: Utf8JsonWriter) (m: Message) =
+    let str (k: string) (v: string) = w.WriteString(k, v)
+    let num (k: string) (v: float) = w.WriteNumber(k, v)
+    let long (k: string) (v: int64) = w.WriteNumber(k, v)
+
+    let opt (k: string) (v: string option) =
+        match v with
+        | Some v -> w.WriteString(k, v)
+        | None -> w.WriteNull k
+
+    w.WriteStartObject()
+    str "to_user_name" m.Header.ToUserName
+    str "from_user_name" m.Header.FromUserName
+    long "create_time" m.Header.CreateTime
+    str "msg_type" m.Header.MsgType
+    m.Header.MsgId |> Option.iter (str "msg_id")
 
     match m.Body with
-    | Text content -> set "content" (str content)
+    | Text content -> str "content" content
     | Image(pic, media) ->
-        set "pic_url" (str pic)
-        set "media_id" (str media)
+        str "pic_url" pic
+        str "media_id" media
     | Voice(media, format, recognition) ->
-        set "media_id" (str media)
-        set "format" (str format)
-        set "recognition" (opt str recognition)
+        str "media_id" media
+        str "format" format
+        opt "recognition" recognition
     | Video(media, thumb)
     | ShortVideo(media, thumb) ->
-        set "media_id" (str media)
-        set "thumb_media_id" (str thumb)
+        str "media_id" media
+        str "thumb_media_id" thumb
     | Location(x, y, scale, label) ->
-        set "location_x" (num x)
-        set "location_y" (num y)
-        set "scale" (long (int64 scale))
-        set "label" (str label)
+        num "location_x" x
+        num "location_y" y
+        long "scale" (int64 scale)
+        str "label" label
     | Link(title, description, url) ->
-        set "title" (str title)
-        set "description" (str description)
-        set "url" (str url)
+        str "title" title
+        str "description" description
+        str "url" url
     | Subscribe(key, scene, ticket) ->
-        set "event" (str "subscribe")
-        set "event_key" (opt str key)
-        set "scene" (opt str scene)
-        set "ticket" (opt str ticket)
-    | Unsubscribe -> set "event" (str "unsubscribe")
+        str "event" "subscribe"
+        opt "event_key" key
+        opt "scene" scene
+        opt "ticket" ticket
+    | Unsubscribe -> str "event" "unsubscribe"
     | Scan(key, ticket) ->
-        set "event" (str "SCAN")
-        set "event_key" (str key)
-        set "ticket" (opt str ticket)
+        str "event" "SCAN"
+        str "event_key" key
+        opt "ticket" ticket
     | LocationReport(lat, lng, precision) ->
-        set "event" (str "LOCATION")
-        set "latitude" (num lat)
-        set "longitude" (num lng)
-        set "precision" (num precision)
+        str "event" "LOCATION"
+        num "latitude" lat
+        num "longitude" lng
+        num "precision" precision
     | Click key ->
-        set "event" (str "CLICK")
-        set "event_key" (str key)
+        str "event" "CLICK"
+        str "event_key" key
     | View(url, menu) ->
-        set "event" (str "VIEW")
-        set "event_key" (str url)
-        set "menu_id" (opt str menu)
+        str "event" "VIEW"
+        str "event_key" url
+        opt "menu_id" menu
     | TemplateSendJobFinish(id, status) ->
-        set "event" (str "TEMPLATESENDJOBFINISH")
-        set "template_msg_id" (str id)
-        set "status" (str status)
+        str "event" "TEMPLATESENDJOBFINISH"
+        str "template_msg_id" id
+        str "status" status
     | WeappAuditSuccess t ->
-        set "event" (str "weapp_audit_success")
-        set "succ_time" (long t)
+        str "event" "weapp_audit_success"
+        long "succ_time" t
     | WeappAuditFail(reason, t, shot) ->
-        set "event" (str "weapp_audit_fail")
-        set "reason" (str reason)
-        set "fail_time" (long t)
-        set "screenshot" (opt str shot)
+        str "event" "weapp_audit_fail"
+        str "reason" reason
+        long "fail_time" t
+        opt "screenshot" shot
     | WeappAuditDelay(reason, t) ->
-        set "event" (str "weapp_audit_delay")
-        set "reason" (str reason)
-        set "delay_time" (long t)
+        str "event" "weapp_audit_delay"
+        str "reason" reason
+        long "delay_time" t
     | Unknown(_, event) ->
-        event |> Option.iter (fun e -> set "event" (str e))
+        event |> Option.iter (str "event")
 
         // Everything WeChat sent, by its own names, so nothing is lost.
-        let raw = JsonObject()
+        w.WritePropertyName "fields"
+        w.WriteStartObject()
 
         for KeyValue(k, v) in m.Fields do
-            raw[k] <- str v
+            str k v
 
-        set "fields" raw
+        w.WriteEndObject()
 
-    o
+    w.WriteEndObject()
 
 /// JSON for programs, not pages: `<` and non-ASCII text are written as they are, not as \u escapes.
 let private payloadWriting =
     JsonWriterOptions(Encoder = Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
 
-/// `{id, kind, authorizer_appid, tenant, received_at, message, raw_xml}`: the webhook body.
-let webhookPayload
+/// The typed fields as a JSON node, for readers that keep or embed them.
+let messageJson (m: Message) =
+    let buffer = Buffers.ArrayBufferWriter<byte>(512)
+
+    do
+        use w = new Utf8JsonWriter(buffer, payloadWriting)
+        writeMessage w m
+
+    JsonNode.Parse(buffer.WrittenSpan)
+
+// The webhook bodies' own pool: a body is held until its POST is answered, so tens are out at once
+// under load, more than the shared pool keeps per size (it would allocate the rest anew).
+let private bodyArrays = Buffers.ArrayPool<byte>.Create(1 <<< 20, 256)
+
+/// A webhook body being written, in an array rented from a pool: the JSON writer asks for room for
+/// the worst escaping of each string, and a buffer of its own per body, grown to that, allocated
+/// more than the rest of a push. Disposed once the body is sent: the array goes back cleared, since
+/// it held a customer's message.
+[<Sealed>]
+type PooledBody(capacity: int) =
+    let mutable buffer = bodyArrays.Rent(max 256 capacity)
+    let mutable written = 0
+
+    let ensure (hint: int) =
+        let need = written + max 1 hint
+
+        if need > buffer.Length then
+            let larger = bodyArrays.Rent(max need (2 * buffer.Length))
+            Buffer.BlockCopy(buffer, 0, larger, 0, written)
+            Array.Clear(buffer, 0, written)
+            bodyArrays.Return buffer
+            buffer <- larger
+
+    /// The bytes written so far; valid until disposed.
+    member _.Memory = ReadOnlyMemory<byte>(buffer, 0, written)
+
+    interface Buffers.IBufferWriter<byte> with
+        member _.Advance(count: int) = written <- written + count
+
+        member _.GetMemory(hint: int) =
+            ensure hint
+            Memory<byte>(buffer, written, buffer.Length - written)
+
+        member _.GetSpan(hint: int) =
+            ensure hint
+            Span<byte>(buffer, written, buffer.Length - written)
+
+    interface IDisposable with
+        member _.Dispose() =
+            if not (isNull buffer) then
+                Array.Clear(buffer, 0, written)
+                bodyArrays.Return buffer
+                buffer <- null
+                written <- 0
+
+/// `{id, kind, authorizer_appid, tenant, received_at, message, raw_xml}`: the webhook body in UTF-8,
+/// as it is sent; `writeMessage` writes the `message` value. The caller disposes it once sent.
+let webhookBody
     (id: string)
     (kind: string)
     (AuthorizerAppId authorizerAppId)
     (tenant: TenantId option)
     (receivedAt: DateTimeOffset)
-    (message: JsonNode)
+    (writeMessage: Utf8JsonWriter -> unit)
     (rawXml: string)
     =
-    // Written straight to UTF-8: no intermediate tree for the envelope, one buffer per payload.
-    let buffer =
-        Buffers.ArrayBufferWriter<byte>(512 + 3 * (if isNull rawXml then 0 else rawXml.Length))
+    // Room for what the writer asks for the XML and the message's text, so it seldom grows.
+    let xmlLength = if isNull rawXml then 0 else rawXml.Length
+    let body = new PooledBody(1024 + 8 * xmlLength)
 
-    use w = new Utf8JsonWriter(buffer, payloadWriting)
+    use w = new Utf8JsonWriter(body, payloadWriting)
     w.WriteStartObject()
     w.WriteString("id", id)
     w.WriteString("kind", kind)
@@ -288,29 +350,45 @@ let webhookPayload
 
     w.WriteString("received_at", receivedAt.ToString("O", CultureInfo.InvariantCulture))
     w.WritePropertyName "message"
-
-    if isNull message then
-        w.WriteNullValue()
-    else
-        message.WriteTo w
-
+    writeMessage w
     w.WriteString("raw_xml", rawXml)
     w.WriteEndObject()
     w.Flush()
-    Encoding.UTF8.GetString buffer.WrittenSpan
+    body
+
+/// The webhook body of a typed message, as it is sent.
+let webhookBodyOf id kind authorizerAppId tenant receivedAt (m: Message) rawXml =
+    webhookBody id kind authorizerAppId tenant receivedAt (fun w -> writeMessage w m) rawXml
+
+/// A webhook body as text (what the inbox stores and its API shows).
+let private bodyText (body: PooledBody) =
+    use body = body
+    Encoding.UTF8.GetString body.Memory.Span
+
+/// The webhook body as text, with `message` given as a node (null when there is none).
+let webhookPayload id kind authorizerAppId tenant receivedAt (message: JsonNode) (rawXml: string) =
+    let writeNode (w: Utf8JsonWriter) =
+        if isNull message then
+            w.WriteNullValue()
+        else
+            message.WriteTo w
+
+    bodyText (webhookBody id kind authorizerAppId tenant receivedAt writeNode rawXml)
 
 /// The webhook body of a stored message from its decrypted XML (the embedded store keeps the XML and
 /// makes the body when the row is read); `message` is null when the XML cannot be typed.
 let webhookPayloadOfXml id kind authorizerAppId tenant receivedAt (plainXml: string) =
-    let message =
+    let message (w: Utf8JsonWriter) =
         match parse plainXml with
-        | Ok m -> messageJson m
-        | Error _ -> null
+        | Ok m -> writeMessage w m
+        | Error _ -> w.WriteNullValue()
 
-    webhookPayload id kind authorizerAppId tenant receivedAt message plainXml
+    bodyText (webhookBody id kind authorizerAppId tenant receivedAt message plainXml)
 
 /// `X-WeChatFs-Signature`: `sha256=` + hex HMAC-SHA256 of the exact body under the webhook secret.
+let signBytes (secret: byte[]) (body: ReadOnlySpan<byte>) =
+    "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(secret, body))
+
+/// The same signature over a body given as text (sent as UTF-8).
 let signBody (secret: string) (body: string) =
-    "sha256="
-    + (HMACSHA256.HashData(Encoding.UTF8.GetBytes secret, Encoding.UTF8.GetBytes body)
-       |> Convert.ToHexStringLower)
+    signBytes (Encoding.UTF8.GetBytes secret) (ReadOnlySpan(Encoding.UTF8.GetBytes body))

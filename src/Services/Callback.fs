@@ -134,17 +134,10 @@ let private handle (d: CallbackDeps) (appid: string) (m: Messages.Message) (plai
                 match outcome with
                 | Duplicate _ -> return DuplicatePush
                 | Stored _ ->
-                    let payload () =
-                        Messages.webhookPayload
-                            id
-                            kind
-                            (AuthorizerAppId appid)
-                            boundTenant
-                            now
-                            (Messages.messageJson m)
-                            plain
+                    let body () =
+                        Messages.webhookBodyOf id kind (AuthorizerAppId appid) boundTenant now m plain
 
-                    match! inbox.FirstAttempt(id, tenant, payload) with
+                    match! inbox.FirstAttempt(id, tenant, body) with
                     | None -> return Success
                     | Some answer ->
                         match Replies.parseReply answer with

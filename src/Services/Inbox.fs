@@ -66,6 +66,9 @@ type InboxService
         // arrive meanwhile.
         new GroupCommit.Batcher<InboxItem, AppendOutcome>(store.AppendInbox, 512, 2)
 
+    // The signature's key, once.
+    let secretKey = hooks.Secret |> Option.map Encoding.UTF8.GetBytes
+
     let anyWebhook () =
         (webhookUrl hooks None).IsSome || not hooks.TenantUrls.IsEmpty
 
@@ -119,18 +122,20 @@ type InboxService
             i.Append({ Item = item; Body = body }, anyWebhook ())
         | None -> batcher.Submit item
 
-    /// One POST to the webhook; Ok with its answer body on 2xx.
-    member _.Post(id: string, tenant: string option, payload: string) =
+    /// One POST to the webhook of `body` (UTF-8 JSON, sent as it is); Ok with its answer body on 2xx.
+    member _.Post(id: string, tenant: string option, body: ReadOnlyMemory<byte>) =
         task {
             match webhookUrl hooks tenant with
             | None -> return Error NoWebhookUrl
             | Some url ->
                 use request = new HttpRequestMessage(HttpMethod.Post, url)
-                request.Content <- new StringContent(payload, Encoding.UTF8, "application/json")
+                let content = new ReadOnlyMemoryContent(body)
+                content.Headers.ContentType <- Headers.MediaTypeHeaderValue("application/json", "utf-8")
+                request.Content <- content
                 request.Headers.Add("X-WeChatFs-Delivery", id)
 
-                match hooks.Secret with
-                | Some secret -> request.Headers.Add("X-WeChatFs-Signature", Messages.signBody secret payload)
+                match secretKey with
+                | Some key -> request.Headers.Add("X-WeChatFs-Signature", Messages.signBytes key body.Span)
                 | None -> ()
 
                 try
@@ -147,9 +152,9 @@ type InboxService
         }
 
     /// Delivers and records the outcome; `attemptsSoFar` counts the attempts before this one.
-    member this.Deliver(id: string, tenant: string option, payload: string, attemptsSoFar: int) =
+    member this.Deliver(id: string, tenant: string option, body: ReadOnlyMemory<byte>, attemptsSoFar: int) =
         task {
-            let! result = this.Post(id, tenant, payload)
+            let! result = this.Post(id, tenant, body)
             let now = clock.GetUtcNow()
 
             let outcome, answer =
@@ -183,17 +188,22 @@ type InboxService
 
     /// The first attempt, while WeChat waits: the webhook's answer if it came within ReplyTimeout.
     /// A slower delivery goes on in the background and records its own outcome.
-    member this.FirstAttempt(id: string, tenant: string option, payload: unit -> string) =
+    member this.FirstAttempt(id: string, tenant: string option, body: unit -> Messages.PooledBody) =
         task {
             if (webhookUrl hooks tenant).IsNone then
                 return None
             else
-                let payload = payload ()
+                // The body goes back to its pool when the POST is over, which may be after the wait.
+                let delivery =
+                    task {
+                        use body = body ()
+                        return! this.Deliver(id, tenant, body.Memory, 0)
+                    }
 
                 // WaitAsync's timer goes with the wait; a Task.Delay per push would stay queued
                 // for the whole timeout after the webhook answered.
                 try
-                    return! this.Deliver(id, tenant, payload, 0).WaitAsync hooks.ReplyTimeout
+                    return! delivery.WaitAsync hooks.ReplyTimeout
                 with :? TimeoutException ->
                     return None
         }
@@ -321,7 +331,8 @@ type DeliveryWorker
                         let! _ =
                             due
                             |> List.map (fun d ->
-                                inbox.Deliver(d.Id, d.Tenant |> Option.map Ids.tenant, d.Payload, d.Attempts))
+                                let body = ReadOnlyMemory(Encoding.UTF8.GetBytes d.Payload)
+                                inbox.Deliver(d.Id, d.Tenant |> Option.map Ids.tenant, body, d.Attempts))
                             |> Task.WhenAll
 
                         ()

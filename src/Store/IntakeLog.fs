@@ -342,7 +342,7 @@ type Writer
 
             file.Position <- 0L
             file.Write(fileHeader generation)
-            file.Flush true
+            FileSync.syncData file
             Interlocked.Add(&indexed, -inFile) |> ignore
             inFile <- 0L
             fileSince <- clock.GetUtcNow()
@@ -390,7 +390,7 @@ type Writer
                     compactIfDone ()
                     stamp (buffer.GetBuffer()) (int buffer.Length) generation
                     file.Write(buffer.GetBuffer(), 0, int buffer.Length)
-                    file.Flush true
+                    FileSync.syncData file
                     inFile <- inFile + int64 entries.Count
                     lastBatch <- entries.Count
                     // Handed on before anyone hears it is durable: whatever an acknowledged

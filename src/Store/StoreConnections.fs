@@ -51,7 +51,7 @@ type internal LogSync(walPath: string) =
             | requests ->
                 try
                     // fsync (FlushFileBuffers on Windows); nothing is buffered in the stream itself.
-                    log.Value.Flush true
+                    FileSync.syncData log.Value
 
                     requests.TrySetResult() |> ignore
                 with ex ->

@@ -179,6 +179,28 @@ let tests =
                     JsonValueKind.Null
                     "root.GetProperty('tenant').ValueKind"
 
+            testProp
+                "the body as sent is the stored body's text, whatever the message's length and characters"
+                (Prop.forAll (Arb.fromGen (Gen.zip xmlSafeString (Gen.choose (1, 60)))) (fun (text, times) ->
+                    // Long text beside a short raw XML makes the pooled body grow past its first array,
+                    // and an emoji, which the writer escapes (two \u escapes, twelve bytes).
+                    let content = String.replicate times (text + "😀")
+
+                    let m =
+                        { parsed (xml "text" "<MsgId>9</MsgId>") with
+                            Body = Text content
+                        }
+
+                    let at = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
+                    let account = WeChatFs.Domain.AuthorizerAppId "wxa"
+                    use sent = webhookBodyOf "d1" (kind m) account None at m "<xml/>"
+                    let text = Encoding.UTF8.GetString sent.Memory.Span
+                    let root = JsonDocument.Parse(text).RootElement
+
+                    text = webhookPayload "d1" (kind m) account None at (messageJson m) "<xml/>"
+                    && root.GetProperty("message").GetProperty("content").GetString() = content
+                    && root.GetProperty("raw_xml").GetString() = "<xml/>"))
+
             testCase "the signature is HMAC-SHA256 of the exact body"
             <| fun () ->
                 let expected =

@@ -34,6 +34,7 @@ let all =
             SqlStoreSafetyTests.tests
             WeChatClientTests.tests
             AuthorizersTests.tests
+            FileSyncTests.tests
             IntakeLogTests.tests
             InboxTests.tests
             OAuthStoreTests.tests
