@@ -338,23 +338,28 @@ let webhookBody
     let xmlLength = if isNull rawXml then 0 else rawXml.Length
     let body = new PooledBody(1024 + 8 * xmlLength)
 
-    use w = new Utf8JsonWriter(body, payloadWriting)
-    w.WriteStartObject()
-    w.WriteString("id", id)
-    w.WriteString("kind", kind)
-    w.WriteString("authorizer_appid", authorizerAppId)
+    try
+        use w = new Utf8JsonWriter(body, payloadWriting)
+        w.WriteStartObject()
+        w.WriteString("id", id)
+        w.WriteString("kind", kind)
+        w.WriteString("authorizer_appid", authorizerAppId)
 
-    match tenant with
-    | Some(TenantId t) -> w.WriteString("tenant", t)
-    | None -> w.WriteNull "tenant"
+        match tenant with
+        | Some(TenantId t) -> w.WriteString("tenant", t)
+        | None -> w.WriteNull "tenant"
 
-    w.WriteString("received_at", receivedAt.ToString("O", CultureInfo.InvariantCulture))
-    w.WritePropertyName "message"
-    writeMessage w
-    w.WriteString("raw_xml", rawXml)
-    w.WriteEndObject()
-    w.Flush()
-    body
+        w.WriteString("received_at", receivedAt.ToString("O", CultureInfo.InvariantCulture))
+        w.WritePropertyName "message"
+        writeMessage w
+        w.WriteString("raw_xml", rawXml)
+        w.WriteEndObject()
+        w.Flush()
+        body
+    with _ ->
+        // A body that could not be written (text the writer refuses) goes back to the pool, cleared.
+        (body :> IDisposable).Dispose()
+        reraise ()
 
 /// The webhook body of a typed message, as it is sent.
 let webhookBodyOf id kind authorizerAppId tenant receivedAt (m: Message) rawXml =

@@ -50,7 +50,7 @@ type internal LogSync(walPath: string) =
             | null -> ()
             | requests ->
                 try
-                    // fsync (FlushFileBuffers on Windows); nothing is buffered in the stream itself.
+                    // fdatasync (fsync elsewhere); nothing is buffered in the stream itself.
                     FileSync.syncData log.Value
 
                     requests.TrySetResult() |> ignore
