@@ -1,8 +1,9 @@
-/// The intake log of the embedded store: pushes are appended to one file and made durable by one
+/// The intake log of the embedded store: pushes are appended to a file and made durable by one
 /// fsync per batch, and WeChat is answered then; the inbox table is written from the log afterwards,
 /// off the request path, in large transactions. A crash loses nothing acknowledged: at start the log's
 /// records are read back and written to the inbox again (inserts that are already there do nothing).
-/// Once everything in it is in the inbox, the file is written over from the top.
+/// The log has two files and writes one at a time; once the other one's records are all in the
+/// inbox, it is written over from the top.
 module WeChatFs.IntakeLog
 
 open System
@@ -27,8 +28,8 @@ type Entry = { Item: InboxItem; Body: Body }
 // int32][body: length bytes]. The body is the fields in order, strings as BinaryWriter writes them
 // (7-bit length, UTF-8).
 //
-// The file is written over in place, not emptied: once the inbox has every record, the writer
-// starts again after the header with the next generation, and an fsync of bytes written over costs
+// A file is written over in place, not emptied: once the inbox has every record in it, the writer
+// starts it again after the header with the next generation, and an fsync of bytes written over costs
 // the disk half of one that makes the file longer (no block to allocate, no size to record). The
 // records of an earlier generation still lie beyond the new ones; a record is read only with the
 // header's generation, so reading stops at the first of them. A torn write at the end (the crash
@@ -281,12 +282,26 @@ let private openFile (path: string) =
         file.Position <- file.Length
         file, generation, entries
 
-/// The log file. `Append` resolves once the record is on disk; `onDurable` gets each batch's entries
-/// right after its fsync, on the writer's thread (keep it short: hand them on). `Indexed n` says that
-/// n more records reached the inbox; the writer starts again at the top of the file (the next
-/// generation) when every record in it has, and it holds more than `compactBytes` or is older than
-/// `compactAge` (so a restart never writes a row again that the retention purge has since removed).
-/// `syncGather`: see the loop.
+/// The path of the log's second file, beside the first: `intake.log` and `intake-b.log`.
+let secondPath (path: string) =
+    Path.Combine(Path.GetDirectoryName path, Path.GetFileNameWithoutExtension path + "-b" + Path.GetExtension path)
+
+/// Whether a file of generation `a` was started after one of generation `b`: the log starts a file
+/// with the generation after the other's (generations wrap after 2^31 starts).
+let private startedAfter (a: int) (b: int) =
+    a = nextGeneration b || (b <> nextGeneration a && a > b)
+
+/// The log: two files, one written at a time. `Append` resolves once the record is on disk;
+/// `onDurable` gets each batch's entries right after its sync, on the writer's thread (keep it
+/// short: hand them on). `Indexed n` says that n more records reached the inbox, in the order they
+/// were appended. Once the file being written holds more than `compactBytes` and the other one's
+/// records are all in the inbox, the writer starts the other one again from its top, with the next
+/// generation, and writes there: under a steady load the inbox is always a few milliseconds behind,
+/// and a single file could only start again once it had caught up, so it grew for as long as the
+/// load lasted (13 MB a second in the kit's runs), and every sync that makes a file longer costs the
+/// file system a journal commit. When the inbox has every record and the file is older than
+/// `compactAge`, both files start again empty (so a restart never writes a row again that the
+/// retention purge has since removed). `syncGather`: see the loop.
 type Writer
     (
         path: string,
@@ -298,8 +313,22 @@ type Writer
     ) =
     let syncGather = defaultArg syncGather TimeSpan.Zero
 
-    let file, firstGeneration, recovered = openFile path
-    let mutable generation = firstGeneration
+    // Both files, and which one is written: the one started after the other. Its records are the
+    // newer; a start reads the other's first.
+    let files, generations, written, recovered, otherCount =
+        let fileA, genA, entriesA = openFile path
+        let fileB, genB, entriesB = openFile (secondPath path)
+        let written = if startedAfter genB genA then 1 else 0
+        let entries = [| entriesA; entriesB |]
+
+        [| fileA; fileB |],
+        [| genA; genB |],
+        written,
+        entries[1 - written] @ entries[written],
+        int64 entries[1 - written].Length
+
+    let mutable current = written
+    let file () = files[current]
 
     let gate = obj ()
     let mutable pending = new MemoryStream(64 * 1024)
@@ -317,34 +346,60 @@ type Writer
     // the event the append that reaches it sets.
     let gathered = new AutoResetEvent(false)
     let mutable gatherTarget = Int32.MaxValue
-    // Records in the file, and how many of them the inbox has; written by the writer and `Indexed`.
-    let mutable inFile = int64 recovered.Length
+    // Records by their place in the order of appending (those found at start first): how many were
+    // written, how many of them the inbox has (`Indexed`), where the other file's end, and how many
+    // each file holds. Written by the writer's thread, except `indexed`.
+    let mutable appended = int64 recovered.Length
     let mutable indexed = 0L
+    let mutable otherEnd = otherCount
+    let mutable currentRecords = int64 recovered.Length - otherCount
+    let mutable otherRecords = otherCount
     let mutable fileSince = clock.GetUtcNow()
 
     let rouse () =
         if Interlocked.Exchange(&sleeping, 0) = 1 then
             wake.Set() |> ignore
 
+    // File `i` starts again from its top, as generation `generation`. After a backlog (the inbox was
+    // away for a while) it may have grown far past its usual size: that space goes back to the disk.
+    let restart (i: int) (generation: int) =
+        let f = files[i]
+
+        if f.Length / 4L > compactBytes then
+            f.SetLength(int64 headerLength)
+
+        f.Position <- 0L
+        f.Write(fileHeader generation)
+        FileSync.syncData f
+        generations[i] <- generation
+
     let compactIfDone () =
-        if
-            inFile > 0L
-            && Interlocked.Read &indexed >= inFile
-            && (file.Position - int64 headerLength >= compactBytes
-                || clock.GetUtcNow() - fileSince >= compactAge)
+        let inInbox = Interlocked.Read &indexed
+        let aged = clock.GetUtcNow() - fileSince >= compactAge
+
+        if inInbox >= appended && aged && (currentRecords > 0L || otherRecords > 0L) then
+            // Everything is in the inbox: both files start again empty. The other first, so that
+            // the one written stays the newer (a crash between the two reads only records the
+            // inbox has).
+            let other = 1 - current
+            restart other (nextGeneration generations[current])
+            restart current (nextGeneration generations[other])
+            otherEnd <- appended
+            currentRecords <- 0L
+            otherRecords <- 0L
+            fileSince <- clock.GetUtcNow()
+        elif
+            currentRecords > 0L
+            && inInbox >= otherEnd
+            && (file ()).Position - int64 headerLength >= compactBytes
         then
-            generation <- nextGeneration generation
-
-            // After a backlog (the inbox was away for a while) the file may have grown far past
-            // its usual size: that space goes back to the disk.
-            if file.Length / 4L > compactBytes then
-                file.SetLength(int64 headerLength)
-
-            file.Position <- 0L
-            file.Write(fileHeader generation)
-            FileSync.syncData file
-            Interlocked.Add(&indexed, -inFile) |> ignore
-            inFile <- 0L
+            // The other file's records are all in the inbox: it is written next, over its old bytes.
+            let other = 1 - current
+            restart other (nextGeneration generations[current])
+            current <- other
+            otherEnd <- appended
+            otherRecords <- currentRecords
+            currentRecords <- 0L
             fileSince <- clock.GetUtcNow()
 
     let loop () =
@@ -388,10 +443,11 @@ type Writer
             | Some(buffer, done') ->
                 try
                     compactIfDone ()
-                    stamp (buffer.GetBuffer()) (int buffer.Length) generation
-                    file.Write(buffer.GetBuffer(), 0, int buffer.Length)
-                    FileSync.syncData file
-                    inFile <- inFile + int64 entries.Count
+                    stamp (buffer.GetBuffer()) (int buffer.Length) generations[current]
+                    (file ()).Write(buffer.GetBuffer(), 0, int buffer.Length)
+                    FileSync.syncData (file ())
+                    appended <- appended + int64 entries.Count
+                    currentRecords <- currentRecords + int64 entries.Count
                     lastBatch <- entries.Count
                     // Handed on before anyone hears it is durable: whatever an acknowledged
                     // append does next (a delivery's outcome) finds its record on the way.
@@ -445,7 +501,7 @@ type Writer
         rouse ()
         t
 
-    /// `n` more records are in the inbox.
+    /// `n` more records are in the inbox, the next ones in the order of appending.
     member _.Indexed(n: int) =
         Interlocked.Add(&indexed, int64 n) |> ignore
 
@@ -455,6 +511,9 @@ type Writer
             wake.Set() |> ignore
             thread.Join()
             compactIfDone ()
-            file.Dispose()
+
+            for f in files do
+                f.Dispose()
+
             wake.Dispose()
             gathered.Dispose()

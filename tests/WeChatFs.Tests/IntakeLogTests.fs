@@ -240,6 +240,35 @@ let tests =
                 (third :> IDisposable).Dispose()
             }
 
+            testCaseAsync
+                "under a steady load the writer changes files instead of growing one, and a restart reads every record the inbox lacks"
+            <| async {
+                let path = Path.Combine(tempFolder (), "intake.log")
+                // Files of 2 KB: a dozen records fill one. Never emptied for their age.
+                let start () =
+                    new Writer(path, ignore, 2048L, TimeSpan.MaxValue, TimeProvider.System)
+
+                let w = start ()
+                let all = [ for n in 1..200 -> entry n (String.replicate 20 "载") ]
+
+                // The inbox stays five records behind, as it stays milliseconds behind under load.
+                for n, e in List.indexed all do
+                    do! w.Append e |> Async.AwaitTask
+
+                    if n >= 5 then
+                        w.Indexed 1
+
+                (w :> IDisposable).Dispose()
+                let sizes = [ FileInfo(path).Length; FileInfo(secondPath path).Length ]
+                Expect.isTrue (sizes |> List.forall (fun l -> l < 4096L)) $"both files stay small: {sizes}"
+                let again = start ()
+                let recovered = again.Recovered
+                // The newest records, in order, and at least the five the inbox does not have.
+                Expect.isGreaterThanOrEqual recovered.Length 5 "the five the inbox lacks"
+                Expect.equal recovered (List.skip (all.Length - recovered.Length) all) "a run of the newest, in order"
+                (again :> IDisposable).Dispose()
+            }
+
             testCaseAsync "a file of the format before generations is read, and written again in this one"
             <| async {
                 let path = Path.Combine(tempFolder (), "intake.log")
