@@ -133,13 +133,12 @@ let storeAppends (seconds: float) =
                 Kind = kind
                 ReceivedAt = now
                 Payload =
-                    Messages.webhookPayload
+                    Messages.webhookPayloadOfXml
                         id
                         kind
                         (Domain.AuthorizerAppId "wxsimoa00000000001")
                         (Some(Domain.TenantId "bench"))
                         now
-                        (Messages.messageJson m)
                         plain
                 ClaimedBy = Some "bench"
                 ClaimedUntil = Some(now.AddSeconds 15.)

@@ -268,16 +268,6 @@ let writeMessage (w: Utf8JsonWriter) (m: Message) =
 let private payloadWriting =
     JsonWriterOptions(Encoder = Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
 
-/// The typed fields as a JSON node, for readers that keep or embed them.
-let messageJson (m: Message) =
-    let buffer = Buffers.ArrayBufferWriter<byte>(512)
-
-    do
-        use w = new Utf8JsonWriter(buffer, payloadWriting)
-        writeMessage w m
-
-    JsonNode.Parse(buffer.WrittenSpan)
-
 // The webhook bodies' own pool: a body is held until its POST is answered, so tens are out at once
 // under load, more than the shared pool keeps per size (it would allocate the rest anew).
 let private bodyArrays = Buffers.ArrayPool<byte>.Create(1 <<< 20, 256)

@@ -347,13 +347,14 @@ type Writer
     let gathered = new AutoResetEvent(false)
     let mutable gatherTarget = Int32.MaxValue
     // Records by their place in the order of appending (those found at start first): how many were
-    // written, how many of them the inbox has (`Indexed`), where the other file's end, and how many
-    // each file holds. Written by the writer's thread, except `indexed`.
+    // written, how many of them the inbox has (`Indexed`), where the other file's end (the written
+    // file holds the rest), and how many the other file holds. Written by the writer's thread,
+    // except `indexed`.
     let mutable appended = int64 recovered.Length
     let mutable indexed = 0L
     let mutable otherEnd = otherCount
-    let mutable currentRecords = int64 recovered.Length - otherCount
     let mutable otherRecords = otherCount
+    let currentRecords () = appended - otherEnd
     let mutable fileSince = clock.GetUtcNow()
 
     let rouse () =
@@ -377,7 +378,7 @@ type Writer
         let inInbox = Interlocked.Read &indexed
         let aged = clock.GetUtcNow() - fileSince >= compactAge
 
-        if inInbox >= appended && aged && (currentRecords > 0L || otherRecords > 0L) then
+        if inInbox >= appended && aged && (currentRecords () > 0L || otherRecords > 0L) then
             // Everything is in the inbox: both files start again empty. The other first, so that
             // the one written stays the newer (a crash between the two reads only records the
             // inbox has).
@@ -385,11 +386,10 @@ type Writer
             restart other (nextGeneration generations[current])
             restart current (nextGeneration generations[other])
             otherEnd <- appended
-            currentRecords <- 0L
             otherRecords <- 0L
             fileSince <- clock.GetUtcNow()
         elif
-            currentRecords > 0L
+            currentRecords () > 0L
             && inInbox >= otherEnd
             && (file ()).Position - int64 headerLength >= compactBytes
         then
@@ -397,9 +397,8 @@ type Writer
             let other = 1 - current
             restart other (nextGeneration generations[current])
             current <- other
+            otherRecords <- currentRecords ()
             otherEnd <- appended
-            otherRecords <- currentRecords
-            currentRecords <- 0L
             fileSince <- clock.GetUtcNow()
 
     let loop () =
@@ -447,7 +446,6 @@ type Writer
                     (file ()).Write(buffer.GetBuffer(), 0, int buffer.Length)
                     FileSync.syncData (file ())
                     appended <- appended + int64 entries.Count
-                    currentRecords <- currentRecords + int64 entries.Count
                     lastBatch <- entries.Count
                     // Handed on before anyone hears it is durable: whatever an acknowledged
                     // append does next (a delivery's outcome) finds its record on the way.

@@ -23,6 +23,13 @@ let private parsed s =
     | Error e -> failwith $"{e}"
 
 
+/// The webhook body of `m` for delivery "d1" of account "wxa", as it is sent, read as text.
+let private sentText kind tenant at (m: Message) (raw: string) =
+    use body =
+        webhookBodyOf "d1" kind (WeChatFs.Domain.AuthorizerAppId "wxa") tenant at m raw
+
+    Encoding.UTF8.GetString body.Memory.Span
+
 let tests =
     testList
         "Messages"
@@ -76,7 +83,7 @@ let tests =
                 let e = parsed (xml "event" "<Event>LOCATION</Event><Latitude>north</Latitude>")
                 Expect.equal e.Body (Unknown("event", Some "LOCATION")) "e.Body"
                 Expect.equal (kind e) "event.LOCATION" "kind e"
-                let json = (messageJson e).ToJsonString()
+                let json = sentText (kind e) None DateTimeOffset.UnixEpoch e ""
                 Expect.stringContains json "north" "json"
 
             testCase "retries share a key; messages by MsgId, events by sender and time"
@@ -107,15 +114,7 @@ let tests =
                 let m = parsed (xml "text" "<Content>hi</Content><MsgId>9</MsgId>")
                 let at = DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero)
 
-                let body =
-                    webhookPayload
-                        "d1"
-                        (kind m)
-                        (WeChatFs.Domain.AuthorizerAppId "wxa")
-                        (Some(WeChatFs.Domain.TenantId "shop"))
-                        at
-                        (messageJson m)
-                        "<xml/>"
+                let body = sentText (kind m) (Some(WeChatFs.Domain.TenantId "shop")) at m "<xml/>"
 
                 let root = JsonDocument.Parse(body).RootElement
                 Expect.equal (root.GetProperty("id").GetString()) "d1" "root.GetProperty('id').GetString()"
@@ -155,15 +154,7 @@ let tests =
                 let m =
                     parsed (xml "text" "<Content><![CDATA[你好 <b> & 'x']]></Content><MsgId>9</MsgId>")
 
-                let body =
-                    webhookPayload
-                        "d1"
-                        (kind m)
-                        (WeChatFs.Domain.AuthorizerAppId "wxa")
-                        None
-                        DateTimeOffset.UnixEpoch
-                        (messageJson m)
-                        raw
+                let body = sentText (kind m) None DateTimeOffset.UnixEpoch m raw
 
                 Expect.stringContains body "你好 <b> & 'x'" "body"
                 let root = JsonDocument.Parse(body).RootElement
@@ -197,7 +188,10 @@ let tests =
                     let text = Encoding.UTF8.GetString sent.Memory.Span
                     let root = JsonDocument.Parse(text).RootElement
 
-                    text = webhookPayload "d1" (kind m) account None at (messageJson m) "<xml/>"
+                    // The same body through the text way, given the message as a node.
+                    let node = Nodes.JsonNode.Parse(root.GetProperty("message").GetRawText())
+
+                    text = webhookPayload "d1" (kind m) account None at node "<xml/>"
                     && root.GetProperty("message").GetProperty("content").GetString() = content
                     && root.GetProperty("raw_xml").GetString() = "<xml/>"))
 
