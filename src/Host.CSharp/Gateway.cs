@@ -38,13 +38,21 @@ public static class Gateway
         // tokens: keep them out of the logs. AddWeChatFs leaves logging to the host; every host must
         // do the same (README, "Hosting it in your own app").
         builder.Logging.AddWeChatFsLogFilters();
+        // The request scope comes from the middleware below, without the Activity that ASP.NET Core
+        // starts with its own (RequestScope says why).
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Services.AddWeChatFs(builder.Configuration);
         var app = builder.Build();
+        var requests = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("WeChatFs.Requests");
         app.Use(async (context, next) =>
         {
             // The same id as the request's log scope, so a caller can quote it.
-            context.Response.Headers["X-Request-Id"] = context.TraceIdentifier;
-            await next(context);
+            var id = context.TraceIdentifier;
+            context.Response.Headers["X-Request-Id"] = id;
+            using (requests.BeginScope(new RequestScope(id, context.Request.Path.Value ?? "")))
+            {
+                await next(context);
+            }
         });
         app.MapWeChatFs();
         return app;

@@ -278,8 +278,29 @@ let tests =
                                     yield str t "value"
                         ]
 
+                    // A line logged while a request runs carries the id its response names.
+                    use! refused =
+                        gateways[0]
+                            .Api.PostAsync(
+                                "/wechat/authorizers/wxunknown/callback?timestamp=1&nonce=2&msg_signature=forged",
+                                new StringContent("<xml><Encrypt>AAAA</Encrypt></xml>")
+                            )
+
+                    Expect.equal (int refused.StatusCode) 401 "the forged push is refused"
+                    let requestId = refused.Headers.GetValues "X-Request-Id" |> Seq.head
+
+                    let! logged =
+                        eventually (TimeSpan.FromSeconds 5.) (fun () ->
+                            task {
+                                return
+                                    gateways[0].Output
+                                    |> Seq.exists (fun l ->
+                                        l.Contains "WeChatFs.Refusals" && l.Contains $"\"RequestId\":\"{requestId}\"")
+                            })
+
+                    Expect.isTrue logged $"the refusal is logged under the request id {requestId}"
+
                     let logs = gateways |> Seq.collect (fun g -> g.Output) |> String.concat "\n"
-                    Expect.stringContains logs ("\"RequestId\"") "logs"
 
                     for secret in everyToken @ [ appSecret; encodingAesKey; masterKey ] do
                         Expect.isFalse (logs.Contains(secret: string)) "logs must not contain secret"
