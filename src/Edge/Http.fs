@@ -122,6 +122,13 @@ let readLimited (ctx: HttpContext) (limit: int) =
             return if total > limit then TooLarge else Body(buffer.ToArray())
     }
 
+/// A field of the request's query, as `string ctx.Request.Query[name]` gives it, read without
+/// decoding the whole query when it holds no escape (QueryString).
+let queryField (ctx: HttpContext) (name: string) =
+    match QueryString.tryPlainValue ctx.Request.QueryString.Value name with
+    | ValueSome v -> v
+    | ValueNone -> string ctx.Request.Query[name]
+
 /// The push as the workflows take it: the signature fields from the query and the body as read;
 /// Error when the body is over the size limit (nothing else is read then).
 let readSignedPush (ctx: HttpContext) : Task<Result<Pushes.SignedPush, int * string>> =
@@ -129,13 +136,11 @@ let readSignedPush (ctx: HttpContext) : Task<Result<Pushes.SignedPush, int * str
         match! readLimited ctx maxPushBytes with
         | TooLarge -> return Error(413, $"push body over {maxPushBytes} bytes")
         | Body bytes ->
-            let q = ctx.Request.Query
-
             let push: Pushes.SignedPush =
                 {
-                    Timestamp = string q["timestamp"]
-                    Nonce = string q["nonce"]
-                    MsgSignature = string q["msg_signature"]
+                    Timestamp = queryField ctx "timestamp"
+                    Nonce = queryField ctx "nonce"
+                    MsgSignature = queryField ctx "msg_signature"
                     Body = bytes
                 }
 

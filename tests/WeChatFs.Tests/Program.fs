@@ -20,6 +20,7 @@ let all =
             CallbackTests.tests
             SecretsTests.tests
             WireTests.tests
+            QueryStringTests.tests
             MessagesTests.tests
             RedPacksTests.tests
             RedPackStateTests.tests
