@@ -57,6 +57,7 @@ type InboxService
         client: Client,
         components: ComponentTokenService,
         clock: TimeProvider,
+        metrics: Metrics.GatewayMetrics,
         logger: ILogger<InboxService>
     ) =
     let hooks = options.Webhooks
@@ -87,7 +88,8 @@ type InboxService
                     options.IntakeSyncGather,
                     Intake.indexGather (anyWebhook ()),
                     clock,
-                    logger
+                    logger,
+                    metrics.RecordIntakeSync
                 )
             )
         else

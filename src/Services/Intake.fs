@@ -35,6 +35,7 @@ type Window = { Age: TimeSpan; Count: int }
 let indexGather (webhook: bool) =
     TimeSpan.FromMilliseconds(if webhook then 50. else 10.)
 
+/// `onSync`: how long each sync of the log took (the gateway's metrics).
 type IntakeService
     (
         store: IStore,
@@ -43,7 +44,8 @@ type IntakeService
         syncGather: TimeSpan,
         gather: TimeSpan,
         clock: TimeProvider,
-        logger: ILogger
+        logger: ILogger,
+        ?onSync: TimeSpan -> unit
     ) =
     let recent = RecentPushes.Window(window.Count)
     let toIndex = ConcurrentQueue<Entry>()
@@ -70,7 +72,8 @@ type IntakeService
             16L * 1024L * 1024L,
             TimeSpan.FromMinutes 1.,
             clock,
-            syncGather
+            syncGather,
+            defaultArg onSync ignore
         )
 
     let keyOf (i: InboxItem) =

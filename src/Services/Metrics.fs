@@ -137,6 +137,34 @@ type GatewayMetrics(meterFactory: IMeterFactory, meterName: string, clock: TimeP
                 )
         )
 
+    // Most syncs take a fraction of a millisecond; the slow ones are the disk busy with something
+    // else (a checkpoint of the store), and every push of the batch waited for them.
+    let intakeSync =
+        meter.CreateHistogram<float>(
+            "wechatfs_intake_sync_duration",
+            unit = "s",
+            description = "time the embedded store's intake log took to sync a batch of pushes to the disk",
+            advice =
+                InstrumentAdvice<float>(
+                    HistogramBucketBoundaries =
+                        [|
+                            0.0001
+                            0.00025
+                            0.0005
+                            0.001
+                            0.0025
+                            0.005
+                            0.01
+                            0.025
+                            0.05
+                            0.1
+                            0.25
+                            0.5
+                            1.
+                        |]
+                )
+        )
+
     let calls =
         meter.CreateCounter<int64>(
             "wechatfs_wechat_calls_total",
@@ -196,6 +224,9 @@ type GatewayMetrics(meterFactory: IMeterFactory, meterName: string, clock: TimeP
 
     member _.Meter = meter
     member _.MeterName = meterName
+
+    /// One sync of the intake log, however many pushes it covered.
+    member _.RecordIntakeSync(took: TimeSpan) = intakeSync.Record took.TotalSeconds
 
     /// One push answered: endpoint is a fixed name, outcome accepted | duplicate | refused.
     member _.RecordPush(endpoint: string, outcome: string, seconds: float) =

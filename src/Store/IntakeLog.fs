@@ -301,7 +301,8 @@ let private startedAfter (a: int) (b: int) =
 /// load lasted (13 MB a second in the kit's runs), and every sync that makes a file longer costs the
 /// file system a journal commit. When the inbox has every record and the file is older than
 /// `compactAge`, both files start again empty (so a restart never writes a row again that the
-/// retention purge has since removed). `syncGather`: see the loop.
+/// retention purge has since removed). `syncGather`: see the loop. `onSync` hears how long each
+/// batch's sync took (on the writer's thread: keep it short).
 type Writer
     (
         path: string,
@@ -309,9 +310,11 @@ type Writer
         compactBytes: int64,
         compactAge: TimeSpan,
         clock: TimeProvider,
-        ?syncGather: TimeSpan
+        ?syncGather: TimeSpan,
+        ?onSync: TimeSpan -> unit
     ) =
     let syncGather = defaultArg syncGather TimeSpan.Zero
+    let onSync = defaultArg onSync ignore
 
     // Both files, and which one is written: the one started after the other. Its records are the
     // newer; a start reads the other's first.
@@ -444,7 +447,9 @@ type Writer
                     compactIfDone ()
                     stamp (buffer.GetBuffer()) (int buffer.Length) generations[current]
                     (file ()).Write(buffer.GetBuffer(), 0, int buffer.Length)
+                    let syncStart = Diagnostics.Stopwatch.GetTimestamp()
                     FileSync.syncData (file ())
+                    onSync (Diagnostics.Stopwatch.GetElapsedTime syncStart)
                     appended <- appended + int64 entries.Count
                     lastBatch <- entries.Count
                     // Handed on before anyone hears it is durable: whatever an acknowledged

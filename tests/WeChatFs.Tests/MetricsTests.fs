@@ -206,7 +206,8 @@ let tests =
                     Expect.isFalse (body.Contains(appSecret: string)) "body must not contain appSecret"
                 }
 
-            testCaseTask "an authorized account, its refresh and a duplicate push show in the metrics"
+            testCaseTask
+                "an authorized account, its refresh, a duplicate push and the intake log's syncs show in the metrics"
             <| fun () ->
                 task {
                     use! pair = startPair ()
@@ -260,6 +261,9 @@ let tests =
                         valueOf body "wechatfs_token_refreshes_total{outcome=\"success\",role=\"authorizer\"}"
 
                     Expect.isTrue (refreshes.IsSome && refreshes.Value >= 1.) body
+                    // The stored push was synced to the intake log's disk first: at least one sync timed.
+                    let syncs = valueOf body "wechatfs_intake_sync_duration_seconds_count"
+                    Expect.isTrue (syncs.IsSome && syncs.Value >= 1.) $"intake syncs {syncs}"
                     Expect.isFalse (body.Contains("wxsimoa00000000001")) "body has no 'wxsimoa00000000001'"
                     // No openid, appid or token in any label: every label value is from a bounded set.
                     let labels = Regex.Matches(body, "(\\w+)=\"([^\"]*)\"")
