@@ -28,16 +28,13 @@ let private keys: Pushes.PushKeys =
 /// A push as the edge hands it over: the query's signature fields and the body's bytes.
 let private signedPush (query: string, body: string) : Pushes.SignedPush =
     // The bench's own query: digits and hex, nothing escaped.
-    let q =
-        query.TrimStart('?').Split('&')
-        |> Array.map (fun kv -> kv.Split('=', 2))
-        |> Array.map (fun kv -> kv[0], kv[1])
-        |> Map.ofArray
+    let field name =
+        QueryString.tryPlainValue query name |> ValueOption.defaultValue ""
 
     {
-        Timestamp = q["timestamp"]
-        Nonce = q["nonce"]
-        MsgSignature = q["msg_signature"]
+        Timestamp = field "timestamp"
+        Nonce = field "nonce"
+        MsgSignature = field "msg_signature"
         Body = Text.Encoding.UTF8.GetBytes body
     }
 

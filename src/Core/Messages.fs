@@ -383,7 +383,3 @@ let webhookPayloadOfXml id kind authorizerAppId tenant receivedAt (plainXml: str
 /// `X-WeChatFs-Signature`: `sha256=` + hex HMAC-SHA256 of the exact body under the webhook secret.
 let signBytes (secret: byte[]) (body: ReadOnlySpan<byte>) =
     "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(secret, body))
-
-/// The same signature over a body given as text (sent as UTF-8).
-let signBody (secret: string) (body: string) =
-    signBytes (Encoding.UTF8.GetBytes secret) (ReadOnlySpan(Encoding.UTF8.GetBytes body))

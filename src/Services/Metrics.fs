@@ -104,6 +104,26 @@ let nextMeterName () =
     | 1 -> "WeChatFs"
     | n -> $"WeChatFs.{n}"
 
+/// Bucket bounds of the duration histograms, in seconds: 1, 2.5 and 5 of every power of ten.
+let private secondsLadder =
+    [|
+        0.0001
+        0.00025
+        0.0005
+        0.001
+        0.0025
+        0.005
+        0.01
+        0.025
+        0.05
+        0.1
+        0.25
+        0.5
+        1.
+        2.5
+        5.
+    |]
+
 /// Every instrument of one gateway; created from the host's IMeterFactory.
 type GatewayMetrics(meterFactory: IMeterFactory, meterName: string, clock: TimeProvider) =
     let meter = meterFactory.Create meterName
@@ -111,59 +131,29 @@ type GatewayMetrics(meterFactory: IMeterFactory, meterName: string, clock: TimeP
     let pushes =
         meter.CreateCounter<int64>("wechatfs_pushes_total", description = "pushes from WeChat, by endpoint and outcome")
 
-    let pushDuration =
+    // A histogram in seconds, with the buckets of `secondsLadder` from `low` to `high`.
+    let seconds (name: string) (description: string) (low: float) (high: float) =
         meter.CreateHistogram<float>(
-            "wechatfs_push_duration",
+            name,
             unit = "s",
-            description = "time to answer a push from WeChat",
+            description = description,
             advice =
                 InstrumentAdvice<float>(
-                    HistogramBucketBoundaries =
-                        [|
-                            0.0005
-                            0.001
-                            0.0025
-                            0.005
-                            0.01
-                            0.025
-                            0.05
-                            0.1
-                            0.25
-                            0.5
-                            1.
-                            2.5
-                            5.
-                        |]
+                    HistogramBucketBoundaries = (secondsLadder |> Array.filter (fun b -> b >= low && b <= high))
                 )
         )
+
+    let pushDuration =
+        seconds "wechatfs_push_duration" "time to answer a push from WeChat" 0.0005 5.
 
     // Most syncs take a fraction of a millisecond; the slow ones are the disk busy with something
     // else (a checkpoint of the store), and every push of the batch waited for them.
     let intakeSync =
-        meter.CreateHistogram<float>(
-            "wechatfs_intake_sync_duration",
-            unit = "s",
-            description = "time the embedded store's intake log took to sync a batch of pushes to the disk",
-            advice =
-                InstrumentAdvice<float>(
-                    HistogramBucketBoundaries =
-                        [|
-                            0.0001
-                            0.00025
-                            0.0005
-                            0.001
-                            0.0025
-                            0.005
-                            0.01
-                            0.025
-                            0.05
-                            0.1
-                            0.25
-                            0.5
-                            1.
-                        |]
-                )
-        )
+        seconds
+            "wechatfs_intake_sync_duration"
+            "time the embedded store's intake log took to sync a batch of pushes to the disk"
+            0.0001
+            1.
 
     let calls =
         meter.CreateCounter<int64>(

@@ -29,6 +29,14 @@ let xmlSafeString =
              |> Gen.map char))
     |> Gen.map String
 
+/// `X-WeChatFs-Signature` as a webhook receiver checks it: `sha256=` and the hex HMAC-SHA256 of the
+/// body's UTF-8 under the secret, computed here apart from the gateway's code.
+let signBody (secret: string) (body: string) =
+    "sha256="
+    + Convert.ToHexStringLower(
+        Security.Cryptography.HMACSHA256.HashData(Text.Encoding.UTF8.GetBytes secret, Text.Encoding.UTF8.GetBytes body)
+    )
+
 let freePort () = PostgresCluster.freePort ()
 
 let postgres = PostgresCluster.shared

@@ -202,7 +202,7 @@ let tests =
                     Expect.equal received.Length cases.Length "received.Length"
 
                     for r in hook.Received do
-                        Expect.equal r.Signature (Messages.signBody "hook-secret" r.Body) "r.Signature"
+                        Expect.equal r.Signature (signBody "hook-secret" r.Body) "r.Signature"
                         Expect.isFalse (String.IsNullOrEmpty r.Delivery) "String.IsNullOrEmpty r.Delivery"
 
                     for appid, _, _, kind, field, value in cases do

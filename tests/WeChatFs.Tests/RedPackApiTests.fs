@@ -269,7 +269,7 @@ let tests =
                     let kinds = hook.Payloads |> List.map (fun p -> str p "kind")
                     Expect.equal (kinds |> List.sort) ([ "redpack.received"; "redpack.sent" ]) "kinds |> List.sort"
                     let first = hook.Received.Head
-                    Expect.equal first.Signature (WeChatFs.Messages.signBody "hook-secret" first.Body) "first.Signature"
+                    Expect.equal first.Signature (signBody "hook-secret" first.Body) "first.Signature"
 
                     // A reused key with a different request is refused, and nothing is sent.
                     let! reusedStatus, _ = sendPacket pair "order-1001" (packetBody 999)
