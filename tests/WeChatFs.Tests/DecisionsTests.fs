@@ -263,21 +263,61 @@ let tests =
                     | (Transient | TokenRejected | TicketRejected | Permanent), BackOff -> true
                     | _ -> false)
 
+            // Stated apart from the code's match: what an exchange may and may not do to an
+            // account's tokens, whatever the two sides hold.
             testProp
-                "an exchange keeps whichever token lasts longer, with the refresh token it came with"
+                "an exchange loses no refresh token, keeps no token that expires sooner, and keeps a refresh token with its token"
                 (fun
                     (mine: int16 option, stored: int16 option, exchangedRefresh: char option, storedRefresh: char option) ->
                     let t0 = DateTimeOffset(2026, 12, 1, 0, 0, 0, TimeSpan.Zero)
+                    // A token's value is its lifetime: equal tokens expire together.
                     let token (s: int16) = Expiring.issued t0 (int s) (int s)
                     let mine, stored = Option.map token mine, Option.map token stored
 
                     let kept, refresh =
                         tokensAfterExchange (mine, exchangedRefresh) (stored, storedRefresh)
 
-                    match mine, stored with
-                    | Some m, Some s when s.ExpiresAt > m.ExpiresAt ->
-                        kept = stored && refresh = (storedRefresh |> Option.orElse exchangedRefresh)
-                    | _ -> kept = mine && refresh = (exchangedRefresh |> Option.orElse storedRefresh))
+                    let expiresNoSooner (than: Expiring<int> option) =
+                        match kept, than with
+                        | Some k, Some t -> k.ExpiresAt >= t.ExpiresAt
+                        | _ -> true
+
+                    let keptStored = kept.IsSome && kept = stored && kept <> mine
+
+                    // A refresh token at hand is never dropped: losing it means the merchant
+                    // authorizes again.
+                    refresh.IsSome = (exchangedRefresh.IsSome || storedRefresh.IsSome)
+                    // One of the two tokens, and none only when the exchange brought none.
+                    && (kept = mine || kept = stored)
+                    && kept.IsNone = mine.IsNone
+                    && expiresNoSooner mine
+                    && (mine.IsNone || expiresNoSooner stored)
+                    // The token kept comes with its own refresh token when it has one.
+                    && (if keptStored then
+                            storedRefresh.IsNone || refresh = storedRefresh
+                        else
+                            exchangedRefresh.IsNone || refresh = exchangedRefresh))
+
+            testCase "an authorization racing an import keeps the import's later token and its refresh token"
+            <| fun () ->
+                let t0 = DateTimeOffset(2026, 12, 1, 8, 0, 0, TimeSpan.Zero)
+                // api_query_auth answered at t0; the import refreshed the account 30 s later.
+                let exchanged = Some(Expiring.issued t0 7200 "token-from-exchange")
+
+                let imported =
+                    Some(Expiring.issued (t0 + TimeSpan.FromSeconds 30.) 7200 "token-from-import")
+
+                let kept, refresh =
+                    tokensAfterExchange (exchanged, Some "refresh-1") (imported, Some "refresh-2")
+
+                Expect.equal kept imported "the later token stays"
+                Expect.equal refresh (Some "refresh-2") "with the refresh token it came with"
+
+                let kept, refresh =
+                    tokensAfterExchange (imported, Some "refresh-2") (exchanged, None)
+
+                Expect.equal kept imported "an older stored token is written over"
+                Expect.equal refresh (Some "refresh-2") "by the exchange's own refresh token"
 
             testProp
                 "a refused ticket is set aside until a different one arrives"
