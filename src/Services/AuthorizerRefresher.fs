@@ -21,6 +21,7 @@ type AuthorizerRefresher
         store: IStore,
         options: GatewayOptions,
         clock: TimeProvider,
+        metrics: Metrics.GatewayMetrics,
         logger: ILogger<AuthorizerRefresher>
     ) =
     inherit BackgroundService()
@@ -120,7 +121,9 @@ type AuthorizerRefresher
                         more <- candidates = 500 && worked > 0
 
                     do! pace refreshConcurrency dueNow
+                    metrics.RecordRefresherPass(if recovered then "success" else "waiting")
                 with ex ->
+                    metrics.RecordRefresherPass "failure"
                     logger.LogError(ex, "authorizer refresh pass failed")
 
                 try

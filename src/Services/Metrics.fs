@@ -167,6 +167,12 @@ type GatewayMetrics(meterFactory: IMeterFactory, meterName: string, clock: TimeP
             description = "token refreshes asked of WeChat, by role and outcome"
         )
 
+    let refresherPasses =
+        meter.CreateCounter<int64>(
+            "wechatfs_authorizer_refresher_passes_total",
+            description = "passes of the authorizer refresher, by outcome"
+        )
+
     let ring = PushRing()
     let apiLabels = ConcurrentDictionary<string, unit>()
     let refreshLog = ConcurrentDictionary<string, RefreshRecord list>()
@@ -217,6 +223,12 @@ type GatewayMetrics(meterFactory: IMeterFactory, meterName: string, clock: TimeP
 
     /// One sync of the intake log, however many pushes it covered.
     member _.RecordIntakeSync(took: TimeSpan) = intakeSync.Record took.TotalSeconds
+
+    /// One pass of the authorizer refresher ended: `success` (the store's accounts known, their
+    /// tokens loaded at the first, what was due refreshed), `waiting` (no account in the store, and
+    /// WeChat's list of them not read yet: no component token so far) or `failure` (logged).
+    member _.RecordRefresherPass(outcome: string) =
+        refresherPasses.Add(1L, Collections.Generic.KeyValuePair("outcome", box outcome))
 
     /// One push answered: endpoint is a fixed name, outcome accepted | duplicate | refused.
     member _.RecordPush(endpoint: string, outcome: string, seconds: float) =

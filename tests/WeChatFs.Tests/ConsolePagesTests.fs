@@ -62,9 +62,9 @@ let tests =
                     let! metrics = pair.Gateway.Api.GetStringAsync "/metrics"
 
                     Expect.equal
-                        (MetricsTests.valueOf metrics "wechatfs_authorizers{status=\"authorized\"}")
+                        (metricValue metrics "wechatfs_authorizers{status=\"authorized\"}")
                         (Some 1.)
-                        "MetricsTests.valueOf metrics 'wechatfs_authorizers{status=\\'author..."
+                        "metricValue metrics 'wechatfs_authorizers{status=\\'author..."
                 }
 
             testCaseTask "the funcKey page lists the routes saved through the API"

@@ -143,3 +143,29 @@ let failsWith<'e when 'e :> exn> (f: unit -> Threading.Tasks.Task) : Threading.T
             | Some other -> failtest $"expected {typeof<'e>.Name}, got {other}"
             | None -> failtest $"expected {typeof<'e>.Name}, but it succeeded"
     }
+
+/// The value of one series (`name{labels}`) in a Prometheus text answer, when present; labels the
+/// exporter adds of its own (such as the scope) are ignored.
+let metricValue (body: string) (series: string) =
+    let labelsOf (text: string) =
+        Text.RegularExpressions.Regex.Matches(text, "(\\w+)=\"([^\"]*)\"")
+        |> Seq.map (fun m -> m.Groups[1].Value, m.Groups[2].Value)
+        |> Set.ofSeq
+
+    let name, wanted =
+        match series.IndexOf '{' with
+        | -1 -> series, Set.empty
+        | i -> series.Substring(0, i), labelsOf (series.Substring i)
+
+    body.Split('\n')
+    |> Array.tryPick (fun line ->
+        let m = Text.RegularExpressions.Regex.Match(line, "^(\\w+)(\\{[^}]*\\})? (\\S+)")
+
+        if
+            m.Success
+            && m.Groups[1].Value = name
+            && Set.isSubset wanted (labelsOf m.Groups[2].Value)
+        then
+            Some(float m.Groups[3].Value)
+        else
+            None)

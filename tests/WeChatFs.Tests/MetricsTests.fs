@@ -23,32 +23,6 @@ let private scrape (client: HttpClient) (url: string) =
         return r.StatusCode, body
     }
 
-/// The value of one series (`name{labels}`) in a Prometheus text answer, when present; labels the
-/// exporter adds of its own (such as the scope) are ignored.
-let valueOf (body: string) (series: string) =
-    let labelsOf (text: string) =
-        Regex.Matches(text, "(\\w+)=\"([^\"]*)\"")
-        |> Seq.map (fun m -> m.Groups[1].Value, m.Groups[2].Value)
-        |> Set.ofSeq
-
-    let name, wanted =
-        match series.IndexOf '{' with
-        | -1 -> series, Set.empty
-        | i -> series.Substring(0, i), labelsOf (series.Substring i)
-
-    body.Split('\n')
-    |> Array.tryPick (fun line ->
-        let m = Regex.Match(line, "^(\\w+)(\\{[^}]*\\})? (\\S+)")
-
-        if
-            m.Success
-            && m.Groups[1].Value = name
-            && Set.isSubset wanted (labelsOf m.Groups[2].Value)
-        then
-            Some(float m.Groups[3].Value)
-        else
-            None)
-
 let private forgedPush (pair: Pair) =
     pair.Http.PostAsync(
         pair.Gateway.Url "/wechat/component/events?timestamp=1&nonce=2&encrypt_type=aes&msg_signature=bad",
@@ -151,12 +125,12 @@ let tests =
 
                                 return
                                     status = HttpStatusCode.OK
-                                    && valueOf
+                                    && metricValue
                                         text
                                         "wechatfs_pushes_total{endpoint=\"component_events\",outcome=\"refused\"}"
                                         =
                                         Some 3.
-                                    && (valueOf
+                                    && (metricValue
                                             text
                                             "wechatfs_pushes_total{endpoint=\"component_events\",outcome=\"accepted\"}"
                                         |> Option.exists (fun n -> n >= 1.))
@@ -165,42 +139,42 @@ let tests =
                     Expect.isTrue counted body
 
                     Expect.equal
-                        (valueOf
+                        (metricValue
                             body
                             "wechatfs_wechat_calls_total{api=\"cgi-bin/component/api_component_token\",errcode=\"0\"}")
                         (Some 1.)
-                        "valueOf body 'wechatfs_wechat_calls_total{api=\\'cgi-bin/component/..."
+                        "metricValue body 'wechatfs_wechat_calls_total{api=\\'cgi-bin/component/..."
 
                     Expect.equal
-                        (valueOf body "wechatfs_token_refreshes_total{outcome=\"success\",role=\"component\"}")
+                        (metricValue body "wechatfs_token_refreshes_total{outcome=\"success\",role=\"component\"}")
                         (Some 1.)
-                        "valueOf body 'wechatfs_token_refreshes_total{outcome=\\'success\\',..."
+                        "metricValue body 'wechatfs_token_refreshes_total{outcome=\\'success\\',..."
 
                     Expect.equal
-                        (valueOf body "wechatfs_deliveries_pending")
+                        (metricValue body "wechatfs_deliveries_pending")
                         (Some 0.)
-                        "valueOf body 'wechatfs_deliveries_pending'"
+                        "metricValue body 'wechatfs_deliveries_pending'"
 
                     Expect.equal
-                        (valueOf body "wechatfs_deliveries_dead")
+                        (metricValue body "wechatfs_deliveries_dead")
                         (Some 0.)
-                        "valueOf body 'wechatfs_deliveries_dead'"
+                        "metricValue body 'wechatfs_deliveries_dead'"
 
                     Expect.equal
-                        (valueOf body "wechatfs_authorizers{status=\"authorized\"}")
+                        (metricValue body "wechatfs_authorizers{status=\"authorized\"}")
                         (Some 0.)
-                        "valueOf body 'wechatfs_authorizers{status=\\'authorized\\'}'"
+                        "metricValue body 'wechatfs_authorizers{status=\\'authorized\\'}'"
 
-                    let left = valueOf body "wechatfs_component_token_seconds_left"
+                    let left = metricValue body "wechatfs_component_token_seconds_left"
                     Expect.isTrue (left.IsSome && left.Value > 7000. && left.Value <= 7200.) body
                     // One duration per push, refused or not (the simulator pushes a ticket by itself at start too).
                     let accepted =
-                        valueOf body "wechatfs_pushes_total{endpoint=\"component_events\",outcome=\"accepted\"}"
+                        metricValue body "wechatfs_pushes_total{endpoint=\"component_events\",outcome=\"accepted\"}"
 
                     Expect.equal
-                        (valueOf body "wechatfs_push_duration_seconds_count{endpoint=\"component_events\"}")
+                        (metricValue body "wechatfs_push_duration_seconds_count{endpoint=\"component_events\"}")
                         (Some(accepted.Value + 3.))
-                        "valueOf body 'wechatfs_push_duration_seconds_count{endpoint=\\'comp..."
+                        "metricValue body 'wechatfs_push_duration_seconds_count{endpoint=\\'comp..."
 
                     Expect.isFalse (body.Contains(tokenValue: string)) "body must not contain tokenValue"
                     Expect.isFalse (body.Contains(appSecret: string)) "body must not contain appSecret"
@@ -242,27 +216,30 @@ let tests =
                                 body <- text
 
                                 return
-                                    valueOf text "wechatfs_authorizers{status=\"authorized\"}" = Some 1.
-                                    && valueOf
+                                    metricValue text "wechatfs_authorizers{status=\"authorized\"}" = Some 1.
+                                    && metricValue
                                         text
                                         "wechatfs_pushes_total{endpoint=\"authorizer_callback\",outcome=\"duplicate\"}"
                                         =
                                         Some 1.
-                                    && valueOf
+                                    && metricValue
                                         text
                                         "wechatfs_pushes_total{endpoint=\"authorizer_callback\",outcome=\"accepted\"}"
                                         =
                                         Some 1.
+                                    // The refresher's passes, once it knows the account.
+                                    && metricValue text "wechatfs_authorizer_refresher_passes_total{outcome=\"success\"}"
+                                       |> Option.exists (fun n -> n >= 1.)
                             })
 
                     Expect.isTrue seen body
 
                     let refreshes =
-                        valueOf body "wechatfs_token_refreshes_total{outcome=\"success\",role=\"authorizer\"}"
+                        metricValue body "wechatfs_token_refreshes_total{outcome=\"success\",role=\"authorizer\"}"
 
                     Expect.isTrue (refreshes.IsSome && refreshes.Value >= 1.) body
                     // The stored push was synced to the intake log's disk first: at least one sync timed.
-                    let syncs = valueOf body "wechatfs_intake_sync_duration_seconds_count"
+                    let syncs = metricValue body "wechatfs_intake_sync_duration_seconds_count"
                     Expect.isTrue (syncs.IsSome && syncs.Value >= 1.) $"intake syncs {syncs}"
                     Expect.isFalse (body.Contains("wxsimoa00000000001")) "body has no 'wxsimoa00000000001'"
                     // No openid, appid or token in any label: every label value is from a bounded set.
@@ -300,9 +277,9 @@ let tests =
                     Expect.equal status HttpStatusCode.OK "status"
 
                     Expect.equal
-                        (valueOf body "wechatfs_pushes_total{endpoint=\"component_events\",outcome=\"refused\"}")
+                        (metricValue body "wechatfs_pushes_total{endpoint=\"component_events\",outcome=\"refused\"}")
                         (Some 1.)
-                        "valueOf body 'wechatfs_pushes_total{endpoint=\\'component_events\\'..."
+                        "metricValue body 'wechatfs_pushes_total{endpoint=\\'component_events\\'..."
                 }
 
         ]

@@ -128,15 +128,24 @@ let private startDeployment (instances: int) (extraSettings: (string * string) l
 /// Waits until each instance's refresher has made its first pass. On an empty store that pass imports
 /// api_get_authorizer_list, and an import racing a test's first authorization refreshes that account
 /// once more right after its exchange: a start-up matter, not the steady refreshing a test counts.
+/// A pass counts as a `success` in the metrics once the store's accounts are known (imported, when the
+/// store had none) and their tokens loaded.
 let private firstPassesMade (d: Deployment) =
     task {
         let! made =
             eventually (TimeSpan.FromSeconds 10.) (fun () ->
                 task {
-                    return
-                        d.Gateways
-                        |> Array.forall (fun g ->
-                            g.Output |> Seq.exists (fun l -> l.Contains "fresh authorizer tokens loaded"))
+                    let mutable all = true
+
+                    for g in d.Gateways do
+                        let! text = g.Api.GetStringAsync "/metrics"
+
+                        all <-
+                            all
+                            && metricValue text "wechatfs_authorizer_refresher_passes_total{outcome=\"success\"}"
+                               |> Option.exists (fun n -> n >= 1.)
+
+                    return all
                 })
 
         Expect.isTrue made "every instance's refresher made its first pass"
