@@ -406,6 +406,30 @@ let listBefore (access: ISqlAccess) (status: DeliveryStatus option) (before: Pag
             return { Items = items; Total = total }
         })
 
+/// The `limit` deliveries nearest to `after` among the newer ones: read oldest first from the
+/// cursor on (the same index, the other way), handed back newest first as every page is.
+let listAfter (access: ISqlAccess) (status: DeliveryStatus option) (after: Paging.Cursor) (limit: int) =
+    let also, ps = statusFilter "AND" status
+
+    access.Run(fun conn ->
+        task {
+            let! total = count access conn status
+
+            let! items =
+                query
+                    conn
+                    null
+                    $"SELECT {deliveryColumns} FROM inbox WHERE (received_at, id) > (@at, @id){also} ORDER BY received_at, id LIMIT @limit"
+                    (ps @ [ "@at", box after.At; "@id", box after.Id; "@limit", box (int64 limit) ])
+                    readDelivery
+
+            return
+                {
+                    Items = List.rev items
+                    Total = total
+                }
+        })
+
 /// PostgreSQL: the count changes recorded so far become one row per status. Under a lock taken
 /// only if free, so instances folding at the same moment do not wait for one another; rows added
 /// meanwhile are left for the next fold (the delete sees only what was committed when it began).

@@ -263,6 +263,9 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
         member _.ListDeliveriesBefore(status, before, limit) =
             InboxRows.listBefore access status before limit
 
+        member _.ListDeliveriesAfter(status, after, limit) =
+            InboxRows.listAfter access status after limit
+
         member _.FoldDeliveryCounts() = InboxRows.foldCounts access
 
         member _.ReleaseClaims(holder) = InboxRows.releaseClaims access holder

@@ -190,6 +190,12 @@ module Delivery =
         | Some last when more -> Some(cursor last)
         | _ -> None
 
+    /// The cursor a page hands on to the one before it: its first item's, when newer ones precede it.
+    let previousCursor (items: Delivery list) (newer: bool) =
+        match items with
+        | first :: _ when newer -> Some(cursor first)
+        | _ -> None
+
 type AppendOutcome =
     /// Stored now, under this id.
     | Stored of id: string
@@ -244,6 +250,11 @@ type IInboxStore =
     abstract ListDeliveriesBefore:
         status: DeliveryStatus option * before: Paging.Cursor * limit: int -> Task<Page<Delivery>>
 
+    /// The deliveries that come before `after` in the list's order (newer ones), the `limit` nearest
+    /// to it, in the list's order: the page before a page by cursor, found in the same index.
+    abstract ListDeliveriesAfter:
+        status: DeliveryStatus option * after: Paging.Cursor * limit: int -> Task<Page<Delivery>>
+
     /// Folds the count changes recorded since the last fold into one figure per status (PostgreSQL:
     /// migration 10); the counts are exact either way, and reading them costs less after a fold.
     abstract FoldDeliveryCounts: unit -> Task
@@ -287,6 +298,21 @@ let deliveriesBefore (store: IStore) (status: DeliveryStatus option) (before: Pa
                 Items = List.truncate limit page.Items
             },
             page.Items.Length > limit
+    }
+
+/// A page of `limit` deliveries just before `after` in the list (newer ones), and whether newer
+/// ones still precede them.
+let deliveriesAfter (store: IStore) (status: DeliveryStatus option) (after: Paging.Cursor) (limit: int) =
+    task {
+        let! page = store.ListDeliveriesAfter(status, after, limit + 1)
+        // Newest first: one more than asked for is the first of them.
+        let newer = page.Items.Length > limit
+
+        return
+            { page with
+                Items = if newer then List.tail page.Items else page.Items
+            },
+            newer
     }
 
 module Leases =

@@ -219,6 +219,31 @@ let tests =
 
                     Expect.equal pages 3 "50, 50 and 10 rows"
                     Expect.equal seen expected "every delivery once, in the API's order"
+
+                    // And back: "Previous" hands on the cursor of a page's first row, page after
+                    // page to the first one, which has no "Previous".
+                    let previousOf (html: string) =
+                        let m =
+                            Text.RegularExpressions.Regex.Match(html, "<a href=\"([^\"]+)\">← Previous</a>")
+
+                        if m.Success then
+                            Some(WebUtility.HtmlDecode m.Groups[1].Value)
+                        else
+                            None
+
+                    let mutable backwards = [ rowIds html ]
+
+                    while (previousOf html).IsSome do
+                        let previous = (previousOf html).Value
+                        Expect.stringContains previous "after=" "Previous hands on a cursor"
+                        let! page = client.GetStringAsync(pair.Gateway.Url previous)
+                        Expect.stringContains page "110 delivered deliveries" "the total on every page"
+                        html <- page
+                        backwards <- rowIds page :: backwards
+
+                    Expect.equal backwards.Length 3 "three pages back to the first"
+                    Expect.equal backwards.Head (rowIds first) "back on the first page"
+                    Expect.equal (List.concat backwards) expected "the same rows on the way back"
                 }
 
             testCaseTask "the red packets page lists packets, filtered by status and merchant, without secrets"

@@ -445,6 +445,16 @@ let tests =
                                     (page.Items |> List.map _.Id)
                                     (expected |> List.skip (position + 1) |> List.truncate limit)
                                     label
+
+                                // And the other way: the newer items nearest to it, newest first.
+                                let! page = store.ListDeliveriesAfter(status, cursor, limit)
+                                let label = $"{status} before {d.Id} limit {limit}"
+                                Expect.equal page.Total expected.Length $"total, {label}"
+
+                                Expect.equal
+                                    (page.Items |> List.map _.Id)
+                                    (expected |> List.take position |> List.skip (max 0 (position - limit)))
+                                    label
                 }
 
             testTheoryTask

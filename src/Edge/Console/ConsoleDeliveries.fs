@@ -40,18 +40,42 @@ let private list (c: ConsoleContext) =
             let status = DeliveryStatus.ofText statusText |> Option.defaultValue Dead
 
             let offset = Paging.offset (string ctx.Request.Query["offset"])
-            // "Next" hands on the cursor of the page's last row: a page deep in a large inbox costs
-            // what the first does (an offset is still read, for links made before).
+            // "Next" hands on the cursor of the page's last row, "Previous" its first row's: a page
+            // deep in a large inbox costs what the first does (an offset is still read, for links
+            // made before).
             let before = Paging.Cursor.ofText (string ctx.Request.Query["before"])
+            let after = Paging.Cursor.ofText (string ctx.Request.Query["after"])
 
-            let! page, more =
-                match before with
-                | Some cursor -> deliveriesBefore c.Services.Store (Some status) cursor pageSize
-                | None ->
+            let firstPage () =
+                task {
+                    let! page = c.Services.Store.ListDeliveries(Some status, offset, pageSize)
+                    return page, offset + page.Items.Length < page.Total, None
+                }
+
+            // The page, whether older rows follow it, and where "Previous" leads by cursor.
+            let! page, more, previous =
+                match before, after with
+                | Some cursor, _ ->
                     task {
-                        let! page = c.Services.Store.ListDeliveries(Some status, offset, pageSize)
-                        return page, offset + page.Items.Length < page.Total
+                        let! page, more = deliveriesBefore c.Services.Store (Some status) cursor pageSize
+                        // The cursor's own row is newer than all of them (past the end of the list,
+                        // the rows before the cursor are the page before).
+                        let previous =
+                            Delivery.previousCursor page.Items true |> Option.orElse (Some cursor)
+
+                        return page, more, previous
                     }
+                | None, Some cursor ->
+                    task {
+                        let! page, newer = deliveriesAfter c.Services.Store (Some status) cursor pageSize
+
+                        if newer then
+                            return page, true, Delivery.previousCursor page.Items newer
+                        else
+                            // Nothing newer precedes them: the page before is the first page.
+                            return! firstPage ()
+                    }
+                | None, None -> firstPage ()
 
             let token = formToken c ctx
             let back = $"{nav.Path}?status={DeliveryStatus.toText status}"
@@ -94,8 +118,12 @@ let private list (c: ConsoleContext) =
                     p
                         [ _class "inline" ]
                         [
-                            match before with
-                            | Some _ -> a [ _href back ] [ str "← Newest" ]
+                            match previous with
+                            | Some cursor ->
+                                a [ _href back ] [ str "← Newest" ]
+                                str " "
+                                let text = Paging.Cursor.toText cursor
+                                a [ _href $"{back}&after={Uri.EscapeDataString text}" ] [ str "← Previous" ]
                             | None when offset > 0 ->
                                 a [ _href $"{back}&offset={max 0 (offset - pageSize)}" ] [ str "← Previous" ]
                             | None -> ()
