@@ -132,12 +132,18 @@ type InboxService
             | Some url ->
                 use request = new HttpRequestMessage(HttpMethod.Post, url)
                 let content = new ReadOnlyMemoryContent(body)
-                content.Headers.ContentType <- Headers.MediaTypeHeaderValue("application/json", "utf-8")
+                // Values of our own making (a fixed type, hex): written as they are, not parsed
+                // into header objects and formatted back for every delivery.
+                content.Headers.TryAddWithoutValidation("Content-Type", "application/json; charset=utf-8")
+                |> ignore
+
                 request.Content <- content
-                request.Headers.Add("X-WeChatFs-Delivery", id)
+                request.Headers.TryAddWithoutValidation("X-WeChatFs-Delivery", id) |> ignore
 
                 match secretKey with
-                | Some key -> request.Headers.Add("X-WeChatFs-Signature", Messages.signBytes key body.Span)
+                | Some key ->
+                    request.Headers.TryAddWithoutValidation("X-WeChatFs-Signature", Messages.signBytes key body.Span)
+                    |> ignore
                 | None -> ()
 
                 try

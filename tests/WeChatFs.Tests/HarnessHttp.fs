@@ -83,6 +83,7 @@ type Received =
         Body: string
         Signature: string
         Delivery: string
+        ContentType: string
     }
 
 /// A business system's webhook: records what arrives and answers as `Respond` says.
@@ -126,6 +127,7 @@ let startWebhook () =
                             Body = body
                             Signature = string ctx.Request.Headers["X-WeChatFs-Signature"]
                             Delivery = string ctx.Request.Headers["X-WeChatFs-Delivery"]
+                            ContentType = string ctx.Request.ContentType
                         }
 
                     let status, answer = listener.Respond r

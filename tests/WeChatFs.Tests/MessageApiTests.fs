@@ -204,6 +204,7 @@ let tests =
                     for r in hook.Received do
                         Expect.equal r.Signature (signBody "hook-secret" r.Body) "r.Signature"
                         Expect.isFalse (String.IsNullOrEmpty r.Delivery) "String.IsNullOrEmpty r.Delivery"
+                        Expect.equal r.ContentType "application/json; charset=utf-8" "the body's type"
 
                     for appid, _, _, kind, field, value in cases do
                         let p = received |> List.find (fun p -> str p "kind" = kind)
