@@ -228,7 +228,9 @@ let tests =
                                         =
                                         Some 1.
                                     // The refresher's passes, once it knows the account.
-                                    && metricValue text "wechatfs_authorizer_refresher_passes_total{outcome=\"success\"}"
+                                    && metricValue
+                                        text
+                                        "wechatfs_authorizer_refresher_passes_total{outcome=\"success\"}"
                                        |> Option.exists (fun n -> n >= 1.)
                             })
 
