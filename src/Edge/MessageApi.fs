@@ -168,14 +168,16 @@ let private nextBefore (items: Delivery list) (more: bool) =
     |> Option.map Paging.Cursor.toText
     |> Option.toObj
 
-/// GET /api/deliveries?status=pending|delivered|dead&offset=&limit=, or `before=` (the `next_before`
-/// of the page before) instead of an offset: a page by cursor costs the same at any depth.
+/// GET /api/deliveries?status=pending|delivered|dead&offset=&limit=, or instead of an offset
+/// `before=` (the `next_before` of the page before) or `after=` (the `previous_after` of the page
+/// after): a page by cursor costs the same at any depth.
 let listDeliveries (s: Services) =
     admin s (fun ctx ->
         task {
             let q = ctx.Request.Query
             let statusText = string q["status"]
             let beforeText = string q["before"]
+            let afterText = string q["after"]
 
             let intParam name fallback maxValue =
                 Paging.boundedInt fallback maxValue (string q[name])
@@ -188,39 +190,44 @@ let listDeliveries (s: Services) =
 
             let limit = max 1 (intParam "limit" 100 500)
 
+            let given =
+                [ string q["offset"]; beforeText; afterText ]
+                |> List.filter (fun t -> t <> "")
+                |> List.length
+
+            // `previous`: where the page before this one ends, when one does.
+            let write (page: Page<Delivery>) (more: bool) (previous: Paging.Cursor option) =
+                writeJson
+                    ctx
+                    200
+                    {|
+                        total = page.Total
+                        items = page.Items |> List.map deliveryView
+                        next_before = nextBefore page.Items more
+                        previous_after = previous |> Option.map Paging.Cursor.toText |> Option.toObj
+                    |}
+
             match status with
             | None -> do! problem ctx (BadRequest "status must be pending, delivered or dead")
-            | Some _ when beforeText <> "" && string q["offset"] <> "" ->
-                do! problem ctx (BadRequest "give offset or before, not both")
+            | Some _ when given > 1 -> do! problem ctx (BadRequest "give one of offset, before and after")
             | Some status ->
-                match beforeText, Paging.Cursor.ofText beforeText with
-                | "", _ ->
+                match beforeText, Paging.Cursor.ofText beforeText, afterText, Paging.Cursor.ofText afterText with
+                | "", _, "", _ ->
                     let offset = intParam "offset" 0 Int32.MaxValue
                     let! page = s.Store.ListDeliveries(status, offset, limit)
-
-                    do!
-                        writeJson
-                            ctx
-                            200
-                            {|
-                                total = page.Total
-                                items = page.Items |> List.map deliveryView
-                                next_before =
-                                    nextBefore page.Items (int64 offset + int64 page.Items.Length < int64 page.Total)
-                            |}
-                | _, None -> do! problem ctx (BadRequest "before must be the next_before of an earlier page")
-                | _, Some cursor ->
+                    let more = int64 offset + int64 page.Items.Length < int64 page.Total
+                    do! write page more (Delivery.previousCursor page.Items (offset > 0))
+                | "", _, _, None -> do! problem ctx (BadRequest "after must be the previous_after of a later page")
+                | "", _, _, Some cursor ->
+                    let! page, newer = deliveriesAfter s.Store status cursor limit
+                    // The cursor's own item follows them.
+                    do! write page true (Delivery.previousCursor page.Items newer)
+                | _, None, _, _ -> do! problem ctx (BadRequest "before must be the next_before of an earlier page")
+                | _, Some cursor, _, _ ->
                     let! page, more = deliveriesBefore s.Store status cursor limit
-
-                    do!
-                        writeJson
-                            ctx
-                            200
-                            {|
-                                total = page.Total
-                                items = page.Items |> List.map deliveryView
-                                next_before = nextBefore page.Items more
-                            |}
+                    // The cursor's own item precedes them (past the end of the list, the items
+                    // before the cursor are the page before).
+                    do! write page more (Delivery.previousCursor page.Items true |> Option.orElse (Some cursor))
         })
 
 let getDelivery (s: Services) =

@@ -139,7 +139,7 @@ let known: Map<string * string, RouteDoc> =
                   (Some(
                       """{"total":1,"items":["""
                       + deliveryExample
-                      + """],"next_before":"1764496800000.0193a0c0f00d7000a000000000000001"}"""
+                      + """],"next_before":"1764496800000.0193a0c0f00d7000a000000000000001","previous_after":null}"""
                   )) with
                 Query =
                     [
@@ -147,6 +147,8 @@ let known: Map<string * string, RouteDoc> =
                         "offset", "skip this many (default 0)"
                         "before",
                         "instead of offset: the next_before of the page before (a page by cursor costs the same at any depth)"
+                        "after",
+                        "instead of offset: the previous_after of the page after (the newer items nearest to it)"
                         "limit", "at most this many (default 100, at most 500)"
                     ]
             }

@@ -306,13 +306,39 @@ let tests =
 
                         Expect.equal paged expected $"every item once, in order ({status})"
 
+                        Expect.equal
+                            (first.GetProperty("previous_after").ValueKind)
+                            JsonValueKind.Null
+                            "nothing precedes the first page"
+
+                        // And back from the last page: each page's previous_after gives the page before.
+                        let mutable backwards = [ ids page ]
+
+                        while page.GetProperty("previous_after").ValueKind <> JsonValueKind.Null do
+                            let cursor = Uri.EscapeDataString(page.GetProperty("previous_after").GetString())
+                            let! previous = getRoot $"{status}after={cursor}&limit=3"
+                            Expect.equal (previous.GetProperty("total").GetInt32()) 8 "the total on every page"
+                            page <- previous
+                            backwards <- ids previous :: backwards
+
+                        Expect.equal (List.concat backwards) expected $"every item once on the way back ({status})"
+                        Expect.equal backwards.Head (ids first) "back at the first page"
+
                         // An offset page hands on its cursor too.
                         let! byOffset = getRoot $"{status}offset=2&limit=3"
                         let cursor = Uri.EscapeDataString(byOffset.GetProperty("next_before").GetString())
                         let! after = getRoot $"{status}before={cursor}&limit=100"
                         Expect.equal (ids after) (List.skip 5 expected) "after an offset page"
 
-                    for bad in [ "before=nonsense"; "before=12.ab%20cd"; "before=1.abc&offset=0" ] do
+                    for bad in
+                        [
+                            "before=nonsense"
+                            "before=12.ab%20cd"
+                            "before=1.abc&offset=0"
+                            "after=nonsense"
+                            "after=1.abc&before=2.abc"
+                            "after=1.abc&offset=3"
+                        ] do
                         let! r = pair.Gateway.Api.GetAsync $"/api/deliveries?{bad}"
                         Expect.equal r.StatusCode HttpStatusCode.BadRequest bad
                 }
