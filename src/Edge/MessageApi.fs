@@ -162,12 +162,6 @@ let private deliveryView (d: Delivery) =
         delivered_at = d.DeliveredAt |> Option.toNullable
     |}
 
-/// The cursor of a page's last item as text, when more follow it; null otherwise.
-let private nextBefore (items: Delivery list) (more: bool) =
-    Delivery.nextCursor items more
-    |> Option.map Paging.Cursor.toText
-    |> Option.toObj
-
 /// GET /api/deliveries?status=pending|delivered|dead&offset=&limit=, or instead of an offset
 /// `before=` (the `next_before` of the page before) or `after=` (the `previous_after` of the page
 /// after): a page by cursor costs the same at any depth.
@@ -195,16 +189,17 @@ let listDeliveries (s: Services) =
                 |> List.filter (fun t -> t <> "")
                 |> List.length
 
-            // `previous`: where the page before this one ends, when one does.
-            let write (page: Page<Delivery>) (more: bool) (previous: Paging.Cursor option) =
+            let write (r: DeliveriesPage) =
+                let text = Option.map Paging.Cursor.toText >> Option.toObj
+
                 writeJson
                     ctx
                     200
                     {|
-                        total = page.Total
-                        items = page.Items |> List.map deliveryView
-                        next_before = nextBefore page.Items more
-                        previous_after = previous |> Option.map Paging.Cursor.toText |> Option.toObj
+                        total = r.Page.Total
+                        items = r.Page.Items |> List.map deliveryView
+                        next_before = text r.Next
+                        previous_after = text r.Previous
                     |}
 
             match status with
@@ -213,21 +208,16 @@ let listDeliveries (s: Services) =
             | Some status ->
                 match beforeText, Paging.Cursor.ofText beforeText, afterText, Paging.Cursor.ofText afterText with
                 | "", _, "", _ ->
-                    let offset = intParam "offset" 0 Int32.MaxValue
-                    let! page = s.Store.ListDeliveries(status, offset, limit)
-                    let more = int64 offset + int64 page.Items.Length < int64 page.Total
-                    do! write page more (Delivery.previousCursor page.Items (offset > 0))
+                    let! r = deliveriesAt s.Store status (intParam "offset" 0 Int32.MaxValue) limit
+                    do! write r
                 | "", _, _, None -> do! problem ctx (BadRequest "after must be the previous_after of a later page")
                 | "", _, _, Some cursor ->
-                    let! page, newer = deliveriesAfter s.Store status cursor limit
-                    // The cursor's own item follows them.
-                    do! write page true (Delivery.previousCursor page.Items newer)
+                    let! r = deliveriesAfter s.Store status cursor limit
+                    do! write r
                 | _, None, _, _ -> do! problem ctx (BadRequest "before must be the next_before of an earlier page")
                 | _, Some cursor, _, _ ->
-                    let! page, more = deliveriesBefore s.Store status cursor limit
-                    // The cursor's own item precedes them (past the end of the list, the items
-                    // before the cursor are the page before).
-                    do! write page more (Delivery.previousCursor page.Items true |> Option.orElse (Some cursor))
+                    let! r = deliveriesBefore s.Store status cursor limit
+                    do! write r
         })
 
 let getDelivery (s: Services) =

@@ -387,9 +387,18 @@ let list (access: ISqlAccess) (status: DeliveryStatus option) (offset: int) (lim
         })
 
 /// The list's order is (received_at, id) descending, and both indexes of the list end in those two
-/// columns: the page after a cursor starts at the cursor's place in the index.
-let listBefore (access: ISqlAccess) (status: DeliveryStatus option) (before: Paging.Cursor) (limit: int) =
+/// columns: a page by cursor starts at the cursor's place in the index. `older`: the items after
+/// the cursor in that order; otherwise the `limit` newer ones nearest to it, read the other way
+/// along the index and handed back newest first, as every page is.
+let private listFrom
+    (older: bool)
+    (access: ISqlAccess)
+    (status: DeliveryStatus option)
+    (cursor: Paging.Cursor)
+    (limit: int)
+    =
     let also, ps = statusFilter "AND" status
+    let compare, order = if older then "<", "DESC" else ">", "ASC"
 
     access.Run(fun conn ->
         task {
@@ -399,36 +408,22 @@ let listBefore (access: ISqlAccess) (status: DeliveryStatus option) (before: Pag
                 query
                     conn
                     null
-                    $"SELECT {deliveryColumns} FROM inbox WHERE (received_at, id) < (@at, @id){also} ORDER BY received_at DESC, id DESC LIMIT @limit"
-                    (ps @ [ "@at", box before.At; "@id", box before.Id; "@limit", box (int64 limit) ])
-                    readDelivery
-
-            return { Items = items; Total = total }
-        })
-
-/// The `limit` deliveries nearest to `after` among the newer ones: read oldest first from the
-/// cursor on (the same index, the other way), handed back newest first as every page is.
-let listAfter (access: ISqlAccess) (status: DeliveryStatus option) (after: Paging.Cursor) (limit: int) =
-    let also, ps = statusFilter "AND" status
-
-    access.Run(fun conn ->
-        task {
-            let! total = count access conn status
-
-            let! items =
-                query
-                    conn
-                    null
-                    $"SELECT {deliveryColumns} FROM inbox WHERE (received_at, id) > (@at, @id){also} ORDER BY received_at, id LIMIT @limit"
-                    (ps @ [ "@at", box after.At; "@id", box after.Id; "@limit", box (int64 limit) ])
+                    $"SELECT {deliveryColumns} FROM inbox WHERE (received_at, id) {compare} (@at, @id){also} ORDER BY received_at {order}, id {order} LIMIT @limit"
+                    (ps @ [ "@at", box cursor.At; "@id", box cursor.Id; "@limit", box (int64 limit) ])
                     readDelivery
 
             return
                 {
-                    Items = List.rev items
+                    Items = if older then items else List.rev items
                     Total = total
                 }
         })
+
+let listBefore access status (before: Paging.Cursor) limit =
+    listFrom true access status before limit
+
+let listAfter access status (after: Paging.Cursor) limit =
+    listFrom false access status after limit
 
 /// PostgreSQL: the count changes recorded so far become one row per status. Under a lock taken
 /// only if free, so instances folding at the same moment do not wait for one another; rows added

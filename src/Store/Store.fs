@@ -287,32 +287,62 @@ type IStore =
     abstract Ping: unit -> Task<Result<unit, PingError>>
     abstract Provider: string
 
-/// A page of at most `limit` deliveries after `before` in the list's order, and whether more follow
-/// it (one more is read to know).
+/// A page of the deliveries list with the cursors that lead on from it: `Next`, its last item's
+/// when older items follow (`before=`), and `Previous`, its first item's when newer items precede
+/// (`after=`).
+type DeliveriesPage =
+    {
+        Page: Page<Delivery>
+        Next: Paging.Cursor option
+        Previous: Paging.Cursor option
+    }
+
+/// The page at `offset`.
+let deliveriesAt (store: IStore) (status: DeliveryStatus option) (offset: int) (limit: int) =
+    task {
+        let! page = store.ListDeliveries(status, offset, limit)
+        let more = int64 offset + int64 page.Items.Length < int64 page.Total
+
+        return
+            {
+                Page = page
+                Next = Delivery.nextCursor page.Items more
+                Previous = Delivery.previousCursor page.Items (offset > 0)
+            }
+    }
+
+/// The page of at most `limit` deliveries after `before` in the list's order (one more is read to
+/// know whether more follow).
 let deliveriesBefore (store: IStore) (status: DeliveryStatus option) (before: Paging.Cursor) (limit: int) =
     task {
         let! page = store.ListDeliveriesBefore(status, before, limit + 1)
+        let items = List.truncate limit page.Items
 
         return
-            { page with
-                Items = List.truncate limit page.Items
-            },
-            page.Items.Length > limit
+            {
+                Page = { page with Items = items }
+                Next = Delivery.nextCursor items (page.Items.Length > limit)
+                // The cursor's own item precedes them; past the end of the list, the items before
+                // the cursor are the page before.
+                Previous = Delivery.previousCursor items true |> Option.orElse (Some before)
+            }
     }
 
-/// A page of `limit` deliveries just before `after` in the list (newer ones), and whether newer
-/// ones still precede them.
+/// The page of `limit` deliveries just before `after` in the list (newer ones).
 let deliveriesAfter (store: IStore) (status: DeliveryStatus option) (after: Paging.Cursor) (limit: int) =
     task {
         let! page = store.ListDeliveriesAfter(status, after, limit + 1)
         // Newest first: one more than asked for is the first of them.
         let newer = page.Items.Length > limit
+        let items = if newer then List.tail page.Items else page.Items
 
         return
-            { page with
-                Items = if newer then List.tail page.Items else page.Items
-            },
-            newer
+            {
+                Page = { page with Items = items }
+                // The cursor's own item follows them.
+                Next = Delivery.nextCursor items true
+                Previous = Delivery.previousCursor items newer
+            }
     }
 
 module Leases =

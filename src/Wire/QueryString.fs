@@ -10,8 +10,10 @@ open System
 /// values joined with ',' when it comes more than once. ValueNone when the query holds an escape
 /// ('%' or '+'), which the caller leaves to ASP.NET Core's decoding.
 let tryPlainValue (query: string) (name: string) : string voption =
-    if isNull query || query.AsSpan().IndexOfAny('%', '+') >= 0 then
-        if isNull query then ValueSome "" else ValueNone
+    if isNull query then
+        ValueSome ""
+    elif query.AsSpan().IndexOfAny('%', '+') >= 0 then
+        ValueNone
     else
         let mutable rest = query.AsSpan()
 

@@ -46,36 +46,25 @@ let private list (c: ConsoleContext) =
             let before = Paging.Cursor.ofText (string ctx.Request.Query["before"])
             let after = Paging.Cursor.ofText (string ctx.Request.Query["after"])
 
-            let firstPage () =
+            // A page by offset keeps "Previous" by offset, as links made before the cursors do.
+            let byOffset () =
                 task {
-                    let! page = c.Services.Store.ListDeliveries(Some status, offset, pageSize)
-                    return page, offset + page.Items.Length < page.Total, None
+                    let! r = deliveriesAt c.Services.Store (Some status) offset pageSize
+                    return { r with Previous = None }
                 }
 
-            // The page, whether older rows follow it, and where "Previous" leads by cursor.
-            let! page, more, previous =
+            let! r =
                 match before, after with
-                | Some cursor, _ ->
-                    task {
-                        let! page, more = deliveriesBefore c.Services.Store (Some status) cursor pageSize
-                        // The cursor's own row is newer than all of them (past the end of the list,
-                        // the rows before the cursor are the page before).
-                        let previous =
-                            Delivery.previousCursor page.Items true |> Option.orElse (Some cursor)
-
-                        return page, more, previous
-                    }
+                | Some cursor, _ -> deliveriesBefore c.Services.Store (Some status) cursor pageSize
                 | None, Some cursor ->
                     task {
-                        let! page, newer = deliveriesAfter c.Services.Store (Some status) cursor pageSize
-
-                        if newer then
-                            return page, true, Delivery.previousCursor page.Items newer
-                        else
-                            // Nothing newer precedes them: the page before is the first page.
-                            return! firstPage ()
+                        let! r = deliveriesAfter c.Services.Store (Some status) cursor pageSize
+                        // Nothing newer precedes them: the page before is the first page.
+                        if r.Previous.IsSome then return r else return! byOffset ()
                     }
-                | None, None -> firstPage ()
+                | None, None -> byOffset ()
+
+            let page = r.Page
 
             let token = formToken c ctx
             let back = $"{nav.Path}?status={DeliveryStatus.toText status}"
@@ -118,7 +107,7 @@ let private list (c: ConsoleContext) =
                     p
                         [ _class "inline" ]
                         [
-                            match previous with
+                            match r.Previous with
                             | Some cursor ->
                                 a [ _href back ] [ str "← Newest" ]
                                 str " "
@@ -127,7 +116,7 @@ let private list (c: ConsoleContext) =
                             | None when offset > 0 ->
                                 a [ _href $"{back}&offset={max 0 (offset - pageSize)}" ] [ str "← Previous" ]
                             | None -> ()
-                            match Delivery.nextCursor page.Items more with
+                            match r.Next with
                             | Some cursor ->
                                 let text = Paging.Cursor.toText cursor
                                 a [ _href $"{back}&before={Uri.EscapeDataString text}" ] [ str "Next →" ]
