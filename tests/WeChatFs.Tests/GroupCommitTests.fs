@@ -36,6 +36,67 @@ let private syncingStore (syncDelay: int) =
 
     write, fromMore
 
+/// The items each batch took, in a run held step by step: 1 makes batch 1, which closes at once and
+/// stays in flight until 4 waits in the queue; 2 opens batch 2 and 3 joins it; then batch 1 is
+/// durable and batch 2 asks once more with `moreOf`, with 4 at hand.
+let private heldRun (moreOf: Feed<int> -> unit -> int list) =
+    task {
+        let taken = ResizeArray<int list>()
+        let batchNo = ref 0
+
+        let closed1 =
+            TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+
+        let release1 = TaskCompletionSource()
+
+        let opened2 =
+            TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+
+        let joined2 =
+            TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+
+        let ask2 = TaskCompletionSource()
+
+        let write (feed: Feed<int>) =
+            task {
+                let items = ResizeArray<int>(feed.First)
+
+                match Interlocked.Increment batchNo with
+                | 1 ->
+                    // Nothing is in flight before it: it closes at once.
+                    items.AddRange(moreOf feed ())
+                    closed1.SetResult()
+                    do! release1.Task
+                | 2 ->
+                    opened2.SetResult()
+                    items.AddRange(moreOf feed ())
+                    joined2.SetResult()
+                    do! ask2.Task
+                    items.AddRange(moreOf feed ())
+                | _ -> items.AddRange(moreOf feed ())
+
+                lock taken (fun () -> taken.Add(List.ofSeq items))
+                return items |> Seq.map (fun i -> i * 10) |> List.ofSeq
+            }
+
+        let batcher = new Batcher<int, int>(write, 512, 2)
+        let a = batcher.Submit 1
+        do! closed1.Task
+        let b = batcher.Submit 2
+        do! opened2.Task
+        let c = batcher.Submit 3
+        do! joined2.Task
+        let d = batcher.Submit 4
+        release1.SetResult()
+        let! _ = a
+        // Batch 1 counts as durable just after its writers are answered, on the thread that answered.
+        do! Task.Delay 50
+        ask2.SetResult()
+        let! answers = Task.WhenAll [| b; c; d |]
+        Expect.equal answers [| 20; 30; 40 |] "every writer gets its own answer"
+        do! (batcher :> IAsyncDisposable).DisposeAsync()
+        return List.ofSeq taken
+    }
 
 let tests =
     testList
@@ -108,6 +169,16 @@ let tests =
                     Expect.isTrue (batches < items / 4L) ($"{batches} batches for {items} items")
                     Expect.isTrue (fromMore.Value > 0) "no item joined a batch that was already open"
                     do! (batcher :> IAsyncDisposable).DisposeAsync()
+                }
+
+            testCaseTask
+                "More takes what is at hand when the batch before is durable; MoreUntilDue leaves it to the next batch"
+            <| fun () ->
+                task {
+                    let! withMore = heldRun _.More
+                    Expect.equal withMore [ [ 1 ]; [ 2; 3; 4 ] ] "More"
+                    let! untilDue = heldRun _.MoreUntilDue
+                    Expect.equal untilDue [ [ 1 ]; [ 2; 3 ]; [ 4 ] ] "MoreUntilDue"
                 }
 
             testCaseTask "a batch write that answers too few items fails its writers instead of leaving them waiting"

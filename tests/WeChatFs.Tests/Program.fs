@@ -33,6 +33,7 @@ let all =
             StoreTests.tests
             SqlStoreTests.tests
             SqlStoreSafetyTests.tests
+            StoreConnectionsTests.tests
             WeChatClientTests.tests
             AuthorizersTests.tests
             FileSyncTests.tests
