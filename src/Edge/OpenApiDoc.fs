@@ -137,7 +137,7 @@ let known: Map<string * string, RouteDoc> =
                   "Webhook deliveries by status, newest first, paged by offset or by cursor"
                   200
                   (Some(
-                      """{"total":1,"items":["""
+                      """{"total":2,"items":["""
                       + deliveryExample
                       + """],"next_before":"1764496800000.0193a0c0f00d7000a000000000000001","previous_after":null}"""
                   )) with
@@ -148,7 +148,7 @@ let known: Map<string * string, RouteDoc> =
                         "before",
                         "instead of offset: the next_before of the page before (a page by cursor costs the same at any depth)"
                         "after",
-                        "instead of offset: the previous_after of the page after (the newer items nearest to it)"
+                        "instead of offset: the previous_after of the page after (the newer items nearest to it, or the first page whole when fewer precede it)"
                         "limit", "at most this many (default 100, at most 500)"
                     ]
             }

@@ -322,27 +322,42 @@ let deliveriesBefore (store: IStore) (status: DeliveryStatus option) (before: Pa
             {
                 Page = { page with Items = items }
                 Next = Delivery.nextCursor items (page.Items.Length > limit)
-                // The cursor's own item precedes them; past the end of the list, the items before
-                // the cursor are the page before.
-                Previous = Delivery.previousCursor items true |> Option.orElse (Some before)
+                // The cursor's own item precedes them. Past the end of the list (the items that
+                // followed the cursor were purged, or it was made by hand), the page before is the
+                // list's last: the items up to the cursor's own, which `after=` reads from a place
+                // just older than it (nothing lies between: the page is empty).
+                Previous =
+                    Delivery.previousCursor items true
+                    |> Option.orElse (
+                        if before.At > 0L then
+                            Some { before with At = before.At - 1L }
+                        else
+                            None
+                    )
             }
     }
 
-/// The page of `limit` deliveries just before `after` in the list (newer ones).
+/// The page of `limit` deliveries just before `after` in the list (newer ones). With fewer than
+/// `limit` newer ones, the page before is the list's first page, whole, as a client going back
+/// expects, rather than a short page of the newest items.
 let deliveriesAfter (store: IStore) (status: DeliveryStatus option) (after: Paging.Cursor) (limit: int) =
     task {
         let! page = store.ListDeliveriesAfter(status, after, limit + 1)
-        // Newest first: one more than asked for is the first of them.
-        let newer = page.Items.Length > limit
-        let items = if newer then List.tail page.Items else page.Items
 
-        return
-            {
-                Page = { page with Items = items }
-                // The cursor's own item follows them.
-                Next = Delivery.nextCursor items true
-                Previous = Delivery.previousCursor items newer
-            }
+        if page.Items.Length < limit then
+            return! deliveriesAt store status 0 limit
+        else
+            // Newest first: one more than asked for is the first of them.
+            let newer = page.Items.Length > limit
+            let items = if newer then List.tail page.Items else page.Items
+
+            return
+                {
+                    Page = { page with Items = items }
+                    // The cursor's own item follows them.
+                    Next = Delivery.nextCursor items true
+                    Previous = Delivery.previousCursor items newer
+                }
     }
 
 module Leases =

@@ -458,6 +458,72 @@ let tests =
                 }
 
             testTheoryTask
+                "going back from a page by cursor gives the page before it: the first page whole when fewer precede it, the last page past the end"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, _, _ = openFresh provider
+                    use store = store
+                    // 9 messages, some sharing a second (ordered by id then).
+                    let! _ =
+                        append
+                            store
+                            [
+                                for n in 0..8 ->
+                                    { item "wxa" $"m{n}" $"id{n}" with
+                                        ReceivedAt = t0.AddSeconds(float (n / 2))
+                                    }
+                            ]
+
+                    let expected = [ for n in 8..-1..0 -> $"id{n}" ]
+                    let ids (r: DeliveriesPage) = r.Page.Items |> List.map _.Id
+
+                    let cursorOf (d: Delivery) : Paging.Cursor =
+                        {
+                            At = d.ReceivedAt.ToUnixTimeMilliseconds()
+                            Id = d.Id
+                        }
+
+                    let! all = store.ListDeliveries(None, 0, 100)
+
+                    for position, d in List.indexed all.Items do
+                        for limit in [ 1; 2; 4; 20 ] do
+                            let label = $"from {d.Id}, limit {limit}"
+                            // The page after `d`; empty when `d` is the oldest.
+                            let! page = deliveriesBefore store None (cursorOf d) limit
+                            Expect.equal (ids page) (expected |> List.skip (position + 1) |> List.truncate limit) label
+
+                            match page.Previous with
+                            | None -> failtest $"every page by cursor has one before it, {label}"
+                            | Some previous ->
+                                let! back = deliveriesAfter store None previous limit
+                                // What precedes the page: every item up to `d`, `d` included.
+                                let preceding = List.take (position + 1) expected
+
+                                let expectedBack =
+                                    if preceding.Length >= limit then
+                                        List.skip (preceding.Length - limit) preceding
+                                    else
+                                        List.truncate limit expected
+
+                                Expect.equal (ids back) expectedBack $"back, {label}"
+                                Expect.equal back.Previous.IsSome (preceding.Length > limit) $"back's previous, {label}"
+                                Expect.equal back.Page.Total expected.Length $"total, {label}"
+
+                    // A cursor older than every item, as a purge leaves one: the way back is the last page.
+                    let gone: Paging.Cursor =
+                        {
+                            At = t0.AddDays(-1.).ToUnixTimeMilliseconds()
+                            Id = "gone"
+                        }
+
+                    let! past = deliveriesBefore store None gone 4
+                    Expect.isEmpty past.Page.Items "nothing older"
+                    let! last = deliveriesAfter store None past.Previous.Value 4
+                    Expect.equal (ids last) (List.skip 5 expected) "the last page"
+                }
+
+            testTheoryTask
                 "the deliveries' counts follow every insert, retry, status change and purge, folded or not"
                 [ "sqlite"; "postgres" ]
             <| fun (provider: string) ->

@@ -56,12 +56,7 @@ let private list (c: ConsoleContext) =
             let! r =
                 match before, after with
                 | Some cursor, _ -> deliveriesBefore c.Services.Store (Some status) cursor pageSize
-                | None, Some cursor ->
-                    task {
-                        let! r = deliveriesAfter c.Services.Store (Some status) cursor pageSize
-                        // Nothing newer precedes them: the page before is the first page.
-                        if r.Previous.IsSome then return r else return! byOffset ()
-                    }
+                | None, Some cursor -> deliveriesAfter c.Services.Store (Some status) cursor pageSize
                 | None, None -> byOffset ()
 
             let page = r.Page
