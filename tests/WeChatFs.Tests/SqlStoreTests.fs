@@ -478,19 +478,13 @@ let tests =
                     let expected = [ for n in 8..-1..0 -> $"id{n}" ]
                     let ids (r: DeliveriesPage) = r.Page.Items |> List.map _.Id
 
-                    let cursorOf (d: Delivery) : Paging.Cursor =
-                        {
-                            At = d.ReceivedAt.ToUnixTimeMilliseconds()
-                            Id = d.Id
-                        }
-
                     let! all = store.ListDeliveries(None, 0, 100)
 
                     for position, d in List.indexed all.Items do
                         for limit in [ 1; 2; 4; 20 ] do
                             let label = $"from {d.Id}, limit {limit}"
                             // The page after `d`; empty when `d` is the oldest.
-                            let! page = deliveriesBefore store None (cursorOf d) limit
+                            let! page = deliveriesBefore store None (Delivery.cursor d) limit
                             Expect.equal (ids page) (expected |> List.skip (position + 1) |> List.truncate limit) label
 
                             match page.Previous with
