@@ -156,21 +156,26 @@ type Batcher<'item, 'result>(writeBatch: Feed<'item> -> Task<'result list>, maxB
             with ex ->
                 Task.FromException<'result list> ex
 
+        // Done (durable, or failed) before its writers are answered: a writer that has its answer
+        // knows that the batch after it already sees this one as done. Continuations run inline:
+        // the only one is the next batch's wake-up.
+        let done' = TaskCompletionSource()
+
         let finish (t: Task<'result list>) =
             closed.Set()
             Interlocked.Add(&items, int64 batch.Count) |> ignore
+            done'.TrySetResult() |> ignore
             answer batch t
             rouse ()
 
-        let durable =
-            if written.IsCompleted then
-                finish written
-                Task.CompletedTask
-            else
-                written.ContinueWith(finish, TaskContinuationOptions.ExecuteSynchronously)
+        if written.IsCompleted then
+            finish written
+        else
+            written.ContinueWith(finish, TaskContinuationOptions.ExecuteSynchronously)
+            |> ignore
 
         closed.Wait()
-        durable
+        done'.Task :> Task
 
     /// The writer runs on a thread of its own: store calls may block (SQLite's commit does), and a
     /// blocked thread-pool thread would hold up the very requests that are waiting for it.

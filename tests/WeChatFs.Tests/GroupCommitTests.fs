@@ -88,9 +88,8 @@ let private heldRun (moreOf: Feed<int> -> unit -> int list) =
         do! joined2.Task
         let d = batcher.Submit 4
         release1.SetResult()
+        // Batch 1 counts as done before its writers are answered.
         let! _ = a
-        // Batch 1 counts as durable just after its writers are answered, on the thread that answered.
-        do! Task.Delay 50
         ask2.SetResult()
         let! answers = Task.WhenAll [| b; c; d |]
         Expect.equal answers [| 20; 30; 40 |] "every writer gets its own answer"
