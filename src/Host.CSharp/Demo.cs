@@ -59,6 +59,11 @@ public static class Demo
 
         using var http = new HttpClient();
         http.DefaultRequestHeaders.Authorization = new("Bearer", AdminKey);
+        // The simulator is new on every run, and its push at start came before the gateway listened.
+        // Its ticket goes to the gateway now: a store kept from an earlier run holds that run's ticket
+        // and token, which this simulator rejects, and the first call heals with this ticket rather
+        // than failing until the next scheduled push.
+        await PushTicketAsync(http, simulatorUrl);
         var token = await WaitForTokenAsync(http, gatewayUrl, TimeSpan.FromSeconds(20));
 
         const string messageExample = """{"appid":"wxsimoa00000000001","msg_type":"text","fields":{"Content":"hello","MsgId":"1"}}""";
@@ -93,6 +98,25 @@ public static class Demo
 
         await gateway.WaitForShutdownAsync();
         return 0;
+    }
+
+    static async Task PushTicketAsync(HttpClient http, string simulatorUrl)
+    {
+        for (var attempt = 0; attempt < 20; attempt++)
+        {
+            try
+            {
+                using var response = await http.PostAsync($"{simulatorUrl}/sim/push-ticket", null);
+                if (response.IsSuccessStatusCode)
+                {
+                    return;
+                }
+            }
+            catch (HttpRequestException)
+            {
+            }
+            await Task.Delay(250);
+        }
     }
 
     static async Task<string> WaitForTokenAsync(HttpClient http, string gatewayUrl, TimeSpan timeout)
