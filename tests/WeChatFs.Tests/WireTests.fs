@@ -201,4 +201,24 @@ let tests =
                         | Some fields -> Ok fields = readXml doc && fields["Content"] = content
                         | None -> false))
 
+            testCase "the fast path keeps WeChat's field names as the strings it knows, and any other name as read"
+            <| fun () ->
+                let doc =
+                    "<xml><ToUserName>gh_1</ToUserName><Content>hi</Content><ContentX>x</ContentX><Conten>y</Conten></xml>"
+
+                match scanFlat doc with
+                | None -> failtest "a flat document takes the fast path"
+                | Some fields ->
+                    let key name =
+                        fields |> Map.toSeq |> Seq.map fst |> Seq.find (fun k -> k = name)
+
+                    // The literals here and the gateway's are the one interned string each.
+                    Expect.isTrue (obj.ReferenceEquals(key "ToUserName", "ToUserName")) "a known name is not copied"
+                    Expect.isTrue (obj.ReferenceEquals(key "Content", "Content")) "nor is Content"
+
+                    Expect.equal
+                        (Map.toList fields)
+                        [ "Conten", "y"; "Content", "hi"; "ContentX", "x"; "ToUserName", "gh_1" ]
+                        "names near the known ones are read as they are"
+
         ]
