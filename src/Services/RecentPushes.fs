@@ -20,9 +20,28 @@ open System.Threading.Tasks
 type Key = Key of UInt128
 
 let keyOf (account: string) (dedupeKey: string) =
-    let text = String.Concat(string account.Length, ":", account, dedupeKey)
-    let hash = SHA256.HashData(Encoding.UTF8.GetBytes text)
-    Key(UInt128(BitConverter.ToUInt64(hash, 0), BitConverter.ToUInt64(hash, 8)))
+    // "<account's length>:<account><dedupe key>" in UTF-8, written and hashed in one pooled buffer
+    // (the digest after the text): no string, array or digest of its own for every push.
+    let textBytes =
+        12 + Encoding.UTF8.GetMaxByteCount(account.Length + dedupeKey.Length)
+
+    let buffer = Buffers.ArrayPool<byte>.Shared.Rent(textBytes + 32)
+
+    try
+        let span = Span<byte>(buffer)
+        let mutable n = 0
+
+        account.Length.TryFormat(span, &n, ReadOnlySpan<char>.Empty, Globalization.CultureInfo.InvariantCulture)
+        |> ignore
+
+        span[n] <- byte ':'
+        n <- n + 1
+        n <- n + Encoding.UTF8.GetBytes(account.AsSpan(), span.Slice n)
+        n <- n + Encoding.UTF8.GetBytes(dedupeKey.AsSpan(), span.Slice n)
+        SHA256.HashData(ReadOnlySpan<byte>(buffer, 0, n), span.Slice(n, 32)) |> ignore
+        Key(UInt128(BitConverter.ToUInt64(buffer, n), BitConverter.ToUInt64(buffer, n + 8)))
+    finally
+        Buffers.ArrayPool<byte>.Shared.Return buffer
 
 /// What the window says about a push.
 type Seen =

@@ -95,6 +95,18 @@ let tests =
                 Expect.notEqual (keyOf "wxa" "msg:1") (keyOf "wxa" "msg:2") "dedupe keys"
                 Expect.notEqual (keyOf "wxa\nmsg" ":1") (keyOf "wxa" "msg\n:1") "the separator"
 
+                // The first 128 bits of SHA-256 over "<account's length>:<account><dedupe key>" in UTF-8.
+                for account, dedupeKey in [ "wxa", "msg:1"; "wx公众号", "event:用户:1700000000"; "", "" ] do
+                    let hash =
+                        Security.Cryptography.SHA256.HashData(
+                            Text.Encoding.UTF8.GetBytes($"{account.Length}:{account}{dedupeKey}")
+                        )
+
+                    Expect.equal
+                        (keyOf account dedupeKey)
+                        (Key(UInt128(BitConverter.ToUInt64(hash, 0), BitConverter.ToUInt64(hash, 8))))
+                        $"the key of {account}, {dedupeKey}"
+
             testProperty
                 "any sequence of pushes, failures and forgetting agrees with a map of the newest `capacity` durable pushes"
             <| fun (ops: (byte * bool) list) ->
