@@ -22,8 +22,9 @@ type Key = Key of UInt128
 let keyOf (account: string) (dedupeKey: string) =
     // "<account's length>:<account><dedupe key>" in UTF-8, written and hashed in one pooled buffer
     // (the digest after the text): no string, array or digest of its own for every push.
+    // At most ten digits of the length and the colon, then the text; the digest's 32 bytes follow.
     let textBytes =
-        12 + Encoding.UTF8.GetMaxByteCount(account.Length + dedupeKey.Length)
+        11 + Encoding.UTF8.GetMaxByteCount(account.Length + dedupeKey.Length)
 
     let buffer = Buffers.ArrayPool<byte>.Shared.Rent(textBytes + 32)
 
