@@ -3,12 +3,14 @@
 # (wrk replaying distinct, realistic encrypted pushes; see the README's "Benchmarks").
 #
 #   bench/kit.sh KIT_DIR [--provider sqlite|postgres] [--webhook] [--against Key=value ...]
-#                [--] [run-bench.sh options and targets]
+#                [--base CHECKOUT] [--] [run-bench.sh options and targets]
 #
 # --against starts a second gateway with those settings (e.g. --against Storage:IntakeLog=false) and
 # compares the two with --vs, round by round, so a slow spell of the machine falls on both; an
 # argument env:NAME=VALUE sets that gateway's environment instead (a runtime knob, e.g.
-# --against env:DOTNET_gcServer=0).
+# --against env:DOTNET_gcServer=0). --base runs the second gateway from another checkout of the
+# project (say a worktree of the commit before a change), built there, so a change of code is
+# compared with the code before it the same way; --against settings then apply to it.
 # It builds the host, starts the simulator and `wechatfs serve` (a fresh store, SQLite unless told),
 # authorizes one account through the simulator as a merchant would, optionally starts a local
 # webhook receiver that answers 204 at once, and runs the kit's run-bench.sh against the gateway's
@@ -19,12 +21,13 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 [ $# -ge 1 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 KIT_SRC="$(cd "$1" && pwd)"; shift
-PROVIDER=sqlite WEBHOOK=0 AGAINST=()
+PROVIDER=sqlite WEBHOOK=0 AGAINST=() BASE_ROOT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --provider) PROVIDER=$2; shift 2 ;;
     --against) AGAINST+=("$2"); shift 2 ;;
     --webhook) WEBHOOK=1; shift ;;
+    --base) BASE_ROOT="$(cd "$2" && pwd)"; shift 2 ;;
     --) shift; break ;;
     *) break ;;
   esac
@@ -55,6 +58,12 @@ echo "kit: building the host" >&2
 dotnet build "$ROOT/src/Host.CSharp" -c Release -nologo -clp:ErrorsOnly >&2
 dotnet build "$ROOT/src/Demo" -c Release -nologo -clp:ErrorsOnly >&2
 BIN="$ROOT/src/Host.CSharp/bin/Release/net10.0"
+AGAINST_BIN=$BIN
+if [ -n "$BASE_ROOT" ]; then
+  echo "kit: building the host of $BASE_ROOT" >&2
+  dotnet build "$BASE_ROOT/src/Host.CSharp" -c Release -nologo -clp:ErrorsOnly >&2
+  AGAINST_BIN="$BASE_ROOT/src/Host.CSharp/bin/Release/net10.0"
+fi
 DEMO_BIN="$ROOT/src/Demo/bin/Release/net10.0"
 
 TOKEN=sim_token KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8 COMPONENT=wxsimcomponent0001 SECRET=sim-app-secret-0001
@@ -82,10 +91,10 @@ if [ $WEBHOOK = 1 ]; then
   HOOK_ARGS=(--WeChatFs:Webhooks:Url="http://127.0.0.1:$HOOK_PORT/hook")
 fi
 
-# start_gateway NAME [--WeChatFs:Key=value ...]: a simulator of its own, `wechatfs serve` on a fresh
-# store, and the account authorized; sets GW_URL and GW_PID.
+# start_gateway NAME HOST_BIN [--WeChatFs:Key=value ...]: a simulator of its own, `wechatfs serve`
+# from HOST_BIN on a fresh store, and the account authorized; sets GW_URL and GW_PID.
 start_gateway() {
-  local name=$1; shift
+  local name=$1 host_bin=$2; shift 2
   local gw_port sim_port gw sim store
   gw_port=$(free_port); sim_port=$(free_port)
   gw="http://127.0.0.1:$gw_port"; sim="http://127.0.0.1:$sim_port"
@@ -104,7 +113,7 @@ start_gateway() {
   for a in "$@"; do
     case "$a" in --WeChatFs:env:*) envs+=("${a#--WeChatFs:env:}") ;; *) settings+=("$a") ;; esac
   done
-  env "${envs[@]}" dotnet "$BIN/wechatfs.dll" serve --urls "$gw" \
+  env "${envs[@]}" dotnet "$host_bin/wechatfs.dll" serve --urls "$gw" \
     --WeChatFs:Component:AppId=$COMPONENT --WeChatFs:Component:AppSecret=$SECRET \
     --WeChatFs:Component:Token=$TOKEN --WeChatFs:Component:EncodingAesKey=$KEY \
     --WeChatFs:PublicBaseUrl="$gw" --WeChatFs:WeChat:ApiBaseUrl="$sim" --WeChatFs:WeChat:MpBaseUrl="$sim" \
@@ -132,21 +141,21 @@ PY
   curl -s -o /dev/null "$redirect"
   curl -s -H "Authorization: Bearer $ADMIN" "$gw/api/authorizers/$ACCOUNT" | grep -q '"authorizer_appid"' \
     || { echo "kit: the account was not authorized on $name" >&2; tail -20 "$WORK/gateway-$name.log" >&2; exit 1; }
-  echo "kit: $name: gateway pid $GW_PID on $gw ($PROVIDER$([ $WEBHOOK = 1 ] && echo ', webhook') $*), account $ACCOUNT authorized" >&2
+  echo "kit: $name: gateway pid $GW_PID on $gw from $host_bin ($PROVIDER$([ $WEBHOOK = 1 ] && echo ', webhook') $*), account $ACCOUNT authorized" >&2
 }
 
-start_gateway main
+start_gateway main "$BIN"
 MAIN_URL=$GW_URL MAIN_PID=$GW_PID
 TARGETS=("url=$MAIN_URL/wechat/authorizers/{appid}/callback")
 PID_ARGS=(--pid $MAIN_PID)
-if [ ${#AGAINST[@]} -gt 0 ]; then
-  start_gateway against "${AGAINST[@]/#/--WeChatFs:}"
+if [ ${#AGAINST[@]} -gt 0 ] || [ -n "$BASE_ROOT" ]; then
+  start_gateway against "$AGAINST_BIN" "${AGAINST[@]/#/--WeChatFs:}"
   TARGETS+=("url=$GW_URL/wechat/authorizers/{appid}/callback")
   # Two gateways: the kit finds each one's process by its port.
   PID_ARGS=()
 fi
 
 cd "$KIT"
-[ ${#AGAINST[@]} -gt 0 ] && TARGET_B=()
+{ [ ${#AGAINST[@]} -gt 0 ] || [ -n "$BASE_ROOT" ]; } && TARGET_B=()
 ./run-bench.sh "${KIT_ARGS[@]}" "${PID_ARGS[@]}" --token $TOKEN --key $KEY --appid $COMPONENT --authorizer $ACCOUNT \
   "${TARGETS[@]}" "${TARGET_B[@]}"

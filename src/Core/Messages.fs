@@ -19,6 +19,8 @@ type Header =
         CreateTime: int64
         MsgType: string
         MsgId: string option
+        /// Events only: the Event as WeChat spells it.
+        Event: string option
     }
 
 /// What a push says. A push that cannot be typed is never refused: it is kept as Unknown, raw XML with it.
@@ -49,29 +51,15 @@ type Message =
     {
         Header: Header
         Body: Body
-        Fields: XmlFields
+        /// The decrypted XML the message was typed from: an Unknown body's fields are read from it.
+        Xml: string
     }
 
-let private text name fields =
-    optionalField name fields |> Option.defaultValue ""
+let private text (fields: FieldReader) name =
+    fields.Optional name |> Option.defaultValue ""
 
-let private number (name: string) fields =
-    match optionalField name fields with
-    | Some v ->
-        match Double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture) with
-        | true, n -> Some n
-        | _ -> None
-    | None -> None
-
-let private integer name fields =
-    optionalField name fields
-    |> Option.bind (fun v ->
-        match Int64.TryParse v with
-        | true, n -> Some n
-        | _ -> None)
-
-let private eventBody (fields: XmlFields) (event: string) =
-    let key = optionalField "EventKey" fields
+let private eventBody (fields: FieldReader) (event: string) =
+    let key = fields.Optional "EventKey"
 
     match event with
     | "subscribe" ->
@@ -80,55 +68,58 @@ let private eventBody (fields: XmlFields) (event: string) =
             |> Option.filter (fun k -> k.StartsWith "qrscene_")
             |> Option.map (fun k -> k.Substring 8)
 
-        Some(Subscribe(key, scene, optionalField "Ticket" fields))
+        Some(Subscribe(key, scene, fields.Optional "Ticket"))
     | "unsubscribe" -> Some Unsubscribe
-    | "SCAN" -> Some(Scan(defaultArg key "", optionalField "Ticket" fields))
+    | "SCAN" -> Some(Scan(defaultArg key "", fields.Optional "Ticket"))
     | "LOCATION" ->
-        match number "Latitude" fields, number "Longitude" fields, number "Precision" fields with
+        match fields.Float "Latitude", fields.Float "Longitude", fields.Float "Precision" with
         | Some lat, Some lng, Some p -> Some(LocationReport(lat, lng, p))
         | _ -> None
     | "CLICK" -> Some(Click(defaultArg key ""))
-    | "VIEW" -> Some(View(defaultArg key "", optionalField "MenuId" fields))
+    | "VIEW" -> Some(View(defaultArg key "", fields.Optional "MenuId"))
     // Note the capital ID in MsgID (facts §5.2).
-    | "TEMPLATESENDJOBFINISH" -> Some(TemplateSendJobFinish(text "MsgID" fields, text "Status" fields))
-    | "weapp_audit_success" -> integer "SuccTime" fields |> Option.map WeappAuditSuccess
+    | "TEMPLATESENDJOBFINISH" -> Some(TemplateSendJobFinish(text fields "MsgID", text fields "Status"))
+    | "weapp_audit_success" -> fields.Int64 "SuccTime" |> Option.map WeappAuditSuccess
     | "weapp_audit_fail" ->
-        integer "FailTime" fields
-        |> Option.map (fun t -> WeappAuditFail(text "Reason" fields, t, optionalField "ScreenShot" fields))
+        fields.Int64 "FailTime"
+        |> Option.map (fun t -> WeappAuditFail(text fields "Reason", t, fields.Optional "ScreenShot"))
     | "weapp_audit_delay" ->
-        integer "DelayTime" fields
-        |> Option.map (fun t -> WeappAuditDelay(text "Reason" fields, t))
+        fields.Int64 "DelayTime"
+        |> Option.map (fun t -> WeappAuditDelay(text fields "Reason", t))
     | _ -> None
 
-let private messageBody (fields: XmlFields) (msgType: string) =
+let private messageBody (fields: FieldReader) (msgType: string) =
     match msgType with
-    | "text" -> Some(Text(text "Content" fields))
-    | "image" -> Some(Image(text "PicUrl" fields, text "MediaId" fields))
-    | "voice" -> Some(Voice(text "MediaId" fields, text "Format" fields, optionalField "Recognition" fields))
-    | "video" -> Some(Video(text "MediaId" fields, text "ThumbMediaId" fields))
-    | "shortvideo" -> Some(ShortVideo(text "MediaId" fields, text "ThumbMediaId" fields))
+    | "text" -> Some(Text(text fields "Content"))
+    | "image" -> Some(Image(text fields "PicUrl", text fields "MediaId"))
+    | "voice" -> Some(Voice(text fields "MediaId", text fields "Format", fields.Optional "Recognition"))
+    | "video" -> Some(Video(text fields "MediaId", text fields "ThumbMediaId"))
+    | "shortvideo" -> Some(ShortVideo(text fields "MediaId", text fields "ThumbMediaId"))
     | "location" ->
-        match number "Location_X" fields, number "Location_Y" fields with
+        match fields.Float "Location_X", fields.Float "Location_Y" with
         | Some x, Some y ->
-            Some(Location(x, y, integer "Scale" fields |> Option.map int |> Option.defaultValue 0, text "Label" fields))
+            Some(Location(x, y, fields.Int64 "Scale" |> Option.map int |> Option.defaultValue 0, text fields "Label"))
         | _ -> None
-    | "link" -> Some(Link(text "Title" fields, text "Description" fields, text "Url" fields))
+    | "link" -> Some(Link(text fields "Title", text fields "Description", text fields "Url"))
     | _ -> None
 
-/// Reads a decrypted message or event; only XML that is not well-formed is an error.
+/// Reads a decrypted message or event; only XML that is not well-formed is an error. The fields are
+/// read in place (Wire.FieldReader): only the values the message keeps become strings.
 let parse (plainXml: string) : Result<Message, WireError> =
-    parseXml plainXml
+    FieldReader.Read plainXml
     |> Result.map (fun fields ->
-        let msgType = text "MsgType" fields
-        let event = optionalField "Event" fields
+        use fields = fields
+        let msgType = text fields "MsgType"
+        let event = fields.Optional "Event"
 
         let header =
             {
-                ToUserName = text "ToUserName" fields
-                FromUserName = text "FromUserName" fields
-                CreateTime = integer "CreateTime" fields |> Option.defaultValue 0L
+                ToUserName = text fields "ToUserName"
+                FromUserName = text fields "FromUserName"
+                CreateTime = fields.Int64 "CreateTime" |> Option.defaultValue 0L
                 MsgType = msgType
-                MsgId = optionalField "MsgId" fields
+                MsgId = fields.Optional "MsgId"
+                Event = event
             }
 
         let body =
@@ -141,7 +132,7 @@ let parse (plainXml: string) : Result<Message, WireError> =
         {
             Header = header
             Body = body
-            Fields = fields
+            Xml = plainXml
         })
 
 /// The webhook's `kind`: the MsgType for messages, `event.<Event>` for events (Event as WeChat
@@ -150,14 +141,14 @@ let kind (m: Message) =
     match m.Body with
     | Unknown(t, Some e) when t = "event" -> $"event.{e}"
     | Unknown(t, _) -> $"unknown.{t}"
-    | _ when m.Header.MsgType = "event" -> "event." + text "Event" m.Fields
+    | _ when m.Header.MsgType = "event" -> "event." + defaultArg m.Header.Event ""
     | _ -> m.Header.MsgType
 
 /// WeChat retries carry the same key: MsgId for messages, FromUserName + CreateTime for events (facts §5).
 let dedupeKey (m: Message) =
     match m.Header.MsgId with
     | Some id -> "msg:" + id
-    | None -> String.Join(":", "evt", m.Header.FromUserName, m.Header.CreateTime, text "Event" m.Fields)
+    | None -> String.Join(":", "evt", m.Header.FromUserName, m.Header.CreateTime, defaultArg m.Header.Event "")
 
 /// The dedupe key of a push: `dedupeKey` when the push carries what makes one (a MsgId, or a sender
 /// and a CreateTime); otherwise a hash of the decrypted body, so pushes of unknown shape are not all
@@ -257,7 +248,8 @@ let writeMessage (w: Utf8JsonWriter) (m: Message) =
         w.WritePropertyName "fields"
         w.WriteStartObject()
 
-        for KeyValue(k, v) in m.Fields do
+        // Read again from the XML: only what could not be typed needs every field.
+        for KeyValue(k, v) in parseXml m.Xml |> Result.defaultValue Map.empty do
             str k v
 
         w.WriteEndObject()

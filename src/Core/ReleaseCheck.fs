@@ -40,7 +40,7 @@ let decideRelease (appid: string) (m: Message) =
         | Text "TESTCOMPONENT_MSG_TYPE_TEXT" -> PassiveText "TESTCOMPONENT_MSG_TYPE_TEXT_callback"
         | Text t when t.StartsWith queryAuthPrefix -> QueryAuthThenSend(t.Substring queryAuthPrefix.Length)
         | _ when m.Header.MsgType = "event" ->
-            match optionalField "Event" m.Fields with
+            match m.Header.Event with
             | Some e -> PassiveText(e + "from_callback")
             | None -> NotARelease
         | _ -> NotARelease

@@ -124,6 +124,96 @@ let field name (fields: XmlFields) =
 let optionalField name (fields: XmlFields) =
     fields |> Map.tryFind name |> Option.filter (String.IsNullOrWhiteSpace >> not)
 
+/// A document's fields read where they lie: in place, by the scanner's ranges, where the fast path
+/// reads it (a value becomes a string only when asked for, a number is parsed from the text), and
+/// from the XmlReader's map otherwise. Each answer is what `optionalField` on `parseXml`'s map would
+/// give. Typing a message this way makes no map (a tree of new nodes for every field) and no string
+/// of a field it does not keep. It holds a pooled array: dispose it once read (its answers are
+/// values of their own and outlive it).
+[<Sealed>]
+type FieldReader private (xml: string, rented: XmlScan.FieldRange[], count: int, map: XmlFields voption) =
+    let mutable ranges = rented
+
+    /// The index of the range of `name` (the later one of a name given twice, as in the map), or -1.
+    let find (name: string) =
+        let mutable k = count - 1
+
+        while k >= 0
+              && not (xml.AsSpan(ranges[k].NameStart, ranges[k].NameLength).SequenceEqual(name.AsSpan())) do
+            k <- k - 1
+
+        k
+
+    /// The value of `name` in place when it is there and not blank (what `optionalField` keeps).
+    let valueOf (name: string) (value: byref<ReadOnlySpan<char>>) =
+        match map with
+        | ValueNone ->
+            let k = find name
+
+            if k < 0 then
+                false
+            else
+                value <- xml.AsSpan(ranges[k].ValueStart, ranges[k].ValueLength)
+                not (value.IsWhiteSpace())
+        | ValueSome fields ->
+            match optionalField name fields with
+            | Some v ->
+                value <- v.AsSpan()
+                true
+            | None -> false
+
+    /// Reads `xml`: only XML that is not well-formed is an error.
+    static member Read(xml: string) : Result<FieldReader, WireError> =
+        let struct (ranges, count) =
+            if isNull xml then
+                struct (null, 0)
+            else
+                XmlScan.rentRanges (int readerSettings.MaxCharactersInDocument) (xml.AsSpan())
+
+        if isNull ranges then
+            readXml xml
+            |> Result.map (fun fields -> new FieldReader(xml, null, 0, ValueSome fields))
+        else
+            Ok(new FieldReader(xml, ranges, count, ValueNone))
+
+    /// `optionalField name`: the value, unless it is absent or blank.
+    member _.Optional(name: string) : string option =
+        let mutable value = ReadOnlySpan<char>.Empty
+
+        match map with
+        | ValueSome fields -> optionalField name fields
+        | ValueNone when valueOf name &value -> Some(value.ToString())
+        | ValueNone -> None
+
+    /// `optionalField name`, parsed as a whole number the way `Int64.TryParse` reads its text.
+    member _.Int64(name: string) : int64 option =
+        let mutable value = ReadOnlySpan<char>.Empty
+
+        match valueOf name &value with
+        | true ->
+            match Int64.TryParse value with
+            | true, n -> Some n
+            | _ -> None
+        | false -> None
+
+    /// `optionalField name`, parsed as a number in the invariant culture.
+    member _.Float(name: string) : float option =
+        let mutable value = ReadOnlySpan<char>.Empty
+
+        match valueOf name &value with
+        | true ->
+            match
+                Double.TryParse(value, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)
+            with
+            | true, n -> Some n
+            | _ -> None
+        | false -> None
+
+    interface IDisposable with
+        member _.Dispose() =
+            XmlScan.giveBack ranges
+            ranges <- null
+
 let private int64Field name fields =
     field name fields
     |> Result.bind (fun v ->
@@ -139,19 +229,23 @@ let encryptedPart (body: string) =
 /// not blank: what `encryptedPart` would answer, without a string of the body or of the field.
 /// ValueNone: ask `encryptedPart` (the reader, or the error to refuse the push with).
 let encryptedRange (body: ReadOnlySpan<char>) : struct (int * int) voption =
-    match XmlScan.scanRanges (int readerSettings.MaxCharactersInDocument) body with
-    | None -> ValueNone
-    | Some ranges ->
-        let mutable found = ValueNone
+    let struct (ranges, count) =
+        XmlScan.rentRanges (int readerSettings.MaxCharactersInDocument) body
 
-        for r in ranges do
-            if body.Slice(r.NameStart, r.NameLength).SequenceEqual("Encrypt".AsSpan()) then
-                found <- ValueSome r
+    let mutable found = ValueNone
 
-        match found with
-        | ValueSome r when not (body.Slice(r.ValueStart, r.ValueLength).IsWhiteSpace()) ->
-            ValueSome(struct (r.ValueStart, r.ValueLength))
-        | _ -> ValueNone
+    for k in 0 .. count - 1 do
+        let r = ranges[k]
+
+        if body.Slice(r.NameStart, r.NameLength).SequenceEqual("Encrypt".AsSpan()) then
+            found <- ValueSome r
+
+    XmlScan.giveBack ranges
+
+    match found with
+    | ValueSome r when not (body.Slice(r.ValueStart, r.ValueLength).IsWhiteSpace()) ->
+        ValueSome(struct (r.ValueStart, r.ValueLength))
+    | _ -> ValueNone
 
 /// An authorization grant pushed as `authorized` or `updateauthorized` (facts §1.2).
 type AuthorizationPush =

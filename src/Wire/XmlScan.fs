@@ -66,15 +66,29 @@ type FieldRange =
         ValueLength: int
     }
 
+let private append (fields: byref<FieldRange[]>) (count: byref<int>) (r: FieldRange) =
+    if count = fields.Length then
+        let larger = Buffers.ArrayPool<FieldRange>.Shared.Rent(2 * count)
+        Array.blit fields 0 larger 0 count
+        Buffers.ArrayPool<FieldRange>.Shared.Return fields
+        fields <- larger
+
+    fields[count] <- r
+    count <- count + 1
+
 /// The fast path for what WeChat actually sends: `<xml>` whose children each hold one CDATA section,
 /// plain text without references, or nothing. Anything else (a declaration, comments, attributes,
 /// references, carriage returns, nesting, characters XML refuses) gives None and is left to the
 /// XmlReader, so wherever this answers, it answers what the reader would. No DTD can get through:
 /// the document must begin with `<xml>`. A document over `maxChars` is left to the reader too.
-/// The children in document order (a name given twice: the later one counts, as in a map).
-let scanRanges (maxChars: int) (xml: ReadOnlySpan<char>) : FieldRange[] option =
+/// The children in document order (a name given twice: the later one counts, as in a map), written
+/// to an array rented from the shared pool, since a push's ranges are read and dropped within its
+/// request: `struct (array, count)`, the array null where the fast path does not read the document.
+/// The caller gives the array back with `giveBack`.
+let rentRanges (maxChars: int) (xml: ReadOnlySpan<char>) : struct (FieldRange[] * int) =
     let n = xml.Length
-    let fields = ResizeArray<FieldRange>(8)
+    let mutable fields = Buffers.ArrayPool<FieldRange>.Shared.Rent 16
+    let mutable count = 0
     let mutable ok = n > 0 && n <= maxChars
     let mutable finished = false
     let mutable i = 0
@@ -101,7 +115,9 @@ let scanRanges (maxChars: int) (xml: ReadOnlySpan<char>) : FieldRange[] option =
             let nameLength = j - nameStart
 
             if at xml j "/>" then
-                fields.Add
+                append
+                    &fields
+                    &count
                     {
                         NameStart = nameStart
                         NameLength = nameLength
@@ -149,7 +165,9 @@ let scanRanges (maxChars: int) (xml: ReadOnlySpan<char>) : FieldRange[] option =
                     && at xml (i + 2 + nameLength) ">"
 
                 if ok then
-                    fields.Add
+                    append
+                        &fields
+                        &count
                         {
                             NameStart = nameStart
                             NameLength = nameLength
@@ -163,54 +181,34 @@ let scanRanges (maxChars: int) (xml: ReadOnlySpan<char>) : FieldRange[] option =
         else
             ok <- false
 
-    if ok then Some(fields.ToArray()) else None
+    if ok then
+        struct (fields, count)
+    else
+        Buffers.ArrayPool<FieldRange>.Shared.Return fields
+        struct (null, 0)
 
-/// The names of the children that WeChat's pushes carry, each kept once: a push's map holds these
-/// strings instead of new copies of its names (a few hundred bytes a push that the collector would
-/// otherwise gather). By length, then compared character by character: cheaper than hashing the
-/// span. Any other name is copied as before.
-let private knownNames =
-    let names =
-        ("ToUserName FromUserName CreateTime MsgType Content MsgId MsgDataId Idx Event EventKey Ticket "
-         + "Latitude Longitude Precision PicUrl MediaId Format Recognition ThumbMediaId Location_X Location_Y "
-         + "Scale Label Title Description Url Encrypt AppId InfoType ComponentVerifyTicket AuthorizerAppid "
-         + "AuthorizationCode AuthorizationCodeExpiredTime PreAuthCode")
-            .Split(' ')
-        |> Array.map String.Intern
+/// Gives back an array `rentRanges` rented (null: nothing to give back).
+let giveBack (ranges: FieldRange[]) =
+    if not (isNull ranges) then
+        Buffers.ArrayPool<FieldRange>.Shared.Return ranges
 
-    Array.init (1 + (names |> Array.map String.length |> Array.max)) (fun n ->
-        names |> Array.filter (fun name -> name.Length = n))
-
-let private nameAt (xml: string) (start: int) (length: int) =
-    let name = xml.AsSpan(start, length)
-
-    let candidates =
-        if length < knownNames.Length then
-            knownNames[length]
-        else
-            [||]
-
-    let mutable found = null
-    let mutable i = 0
-
-    while isNull found && i < candidates.Length do
-        if name.SequenceEqual(candidates[i].AsSpan()) then
-            found <- candidates[i]
-
-        i <- i + 1
-
-    if isNull found then xml.Substring(start, length) else found
-
-/// `scanRanges` as a map of the children's names to their values.
+/// `rentRanges` as a map of the children's names to their values.
 let scanFlat (maxChars: int) (xml: string) : Map<string, string> option =
     if isNull xml then
         None
     else
-        scanRanges maxChars (xml.AsSpan())
-        |> Option.map (fun ranges ->
+        let struct (ranges, count) = rentRanges maxChars (xml.AsSpan())
+
+        if isNull ranges then
+            None
+        else
             let mutable fields = Map.empty
 
-            for r in ranges do
-                fields <- fields.Add(nameAt xml r.NameStart r.NameLength, xml.Substring(r.ValueStart, r.ValueLength))
+            for k in 0 .. count - 1 do
+                let r = ranges[k]
 
-            fields)
+                fields <-
+                    fields.Add(xml.Substring(r.NameStart, r.NameLength), xml.Substring(r.ValueStart, r.ValueLength))
+
+            giveBack ranges
+            Some fields

@@ -86,6 +86,90 @@ let tests =
                 let json = sentText (kind e) None DateTimeOffset.UnixEpoch e ""
                 Expect.stringContains json "north" "json"
 
+            testProp
+                "a message typed in place is the message the XML reader's way types"
+                (Prop.forAll
+                    (Arb.fromGen (
+                        Gen.zip3
+                            (Gen.elements
+                                [
+                                    "text"
+                                    "image"
+                                    "voice"
+                                    "video"
+                                    "location"
+                                    "link"
+                                    "event"
+                                    "event"
+                                    "other"
+                                ])
+                            (Gen.elements
+                                [
+                                    "subscribe"
+                                    "SCAN"
+                                    "LOCATION"
+                                    "CLICK"
+                                    "VIEW"
+                                    "TEMPLATESENDJOBFINISH"
+                                    "weapp_audit_success"
+                                    "weapp_audit_fail"
+                                    "weapp_audit_delay"
+                                    "new_event"
+                                ])
+                            (Gen.listOf (
+                                Gen.zip
+                                    (Gen.elements
+                                        [
+                                            "Content"
+                                            "MsgId"
+                                            "CreateTime"
+                                            "FromUserName"
+                                            "Event"
+                                            "EventKey"
+                                            "Ticket"
+                                            "Latitude"
+                                            "Longitude"
+                                            "Precision"
+                                            "Location_X"
+                                            "Location_Y"
+                                            "Scale"
+                                            "Label"
+                                            "MediaId"
+                                            "Format"
+                                            "Recognition"
+                                            "PicUrl"
+                                            "Title"
+                                            "Url"
+                                            "MenuId"
+                                            "MsgID"
+                                            "Status"
+                                            "SuccTime"
+                                            "FailTime"
+                                            "Reason"
+                                            "DelayTime"
+                                        ])
+                                    (Gen.oneof
+                                        [
+                                            Gen.elements
+                                                [ "23.1"; "-113.5"; " 7 "; "1700000000"; "qrscene_42"; ""; "  " ]
+                                            xmlSafeString |> Gen.map (fun s -> s.Replace("]]>", ""))
+                                        ])
+                            ))
+                    ))
+                    (fun (msgType: string, event: string, fields: (string * string) list) ->
+                        let children =
+                            fields
+                            |> List.map (fun (name, value) -> $"<{name}><![CDATA[{value}]]></{name}>")
+                            |> String.concat ""
+
+                        let doc = xml msgType ($"<Event>{event}</Event>" + children)
+                        // A comment is read by the XML reader alone: the same message, the other way.
+                        let other = doc.Replace("<xml>", "<xml><!-- the reader's way -->")
+
+                        match parse doc, parse other with
+                        | Ok a, Ok b -> a.Header = b.Header && a.Body = b.Body
+                        | _ -> false))
+
             testCase "retries share a key; messages by MsgId, events by sender and time"
             <| fun () ->
                 let a = parsed (xml "text" "<Content>a</Content><MsgId>7</MsgId>")

@@ -201,24 +201,52 @@ let tests =
                         | Some fields -> Ok fields = readXml doc && fields["Content"] = content
                         | None -> false))
 
-            testCase "the fast path keeps WeChat's field names as the strings it knows, and any other name as read"
-            <| fun () ->
-                let doc =
-                    "<xml><ToUserName>gh_1</ToUserName><Content>hi</Content><ContentX>x</ContentX><Conten>y</Conten></xml>"
+            testProp
+                "the field reader answers what optionalField answers on parseXml's map, for every name"
+                (Prop.forAll (Arb.fromGen nearWeChatXml) (fun doc ->
+                    match parseXml doc, FieldReader.Read doc with
+                    | Ok map, Ok reader ->
+                        use reader = reader
 
-                match scanFlat doc with
-                | None -> failtest "a flat document takes the fast path"
-                | Some fields ->
-                    let key name =
-                        fields |> Map.toSeq |> Seq.map fst |> Seq.find (fun k -> k = name)
+                        [ "A"; "B"; "ToUserName"; "Encrypt"; "a1"; "_x"; "xml"; "Absent" ]
+                        |> List.forall (fun name -> reader.Optional name = optionalField name map)
+                    | Error _, Error _ -> true
+                    | _ -> false))
 
-                    // The literals here and the gateway's are the one interned string each.
-                    Expect.isTrue (obj.ReferenceEquals(key "ToUserName", "ToUserName")) "a known name is not copied"
-                    Expect.isTrue (obj.ReferenceEquals(key "Content", "Content")) "nor is Content"
+            testProp
+                "the field reader reads numbers as they are read from the map's text"
+                (Prop.forAll
+                    (Arb.fromGen (
+                        Gen.zip
+                            (Gen.elements [ "1"; " 12 "; "-3"; "+4"; "1e3"; "1.5"; "0x1"; "9223372036854775808"; "" ])
+                            (Gen.elements [ "<![CDATA[{0}]]>"; "{0}"; "<!-- x -->{0}" ])
+                    ))
+                    (fun (number: string, shape: string) ->
+                        let doc = "<xml><N>0</N><N>" + System.String.Format(shape, number) + "</N></xml>"
 
-                    Expect.equal
-                        (Map.toList fields)
-                        [ "Conten", "y"; "Content", "hi"; "ContentX", "x"; "ToUserName", "gh_1" ]
-                        "names near the known ones are read as they are"
+                        let map = parseXml doc |> Result.defaultValue Map.empty
+                        use reader = FieldReader.Read doc |> Result.defaultWith (fun e -> failwith $"{e}")
+
+                        let int64 =
+                            optionalField "N" map
+                            |> Option.bind (fun v ->
+                                match System.Int64.TryParse v with
+                                | true, n -> Some n
+                                | _ -> None)
+
+                        let float =
+                            optionalField "N" map
+                            |> Option.bind (fun v ->
+                                match
+                                    System.Double.TryParse(
+                                        v,
+                                        System.Globalization.NumberStyles.Float,
+                                        System.Globalization.CultureInfo.InvariantCulture
+                                    )
+                                with
+                                | true, n -> Some n
+                                | _ -> None)
+
+                        reader.Int64 "N" = int64 && reader.Float "N" = float))
 
         ]
