@@ -19,7 +19,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-[ $# -ge 1 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 KIT_SRC="$(cd "$1" && pwd)"; shift
 PROVIDER=sqlite WEBHOOK=0 AGAINST=() BASE_ROOT=""
 while [ $# -gt 0 ]; do
