@@ -134,21 +134,11 @@ let optionalField name (fields: XmlFields) =
 type FieldReader private (xml: string, rented: XmlScan.FieldRange[], count: int, map: XmlFields voption) =
     let mutable ranges = rented
 
-    /// The index of the range of `name` (the later one of a name given twice, as in the map), or -1.
-    let find (name: string) =
-        let mutable k = count - 1
-
-        while k >= 0
-              && not (xml.AsSpan(ranges[k].NameStart, ranges[k].NameLength).SequenceEqual(name.AsSpan())) do
-            k <- k - 1
-
-        k
-
     /// The value of `name` in place when it is there and not blank (what `optionalField` keeps).
     let valueOf (name: string) (value: byref<ReadOnlySpan<char>>) =
         match map with
         | ValueNone ->
-            let k = find name
+            let k = XmlScan.lastNamed (xml.AsSpan()) ranges count name
 
             if k < 0 then
                 false
@@ -189,25 +179,25 @@ type FieldReader private (xml: string, rented: XmlScan.FieldRange[], count: int,
     member _.Int64(name: string) : int64 option =
         let mutable value = ReadOnlySpan<char>.Empty
 
-        match valueOf name &value with
-        | true ->
+        if not (valueOf name &value) then
+            None
+        else
             match Int64.TryParse value with
             | true, n -> Some n
             | _ -> None
-        | false -> None
 
     /// `optionalField name`, parsed as a number in the invariant culture.
     member _.Float(name: string) : float option =
         let mutable value = ReadOnlySpan<char>.Empty
 
-        match valueOf name &value with
-        | true ->
+        if not (valueOf name &value) then
+            None
+        else
             match
                 Double.TryParse(value, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)
             with
             | true, n -> Some n
             | _ -> None
-        | false -> None
 
     interface IDisposable with
         member _.Dispose() =
@@ -232,14 +222,8 @@ let encryptedRange (body: ReadOnlySpan<char>) : struct (int * int) voption =
     let struct (ranges, count) =
         XmlScan.rentRanges (int readerSettings.MaxCharactersInDocument) body
 
-    let mutable found = ValueNone
-
-    for k in 0 .. count - 1 do
-        let r = ranges[k]
-
-        if body.Slice(r.NameStart, r.NameLength).SequenceEqual("Encrypt".AsSpan()) then
-            found <- ValueSome r
-
+    let k = XmlScan.lastNamed body ranges count "Encrypt"
+    let found = if k < 0 then ValueNone else ValueSome ranges[k]
     XmlScan.giveBack ranges
 
     match found with

@@ -192,6 +192,17 @@ let giveBack (ranges: FieldRange[]) =
     if not (isNull ranges) then
         Buffers.ArrayPool<FieldRange>.Shared.Return ranges
 
+/// The index of the child named `name` among the first `count` of `ranges` read from `xml` (of a
+/// name given twice, the later one, as in a map), or -1.
+let lastNamed (xml: ReadOnlySpan<char>) (ranges: FieldRange[]) (count: int) (name: string) =
+    let mutable k = count - 1
+
+    while k >= 0
+          && not (xml.Slice(ranges[k].NameStart, ranges[k].NameLength).SequenceEqual(name.AsSpan())) do
+        k <- k - 1
+
+    k
+
 /// `rentRanges` as a map of the children's names to their values.
 let scanFlat (maxChars: int) (xml: string) : Map<string, string> option =
     if isNull xml then
