@@ -601,6 +601,88 @@ let tests =
                     do! expectCounts 404 2 0 "concurrent batches and folds"
                 }
 
+            testTheoryTask
+                "a batch from the intake log keeps every text as given: any script, long or empty"
+                [ "sqlite"; "postgres" ]
+            <| fun (provider: string) ->
+                task {
+                    let! store, connectionString, _ = openFresh provider
+                    use store = store
+                    // Code points from every plane but the surrogates' range (a decrypted push is
+                    // UTF-8 decoded, so it never holds a lone surrogate), some runs past 10,000 chars.
+                    let random = Random 18
+
+                    let text (length: int) =
+                        let b = StringBuilder()
+
+                        while b.Length < length do
+                            let cp =
+                                match random.Next 4 with
+                                | 0 -> random.Next(0x20, 0x7F)
+                                | 1 -> random.Next(0x4E00, 0x9FFF)
+                                | 2 -> random.Next(0x1F300, 0x1FAFF)
+                                | _ -> random.Next(0xE000, 0x10FFFF)
+
+                            b.Append(Char.ConvertFromUtf32 cp) |> ignore
+
+                        b.ToString()
+
+                    let items =
+                        [
+                            for i in 0..40 ->
+                                let length = if i % 10 = 0 then 12_000 else random.Next 300
+
+                                { item "wxa" $"msg:{text 8}" $"ix{i:D2}" with
+                                    Tenant = Some(TenantId(text 6))
+                                    Kind = text 5
+                                    Payload = "<xml>" + text length + "</xml>"
+                                }
+                            // Empty is empty, not NULL.
+                            { item "wxa" "" "ix99" with
+                                Tenant = None
+                                Kind = ""
+                                Payload = ""
+                            }
+                        ]
+
+                    let failed = FailedAt("ix01", "超时 " + text 20, Some(t0.AddMinutes 1.), "a")
+                    let firsts = Collections.Generic.Dictionary<string, AttemptRecord>()
+                    firsts["ix01"] <- failed
+                    let! outcomes = store.IndexInbox(items, firsts)
+                    Expect.equal outcomes (items |> List.map (fun i -> Stored i.Id)) "every item stored"
+
+                    use conn: Data.Common.DbConnection =
+                        match provider with
+                        | "sqlite" -> new Microsoft.Data.Sqlite.SqliteConnection(connectionString)
+                        | _ -> new NpgsqlConnection(connectionString)
+
+                    do! conn.OpenAsync()
+                    use cmd = conn.CreateCommand()
+
+                    cmd.CommandText <- "SELECT id, dedupe_key, tenant, kind, payload, last_error FROM inbox ORDER BY id"
+
+                    use! r = cmd.ExecuteReaderAsync()
+                    let rows = Collections.Generic.List<_>()
+
+                    let textOf i =
+                        if r.IsDBNull i then None else Some(r.GetString i)
+
+                    while r.Read() do
+                        rows.Add(r.GetString 0, r.GetString 1, textOf 2, r.GetString 3, r.GetString 4, textOf 5)
+
+                    let expected =
+                        items
+                        |> List.map (fun i ->
+                            let error =
+                                match firsts.TryGetValue i.Id with
+                                | true, FailedAt(_, e, _, _) -> Some e
+                                | _ -> None
+
+                            i.Id, i.DedupeKey, i.Tenant |> Option.map Ids.tenant, i.Kind, i.Payload, error)
+
+                    Expect.sequenceEqual rows expected "each row as given"
+                }
+
             testCaseTask "an inbox that was there before its counts were kept is counted in full" (fun () ->
                 task {
                     let! store, connectionString, _ = openFresh "postgres"
