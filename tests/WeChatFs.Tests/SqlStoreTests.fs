@@ -609,7 +609,7 @@ let tests =
                     let! store, connectionString, _ = openFresh provider
                     use store = store
                     // Code points from every plane but the surrogates' range (a decrypted push is
-                    // UTF-8 decoded, so it never holds a lone surrogate), some runs past 10,000 chars.
+                    // UTF-8 decoded, so it never holds a lone surrogate); every tenth payload past 10,000.
                     let random = Random 18
 
                     let text (length: int) =
