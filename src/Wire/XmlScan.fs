@@ -66,11 +66,16 @@ type FieldRange =
         ValueLength: int
     }
 
+/// Gives back an array `rentRanges` rented (null: nothing to give back).
+let giveBack (ranges: FieldRange[]) =
+    if not (isNull ranges) then
+        Buffers.ArrayPool<FieldRange>.Shared.Return ranges
+
 let private append (fields: byref<FieldRange[]>) (count: byref<int>) (r: FieldRange) =
     if count = fields.Length then
         let larger = Buffers.ArrayPool<FieldRange>.Shared.Rent(2 * count)
         Array.blit fields 0 larger 0 count
-        Buffers.ArrayPool<FieldRange>.Shared.Return fields
+        giveBack fields
         fields <- larger
 
     fields[count] <- r
@@ -184,13 +189,8 @@ let rentRanges (maxChars: int) (xml: ReadOnlySpan<char>) : struct (FieldRange[] 
     if ok then
         struct (fields, count)
     else
-        Buffers.ArrayPool<FieldRange>.Shared.Return fields
+        giveBack fields
         struct (null, 0)
-
-/// Gives back an array `rentRanges` rented (null: nothing to give back).
-let giveBack (ranges: FieldRange[]) =
-    if not (isNull ranges) then
-        Buffers.ArrayPool<FieldRange>.Shared.Return ranges
 
 /// The index of the child named `name` among the first `count` of `ranges` read from `xml` (of a
 /// name given twice, the later one, as in a map), or -1.
