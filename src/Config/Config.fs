@@ -299,6 +299,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                 (TimeSpan.FromMilliseconds 100.)
                 "write it as hh:mm:ss.fff, e.g. 00:00:00.001"
 
+        and! vacuumAfter = nonNegativeInt cfg "Storage:InboxVacuumAfter" 10000
         and! master = masterKey cfg
         and! returnUrl = optionalUrl cfg "Authorization:ReturnUrl"
 
@@ -338,6 +339,7 @@ let load (cfg: IConfiguration) : Result<GatewayOptions, ConfigError list> =
                     |> Option.defaultValue (dataFolderOf provider connectionString)
                 IntakeLog = intakeLog && provider = Sqlite
                 IntakeSyncGather = intakeGather
+                InboxVacuumAfter = vacuumAfter
                 MasterKey = master
                 AdminApiKey = text cfg "Admin:ApiKey"
                 TokenPolicy =

@@ -107,6 +107,15 @@ let positiveInt cfg name (fallback: int) =
         (fun v -> $"'{v}' is not a whole number of at least 1")
         "write a number, e.g. 10"
 
+let nonNegativeInt cfg name (fallback: int) =
+    parsed
+        cfg
+        name
+        fallback
+        (tryParseWith (fun v -> Int32.TryParse v) (fun n -> n >= 0))
+        (fun v -> $"'{v}' is not a whole number of at least 0")
+        "write a number, e.g. 10000, or 0 to turn it off"
+
 let flag cfg name (fallback: bool) =
     parsed
         cfg

@@ -131,6 +131,10 @@ type GatewayOptions =
         /// Under load, how long the intake log lets appends gather before its next sync, so that
         /// one sync covers many pushes (Storage:IntakeSyncGather, default 1 ms; zero: sync at once).
         IntakeSyncGather: TimeSpan
+        /// PostgreSQL only: the delivery worker vacuums the inbox once this many of its rows were
+        /// written or changed since its last vacuum (Storage:InboxVacuumAfter, default 10,000; 0
+        /// leaves it to autovacuum).
+        InboxVacuumAfter: int
         MasterKey: string option
         AdminApiKey: string option
         TokenPolicy: TokenPolicy

@@ -52,6 +52,11 @@ type WeChatFsOptions() =
     /// WeChatFs:Storage:IntakeSyncGather (default 1 ms, at most 100 ms): under load, how long the
     /// intake log lets pushes gather before its next sync; zero syncs at once.
     member val IntakeSyncGather = Nullable<TimeSpan>() with get, set
+
+    /// WeChatFs:Storage:InboxVacuumAfter (PostgreSQL only, default 10,000; 0 leaves it to
+    /// autovacuum): how many inbox rows written or changed since its last vacuum make the delivery
+    /// worker vacuum it.
+    member val InboxVacuumAfter = Nullable<int>() with get, set
     /// WeChatFs:Storage:RefreshLease (default 30 seconds).
     member val RefreshLease = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Secrets:MasterKey, base64 of 32 bytes.
@@ -155,6 +160,9 @@ type WeChatFsOptions() =
             put "Storage:IntakeLog" (if this.IntakeLog.Value then "true" else "false")
 
         span "Storage:IntakeSyncGather" this.IntakeSyncGather
+
+        if this.InboxVacuumAfter.HasValue then
+            put "Storage:InboxVacuumAfter" (this.InboxVacuumAfter.Value.ToString CultureInfo.InvariantCulture)
 
         values
 

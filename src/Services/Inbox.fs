@@ -278,6 +278,24 @@ type DeliveryWorker
     let foldEvery = TimeSpan.FromSeconds 10.
     let mutable lastFold = DateTimeOffset.MinValue
 
+    // PostgreSQL, at the same pace: the inbox vacuumed once enough of it changed, so that the list's
+    // deep pages read its index alone (InboxRows.vacuum). Off the loop, one at a time: a vacuum after
+    // a bulk load takes seconds, and retries must not wait for it.
+    let mutable vacuuming = Task.CompletedTask
+
+    let vacuum (stopping: CancellationToken) =
+        task {
+            try
+                let! ran = store.VacuumInbox(int64 options.InboxVacuumAfter, stopping)
+
+                if ran then
+                    logger.LogDebug "vacuumed the inbox"
+            with
+            | :? OperationCanceledException when stopping.IsCancellationRequested -> ()
+            | ex -> logger.LogWarning(ex, "vacuuming the inbox failed")
+        }
+        :> Task
+
     let purgeAll
         (stopping: CancellationToken)
         (what: string)
@@ -323,6 +341,9 @@ type DeliveryWorker
                     if now - lastFold >= foldEvery then
                         lastFold <- now
                         do! store.FoldDeliveryCounts()
+
+                        if options.InboxVacuumAfter > 0 && vacuuming.IsCompleted then
+                            vacuuming <- vacuum stopping
                 with ex ->
                     logger.LogError(ex, "folding the deliveries' counts failed")
 
@@ -351,4 +372,6 @@ type DeliveryWorker
                     do! Task.Delay(options.Webhooks.PollInterval, stopping)
                 with :? OperationCanceledException ->
                     ()
+
+            do! vacuuming
         }

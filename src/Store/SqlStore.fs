@@ -268,6 +268,8 @@ type private SqlStore(dialect: Dialect, connections: Connections, sealer: Secret
 
         member _.FoldDeliveryCounts() = InboxRows.foldCounts access
 
+        member _.VacuumInbox(after, stopping) = InboxRows.vacuum access after stopping
+
         member _.ReleaseClaims(holder) = InboxRows.releaseClaims access holder
 
         member _.RetryDelivery(id, now) = InboxRows.retry access id now

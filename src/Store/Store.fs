@@ -5,6 +5,7 @@ module WeChatFs.Store
 
 open System
 open System.Collections.Generic
+open System.Threading
 open System.Threading.Tasks
 open WeChatFs.Domain
 
@@ -258,6 +259,10 @@ type IInboxStore =
     /// Folds the count changes recorded since the last fold into one figure per status (PostgreSQL:
     /// migration 10); the counts are exact either way, and reading them costs less after a fold.
     abstract FoldDeliveryCounts: unit -> Task
+    /// PostgreSQL: vacuums the inbox once at least `after` of its rows were written or changed since
+    /// its last vacuum, so that a deep page of the list skips its offset in the index alone; true when it
+    /// did. SQLite: nothing, false.
+    abstract VacuumInbox: after: int64 * stopping: CancellationToken -> Task<bool>
     /// Puts a dead (or pending) delivery back in line at `now`; false when unknown or already delivered.
     abstract RetryDelivery: id: string * now: DateTimeOffset -> Task<bool>
     /// Deletes up to `max` deliveries delivered before `before`, those that fell due first going

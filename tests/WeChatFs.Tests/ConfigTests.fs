@@ -82,6 +82,20 @@ let tests =
                     | Error [ e ] -> Expect.equal e.Key "WeChatFs:Storage:IntakeSyncGather" $"{wrong}: names the key"
                     | other -> failwith $"{wrong}: {other}"
 
+            testCase "the inbox is vacuumed after 10,000 changed rows unless told otherwise, 0 turning it off"
+            <| fun () ->
+                let after extra =
+                    load (valid @ extra) |> Result.map (fun o -> o.InboxVacuumAfter)
+
+                Expect.equal (after []) (Ok 10000) "the default"
+                Expect.equal (after [ "WeChatFs:Storage:InboxVacuumAfter", "500" ]) (Ok 500) "set"
+                Expect.equal (after [ "WeChatFs:Storage:InboxVacuumAfter", "0" ]) (Ok 0) "off"
+
+                for wrong in [ "-1"; "often"; "1.5" ] do
+                    match after [ "WeChatFs:Storage:InboxVacuumAfter", wrong ] with
+                    | Error [ e ] -> Expect.equal e.Key "WeChatFs:Storage:InboxVacuumAfter" $"{wrong}: names the key"
+                    | other -> failwith $"{wrong}: {other}"
+
             testCase "refreshes are paced from 1,000 accounts unless told otherwise, a whole number of at least 1"
             <| fun () ->
                 let pacedFrom extra =
