@@ -1,5 +1,6 @@
 /// Webhook deliveries end to end: a webhook that is down gets its messages later, then dead-lettered
-/// and retried by hand; retention deletes delivered rows only; a restart delivers what was pending.
+/// and retried by hand; retention deletes delivered rows only; a restart delivers what was pending;
+/// on PostgreSQL the worker vacuums the inbox.
 module WeChatFs.Tests.MessageDeliveryTests
 
 open System
@@ -242,5 +243,62 @@ let tests =
                         |> List.sort
 
                     Expect.equal contents ([ "m1"; "m2"; "m3" ]) "contents"
+                }
+
+            testCaseTask "on PostgreSQL the worker vacuums the inbox once as many rows changed as configured"
+            <| fun () ->
+                task {
+                    let connectionString = postgres.Force().NewDatabase()
+
+                    let! pair, hook =
+                        startWithWebhook
+                            [
+                                "WeChatFs:Storage:Provider", "postgres"
+                                "WeChatFs:Storage:ConnectionString", connectionString
+                                "WeChatFs:Storage:InboxVacuumAfter", "20"
+                                "WeChatFs:Webhooks:PollInterval", "00:00:00.100"
+                            ]
+
+                    use _ = pair
+                    use _ = hook
+                    let! _ = authorizeVia pair "shop-1" shop
+
+                    for i in 1..25 do
+                        let! _ = sendMessage pair shop "text" [ "Content", $"v{i}"; "MsgId", $"60{i:D2}" ]
+                        ()
+
+                    let vacuums () =
+                        task {
+                            use conn = new Npgsql.NpgsqlConnection(connectionString)
+                            do! conn.OpenAsync()
+
+                            use cmd =
+                                new Npgsql.NpgsqlCommand(
+                                    "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = to_regclass('inbox')",
+                                    conn
+                                )
+
+                            let! n = cmd.ExecuteScalarAsync()
+                            return Convert.ToInt64 n
+                        }
+
+                    // The worker checks every 10 s of its clock, moved on here; the server's figures
+                    // reach the check a few seconds after the rows. `vacuum_count` counts vacuums
+                    // asked for, not autovacuum's.
+                    let! vacuumed =
+                        eventually (TimeSpan.FromSeconds 40.) (fun () ->
+                            task {
+                                pair.Gateway.Clock.Offset <- pair.Gateway.Clock.Offset + TimeSpan.FromSeconds 11.
+                                do! Task.Delay 500
+                                let! n = vacuums ()
+                                return n > 0L
+                            })
+
+                    Expect.isTrue vacuumed "vacuumed by the worker"
+
+                    Expect.exists
+                        pair.Gateway.Logs.All
+                        (fun l -> l.Contains "vacuumed the inbox")
+                        "and said so in its log"
                 }
         ]
