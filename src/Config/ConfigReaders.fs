@@ -98,23 +98,22 @@ let timeSpanBetween cfg name (defaultValue: TimeSpan) (minimum: TimeSpan) (maxim
         (fun v -> $"'{v}' is not a duration between {minimum} and {maximum}")
         fix
 
-let positiveInt cfg name (fallback: int) =
+/// A whole number of at least `minimum`; `fix` shows a sensible example for this setting.
+let private wholeNumberFrom (minimum: int) (fix: string) cfg name (fallback: int) =
     parsed
         cfg
         name
         fallback
-        (tryParseWith (fun v -> Int32.TryParse v) (fun n -> n >= 1))
-        (fun v -> $"'{v}' is not a whole number of at least 1")
-        "write a number, e.g. 10"
+        (tryParseWith (fun v -> Int32.TryParse v) (fun n -> n >= minimum))
+        (fun v -> $"'{v}' is not a whole number of at least {minimum}")
+        fix
 
-let nonNegativeInt cfg name (fallback: int) =
-    parsed
-        cfg
-        name
-        fallback
-        (tryParseWith (fun v -> Int32.TryParse v) (fun n -> n >= 0))
-        (fun v -> $"'{v}' is not a whole number of at least 0")
-        "write a number, e.g. 10000, or 0 to turn it off"
+let positiveInt cfg name fallback =
+    wholeNumberFrom 1 "write a number, e.g. 10" cfg name fallback
+
+/// 0 turns the setting off.
+let nonNegativeInt cfg name fallback =
+    wholeNumberFrom 0 "write a number, e.g. 10000, or 0 to turn it off" cfg name fallback
 
 let flag cfg name (fallback: bool) =
     parsed

@@ -57,6 +57,7 @@ type WeChatFsOptions() =
     /// autovacuum): how many inbox rows written or changed since its last vacuum make the delivery
     /// worker vacuum it.
     member val InboxVacuumAfter = Nullable<int>() with get, set
+
     /// WeChatFs:Storage:RefreshLease (default 30 seconds).
     member val RefreshLease = Nullable<TimeSpan>() with get, set
     /// WeChatFs:Secrets:MasterKey, base64 of 32 bytes.

@@ -744,7 +744,7 @@ let tests =
                         Expect.equal fetched 0L "after it, none"
 
                         // The worker runs it every ten seconds on the pool's connections, where Npgsql
-                        // prepares a statement after its fifth run: a vacuum still runs then.
+                        // prepares a statement from its fifth use: a vacuum still runs then.
                         for n in 1..8 do
                             let! again = store.VacuumInbox(0L, Threading.CancellationToken.None)
                             Expect.isTrue again $"run {n + 1}"
