@@ -4,6 +4,7 @@
 module WeChatFs.Bench.BenchHttp
 
 open System
+open System.IO
 open System.Net.Http
 open System.Text
 open System.Text.Json
@@ -11,6 +12,20 @@ open System.Threading.Tasks
 open WeChatFs
 open WeChatFs.Simulator
 open WeChatFs.Simulator.SimState
+
+/// The repository's root: the benchmark runs from its build output, and starts programs built
+/// beside it.
+let repositoryRoot =
+    lazy
+        (let rec up (dir: DirectoryInfo) =
+            if isNull dir then
+                failwith "WeChatFs.sln not found above the benchmark"
+            elif File.Exists(Path.Combine(dir.FullName, "WeChatFs.sln")) then
+                dir.FullName
+            else
+                up dir.Parent
+
+         up (DirectoryInfo AppContext.BaseDirectory))
 
 let json (r: HttpResponseMessage) =
     task {

@@ -258,6 +258,9 @@ let main argv =
         if only = None || only = Some "steps" then
             Steps.run rounds
 
+        if only = None || only = Some "webhook" then
+            do! WebhookCost.run connections warmup duration rounds
+
         if only = None || only = Some "store" then
             let! rows = storeAppends duration.TotalSeconds
 

@@ -24,21 +24,9 @@ open WeChatFs.Tests
 let private json = BenchHttp.json
 let private post = BenchHttp.post
 
-/// The repository's root: the benchmark runs from its build output.
-let private root =
-    let rec up (dir: DirectoryInfo) =
-        if isNull dir then
-            failwith "WeChatFs.sln not found above the benchmark"
-        elif File.Exists(Path.Combine(dir.FullName, "WeChatFs.sln")) then
-            dir.FullName
-        else
-            up dir.Parent
-
-    up (DirectoryInfo AppContext.BaseDirectory)
-
 /// The production executable, built by `build.fsx bench` before the benchmark starts.
 let private hostDll =
-    Path.Combine(root, "src", "Host.CSharp", "bin", "Release", "net10.0", "wechatfs.dll")
+    Path.Combine(BenchHttp.repositoryRoot.Value, "src", "Host.CSharp", "bin", "Release", "net10.0", "wechatfs.dll")
 
 /// Resident memory now and at its peak, in MB, from the kernel's view of the process.
 let private residentMb (pid: int) =

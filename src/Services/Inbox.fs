@@ -50,6 +50,52 @@ let describeWebhookError (e: WebhookError) =
     | WebhookUnreachable reason -> reason
     | WebhookTimedOut -> "timed out"
 
+/// The webhooks' own client: redirects not followed, no logging handler.
+let webhookClient () =
+    new HttpClient(
+        new SocketsHttpHandler(AllowAutoRedirect = false, PooledConnectionLifetime = TimeSpan.FromMinutes 5.),
+        Timeout = TimeSpan.FromSeconds 10.
+    )
+
+/// One POST of `body` (UTF-8 JSON, sent as it is) to `url`, signed by `signer` when the webhooks have
+/// a secret; Ok with the answer's body on 2xx. Every delivery makes it, first attempt or retry.
+let postWebhook
+    (http: HttpClient)
+    (signer: Messages.BodySigner option)
+    (url: Uri)
+    (id: string)
+    (body: ReadOnlyMemory<byte>)
+    : Task<Result<string, WebhookError>> =
+    task {
+        use request = new HttpRequestMessage(HttpMethod.Post, url)
+        let content = new ReadOnlyMemoryContent(body)
+        // Values of our own making (a fixed type, hex): written as they are, not parsed into header
+        // objects and formatted back for every delivery.
+        content.Headers.TryAddWithoutValidation("Content-Type", "application/json; charset=utf-8")
+        |> ignore
+
+        request.Content <- content
+        request.Headers.TryAddWithoutValidation("X-WeChatFs-Delivery", id) |> ignore
+
+        match signer with
+        | Some signer ->
+            request.Headers.TryAddWithoutValidation("X-WeChatFs-Signature", signer.Sign body.Span)
+            |> ignore
+        | None -> ()
+
+        try
+            use! response = http.SendAsync request
+            let! answer = response.Content.ReadAsStringAsync()
+
+            if response.IsSuccessStatusCode then
+                return Ok answer
+            else
+                return Error(WebhookStatus(int response.StatusCode))
+        with
+        | :? HttpRequestException as ex -> return Error(WebhookUnreachable ex.Message)
+        | :? TaskCanceledException -> return Error WebhookTimedOut
+    }
+
 type InboxService
     (
         options: GatewayOptions,
@@ -68,7 +114,9 @@ type InboxService
         new GroupCommit.Batcher<InboxItem, AppendOutcome>(store.AppendInbox, 512, 2)
 
     // The signature's key, once.
-    let secretKey = hooks.Secret |> Option.map Encoding.UTF8.GetBytes
+    let signer =
+        hooks.Secret
+        |> Option.map (fun secret -> new Messages.BodySigner(Encoding.UTF8.GetBytes secret))
 
     let anyWebhook () =
         (webhookUrl hooks None).IsSome || not hooks.TenantUrls.IsEmpty
@@ -95,12 +143,7 @@ type InboxService
         else
             None
 
-    // Our own client: redirects not followed, no logging handler.
-    let http =
-        new HttpClient(
-            new SocketsHttpHandler(AllowAutoRedirect = false, PooledConnectionLifetime = TimeSpan.FromMinutes 5.),
-            Timeout = TimeSpan.FromSeconds 10.
-        )
+    let http = webhookClient ()
 
     /// How long the receiving instance keeps its first attempt to itself.
     member _.FirstAttemptClaim = TimeSpan.FromSeconds 15.
@@ -126,38 +169,9 @@ type InboxService
 
     /// One POST to the webhook of `body` (UTF-8 JSON, sent as it is); Ok with its answer body on 2xx.
     member _.Post(id: string, tenant: string option, body: ReadOnlyMemory<byte>) =
-        task {
-            match webhookUrl hooks tenant with
-            | None -> return Error NoWebhookUrl
-            | Some url ->
-                use request = new HttpRequestMessage(HttpMethod.Post, url)
-                let content = new ReadOnlyMemoryContent(body)
-                // Values of our own making (a fixed type, hex): written as they are, not parsed
-                // into header objects and formatted back for every delivery.
-                content.Headers.TryAddWithoutValidation("Content-Type", "application/json; charset=utf-8")
-                |> ignore
-
-                request.Content <- content
-                request.Headers.TryAddWithoutValidation("X-WeChatFs-Delivery", id) |> ignore
-
-                match secretKey with
-                | Some key ->
-                    request.Headers.TryAddWithoutValidation("X-WeChatFs-Signature", Messages.signBytes key body.Span)
-                    |> ignore
-                | None -> ()
-
-                try
-                    use! response = http.SendAsync request
-                    let! body = response.Content.ReadAsStringAsync()
-
-                    if response.IsSuccessStatusCode then
-                        return Ok body
-                    else
-                        return Error(WebhookStatus(int response.StatusCode))
-                with
-                | :? HttpRequestException as ex -> return Error(WebhookUnreachable ex.Message)
-                | :? TaskCanceledException -> return Error WebhookTimedOut
-        }
+        match webhookUrl hooks tenant with
+        | None -> Task.FromResult(Error NoWebhookUrl)
+        | Some url -> postWebhook http signer url id body
 
     /// Delivers and records the outcome; `attemptsSoFar` counts the attempts before this one.
     member this.Deliver(id: string, tenant: string option, body: ReadOnlyMemory<byte>, attemptsSoFar: int) =
@@ -254,6 +268,7 @@ type InboxService
                     | None -> ()
 
                     do! (batcher :> IAsyncDisposable).DisposeAsync()
+                    signer |> Option.iter (fun s -> (s :> IDisposable).Dispose())
                 }
                 :> Task
             )

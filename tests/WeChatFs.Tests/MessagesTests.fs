@@ -281,24 +281,39 @@ let tests =
 
             testCase "the signature is HMAC-SHA256 of the exact body"
             <| fun () ->
-                let expected =
-                    "sha256="
-                    + Convert.ToHexStringLower(
-                        HMACSHA256.HashData(Encoding.UTF8.GetBytes "secret", Encoding.UTF8.GetBytes "{\"a\":1}")
-                    )
-
-                let signed =
-                    signBytes (Encoding.UTF8.GetBytes "secret") (ReadOnlySpan(Encoding.UTF8.GetBytes "{\"a\":1}"))
-
-                Expect.equal signed expected "the HMAC-SHA256 of the body, hex"
+                use signer = new BodySigner(Encoding.UTF8.GetBytes "secret")
+                let signed = signer.Sign(ReadOnlySpan(Encoding.UTF8.GetBytes "{\"a\":1}"))
+                Expect.equal signed (signBody "secret" "{\"a\":1}") "the HMAC-SHA256 of the body, hex"
 
             testProp
                 "two bodies have the same signature only when they are the same"
                 (Prop.forAll (Arb.fromGen (Gen.zip xmlSafeString xmlSafeString)) (fun (a, b) ->
+                    use signer = new BodySigner(Encoding.UTF8.GetBytes "k")
+
                     let sign (body: string) =
-                        signBytes (Encoding.UTF8.GetBytes "k") (ReadOnlySpan(Encoding.UTF8.GetBytes body))
+                        signer.Sign(ReadOnlySpan(Encoding.UTF8.GetBytes body))
 
                     (a = b) = (sign a = sign b)))
+
+            testProp
+                "one signer signs every body as a fresh HMAC would, from many threads at once"
+                (Prop.forAll
+                    (Arb.fromGen (Gen.zip (Gen.nonEmptyListOf xmlSafeString) xmlSafeString))
+                    (fun (bodies, secret) ->
+                        // The signer keeps a keyed hash per thread: a body must never carry what the
+                        // thread's hash took in before, nor another thread's.
+                        use signer = new BodySigner(Encoding.UTF8.GetBytes secret)
+
+                        let signs =
+                            [
+                                for body in bodies @ bodies @ bodies ->
+                                    Threading.Tasks.Task.Run(fun () ->
+                                        body, signer.Sign(ReadOnlySpan(Encoding.UTF8.GetBytes body)))
+                            ]
+                            |> Threading.Tasks.Task.WhenAll
+
+                        signs.Result
+                        |> Array.forall (fun (body, signed) -> signed = signBody secret body)))
 
             testProp
                 "any text survives a text reply, ]]> included, with sender and account swapped"
