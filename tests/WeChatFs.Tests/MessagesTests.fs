@@ -2,7 +2,6 @@
 module WeChatFs.Tests.MessagesTests
 
 open System
-open System.Security.Cryptography
 open System.Text
 open System.Text.Json
 open Expecto
