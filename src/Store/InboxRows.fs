@@ -479,12 +479,11 @@ let vacuum (access: ISqlAccess) (after: int64) (stopping: CancellationToken) =
                     // Paced as this server paces autovacuum (-1: as it paces every vacuum), since it
                     // runs while pushes come in: PostgreSQL does not pace a VACUUM command unless told,
                     // and unpaced, the kit's PostgreSQL pushes ran at 0.90 of the rate without it.
+                    let asAutovacuum setting =
+                        $"set_config('vacuum_{setting}', CASE current_setting('autovacuum_vacuum_{setting}') WHEN '-1' THEN current_setting('vacuum_{setting}') ELSE current_setting('autovacuum_vacuum_{setting}') END, false)"
+
                     let! _ =
-                        exec
-                            conn
-                            null
-                            "SELECT set_config('vacuum_cost_delay', CASE current_setting('autovacuum_vacuum_cost_delay') WHEN '-1' THEN current_setting('vacuum_cost_delay') ELSE current_setting('autovacuum_vacuum_cost_delay') END, false), set_config('vacuum_cost_limit', CASE current_setting('autovacuum_vacuum_cost_limit') WHEN '-1' THEN current_setting('vacuum_cost_limit') ELSE current_setting('autovacuum_vacuum_cost_limit') END, false)"
-                            []
+                        exec conn null ("SELECT " + asAutovacuum "cost_delay" + ", " + asAutovacuum "cost_limit") []
 
                     let! failure =
                         Task.run
